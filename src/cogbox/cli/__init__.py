@@ -1,0 +1,38 @@
+"""The `cogbox` command line: thin wrappers that call the parts (images, jail, ...)."""
+
+import sys
+
+import click
+
+from cogbox.cli.image import image
+from cogbox.cli.jail import jail
+from cogbox.cli.policy import policy
+from cogbox.errors import CogboxError
+
+
+@click.group()
+@click.version_option(package_name="cogbox")
+def cli() -> None:
+    """Sandboxed, persistent deep-learning code sessions."""
+
+
+cli.add_command(image)
+cli.add_command(policy)
+cli.add_command(jail)
+
+
+def main() -> None:
+    """Entry point: user-facing errors print one clear line and exit 2, no traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except CogboxError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)

@@ -1,0 +1,5 @@
+"""`python -m cogbox.cli`: the same as the `cogbox` command."""
+
+from cogbox.cli import main
+
+main()

@@ -1,0 +1,8 @@
+"""`cogbox policy ...` commands."""
+
+import click
+
+
+@click.group()
+def policy() -> None:
+    """Jail policy commands."""

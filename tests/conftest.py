@@ -1,0 +1,42 @@
+"""Shared fixtures: real images built from the repository's recipes (cached by digest)."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cogbox.config import REPO_IMAGES_DIR
+from cogbox.images.builder import build_image
+from cogbox.images.recipe import load_recipe
+from cogbox.images.store import Image, ImageStore
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="building images needs root")
+
+
+def _built(name: str) -> Image:
+    if os.geteuid() != 0:
+        pytest.skip("building images needs root")
+    if shutil.which("debootstrap") is None:
+        pytest.skip("debootstrap is not installed (run scripts/setup)")
+    return build_image(load_recipe(REPO_IMAGES_DIR / name), ImageStore())
+
+
+@pytest.fixture(scope="session")
+def python_image() -> Image:
+    """The light `python` image (Debian 12, Python 3.11), built once per data dir."""
+    return _built("python")
+
+
+@pytest.fixture(scope="session")
+def cntk_image() -> Image:
+    """The seed's `cntk` image (Debian 11, Python 2.7, CNTK 2.7, Keras 2.3.1)."""
+    return _built("cntk")
+
+
+@pytest.fixture
+def recipes(tmp_path: Path) -> Path:
+    """A writable copy of the repository's images/ folder, for tests that edit recipes."""
+    target = tmp_path / "images"
+    shutil.copytree(REPO_IMAGES_DIR, target)
+    return target

@@ -93,7 +93,7 @@ def test_kernel_runtime_packages_import(cntk_image: Image) -> None:
     proc = _python(
         cntk_image,
         "import ipykernel, zmq, wurlitzer, scipy, h5py\n"
-        "print(ipykernel.__version__, zmq.__version__)",
+        "print('%s %s' % (ipykernel.__version__, zmq.__version__))",
     )
     assert proc.stdout.strip() == "4.10.1 19.0.2", proc.stderr
 

@@ -18,7 +18,7 @@ def _dockerfile(name: str) -> str:
 
 def _apt_packages(dockerfile: str) -> set[str]:
     found: set[str] = set()
-    for line in re.findall(r"apt-get install -y -q --no-install-recommends ([^&\\]+)", dockerfile):
+    for line in re.findall(r"apt-get install -y -q --no-install-recommends ([^\n]+)", dockerfile):
         found |= set(line.split())
     return found - {"binutils"}  # installed only to strip, then purged
 
@@ -75,7 +75,10 @@ def test_local_python_build_installs_what_the_dockerfile_installs(python_image: 
 def _same_packages(image: Image, dockerfile: str) -> None:
     installed_python = {canonical_name(k): v for k, v in image.manifest["python_packages"].items()}
     pins = _pins(dockerfile)
-    assert {k: installed_python.get(k) for k in pins} == pins
+    # PyPI's cntk 2.7.post2 wheel says "Version: 2.7" in its own metadata: a post-release
+    # pin matches the release it re-packages, and nothing else does.
+    matches = {k: installed_python.get(k) in (v, v.split(".post")[0]) for k, v in pins.items()}
+    assert [k for k, ok in matches.items() if not ok] == []
     # Nothing was installed beyond the pins (wheel/pkg_resources-style extras included).
     assert set(installed_python) - set(pins) <= {"wheel"}
     debian = image.manifest["debian_packages"]

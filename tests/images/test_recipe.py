@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from cogbox.images.plan import build_digest
 from cogbox.images.recipe import RecipeError, load_recipe
 
 
@@ -68,11 +69,11 @@ def test_invalid_yaml_names_its_line(recipes: Path) -> None:
 
 
 def test_digest_follows_recipe_files_and_policy(recipes: Path) -> None:
-    before = load_recipe(recipes / "cntk").digest()
-    assert load_recipe(recipes / "cntk").digest() == before
+    before = build_digest(load_recipe(recipes / "cntk"))
+    assert build_digest(load_recipe(recipes / "cntk")) == before
     (recipes / "cntk" / "files" / "cntk-libs.conf").write_text("/opt/other\n")
-    after_file = load_recipe(recipes / "cntk").digest()
+    after_file = build_digest(load_recipe(recipes / "cntk"))
     with (recipes / "cntk" / "policy.yml").open("a") as policy:
         policy.write("\n# edited\n")
-    after_policy = load_recipe(recipes / "cntk").digest()
+    after_policy = build_digest(load_recipe(recipes / "cntk"))
     assert len({before, after_file, after_policy}) == 3

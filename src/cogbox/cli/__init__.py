@@ -7,6 +7,7 @@ import click
 from cogbox.cli.image import image
 from cogbox.cli.jail import jail
 from cogbox.cli.policy import policy
+from cogbox.cli.run import run
 from cogbox.errors import CogboxError
 
 
@@ -19,6 +20,7 @@ def cli() -> None:
 cli.add_command(image)
 cli.add_command(policy)
 cli.add_command(jail)
+cli.add_command(run)
 
 
 def main() -> None:

@@ -1,8 +1,81 @@
-"""`cogbox jail ...` commands."""
+"""`cogbox jail ...` commands: run a command of a built image inside the jail."""
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
 
 import click
+
+from cogbox.images.store import ImageStore
+from cogbox.jail.launcher import Jail, JailSpec
+from cogbox.jail.policy import default_policy, load_policy
 
 
 @click.group()
 def jail() -> None:
-    """Jail jail commands."""
+    """Run commands inside the jail."""
+
+
+@jail.command(context_settings={"ignore_unknown_options": True})
+@click.option("--image", "image_name", required=True, help="Name of a built image.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Jail policy file (default: the image's own policy.yml).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Host directory shown as /home/work (default: a temporary one, deleted after).",
+)
+@click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Request a variable.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    image_name: str,
+    policy_file: Path | None,
+    workdir: Path | None,
+    env_pairs: tuple[str, ...],
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND in IMAGE's jail, streaming its output; exit with its status.
+
+    When a limit ends the command, the reason is printed to stderr and the exit status is
+    128 + the signal (or the command's own status). Variables from --env pass only if the
+    policy preserves them.
+    """
+    image = ImageStore().get(image_name)
+    if policy_file is not None:
+        policy = load_policy(policy_file)
+    elif image.policy_path.is_file():
+        policy = load_policy(image.policy_path)
+    else:
+        policy = default_policy()
+    env: dict[str, str] = {}
+    for pair in env_pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not K=V", param_hint="--env")
+        env[key] = value
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    spec = JailSpec(image, policy, list(command), workdir=workdir, env=env)
+    runner = Jail()
+
+    # runc runs in its own session; pass the terminal's Ctrl-C and a TERM on to the command.
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        runner.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner.start(spec)
+        exit = runner.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runner.cleanup()
+    if exit.limit_hit:
+        click.echo(f"cogbox: {exit.message}", err=True)
+    sys.exit(exit.returncode)

@@ -21,6 +21,7 @@ from cogbox.images.plan import (
     CopyIn,
     FetchWheels,
     Shell,
+    build_digest,
     build_steps,
     pip_download_args,
     requirements_text,
@@ -40,7 +41,7 @@ def build_image(
     loaded: LoadedRecipe, store: ImageStore, report: Report = lambda _: None, *, force: bool = False
 ) -> Image:
     """Build `loaded` unless an image with the same digest is ready; returns the ready image."""
-    digest = loaded.digest()
+    digest = build_digest(loaded)
     if not force and (ready := store.find(loaded.name, digest)) is not None:
         return ready
     with store.lock(loaded.name):

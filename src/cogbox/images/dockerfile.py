@@ -23,8 +23,8 @@ WHEELS_STAGE_IMAGE = "python:3.11-slim-bookworm"
 
 
 def _run(script: str) -> str:
-    lines = [line for line in script.splitlines() if line.strip()]
-    return "RUN set -e; \\\n    " + " && \\\n    ".join(lines)
+    # A heredoc keeps the script byte-for-byte what the local builder runs.
+    return f"RUN <<'COGBOX_EOF'\nset -e\n{script}\nCOGBOX_EOF"
 
 
 def render_dockerfile(loaded: LoadedRecipe) -> str:

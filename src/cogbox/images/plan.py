@@ -5,22 +5,40 @@ Dockerfile renderer (dockerfile.py) writes the same steps as Dockerfile instruct
 steps are literally the same script in both, so the two cannot drift apart.
 """
 
+import hashlib
+import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cogbox.images.recipe import DEBIAN_SUITES, LoadedRecipe, PythonSpec
 
 WHEEL_DIR = "/tmp/cogbox-wheels"
 POLICY_DEST = "/etc/backend.ai/jail/policy.yml"
+# Mount points the jail binds over. They must exist in the image, because the root filesystem
+# is shared read-only by every jail and the runtime must not create them there.
+JAIL_RUNTIME_DIR = "/run/cogbox"
+JAIL_INIT = "/usr/sbin/cogbox-init"
 REQUIREMENTS = "requirements.txt"
 
 # Debug symbols are a sixth of the Python packages' size (numpy 1.13's wheel ships them).
+# binutils' strip can misalign the LOAD segments of libraries that auditwheel rewrote with
+# patchelf (ld.so: "ELF load command address/offset not properly aligned"), so each stripped
+# copy is checked the way ld.so checks it and kept only if every segment is aligned.
 STRIP_SCRIPT = r"""
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends binutils
-find /usr/local/lib /usr/lib/python* -xdev -name '*.so*' -type f -exec strip --strip-debug {} +
+aligned() {
+  readelf -lW "$1" | while read -r kind offset vaddr rest; do
+    [ "$kind" = LOAD ] || continue
+    [ $(( (offset - vaddr) % ${rest##* } )) -eq 0 ] || return 1
+  done
+}
+find /usr/local/lib -xdev -type f -name '*.so*' | while read -r lib; do
+  strip -g -o /tmp/stripped "$lib" && aligned /tmp/stripped && cat /tmp/stripped > "$lib"
+  rm -f /tmp/stripped
+done
 apt-get purge -y -q --auto-remove binutils
 """.strip()
 
@@ -49,7 +67,7 @@ class CopyIn:
     """A file from the recipe folder copied into the image (`COPY` in a Dockerfile)."""
 
     description: str
-    src: Path
+    src: Path = field(repr=False)  # where this checkout keeps it: not part of the digest
     relative_src: str
     dest: str
     mode: int
@@ -120,6 +138,18 @@ def pip_install_script(python: PythonSpec) -> str:
     )
 
 
+def build_digest(loaded: LoadedRecipe) -> str:
+    """sha256 of everything that shapes the image: the recipe, the steps it renders to (so a
+    change to the builder's scripts rebuilds), and the bytes of every file they copy in."""
+    h = hashlib.sha256()
+    h.update(json.dumps(loaded.recipe.model_dump(mode="json"), sort_keys=True).encode())
+    for step in build_steps(loaded):
+        h.update(repr(step).encode())
+        if isinstance(step, CopyIn):
+            h.update(step.src.read_bytes())
+    return h.hexdigest()
+
+
 def build_steps(loaded: LoadedRecipe) -> list[BuildStep]:
     """The ordered steps that turn a Debian base system into the recipe's image."""
     r = loaded.recipe
@@ -173,6 +203,12 @@ def build_steps(loaded: LoadedRecipe) -> list[BuildStep]:
     )
     if r.run:
         steps.append(Shell("run the recipe's commands", "\n".join(r.run)))
+    steps.append(
+        Shell(
+            "create the jail's mount points",
+            f"mkdir -p {JAIL_RUNTIME_DIR}\ninstall -m 0755 /dev/null {JAIL_INIT}",
+        )
+    )
     steps.append(Shell("strip debug symbols from shared libraries", STRIP_SCRIPT))
     steps.append(Shell("remove what a kernel never needs", SLIM_SCRIPT))
     return steps

@@ -1,7 +1,5 @@
-"""The image recipe (`images/<name>/recipe.yml`): its model, validation and digest."""
+"""The image recipe (`images/<name>/recipe.yml`): its model and validation."""
 
-import hashlib
-import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated
@@ -18,8 +16,6 @@ DEBIAN_SUITES: dict[str, tuple[int, int]] = {
     "bookworm": (2, 36),
     "trixie": (2, 41),
 }
-# Bumped when the builder's output changes for the same recipe, so old images are rebuilt.
-BUILDER_VERSION = "1"
 
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)$")
 _DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -175,17 +171,6 @@ class LoadedRecipe(BaseModel):
 
     def file_source(self, item: FileToAdd) -> Path:
         return self.folder / item.src
-
-    def digest(self) -> str:
-        """sha256 over the recipe, the files it adds, its policy and the builder version."""
-        h = hashlib.sha256()
-        h.update(BUILDER_VERSION.encode())
-        h.update(json.dumps(self.recipe.model_dump(mode="json"), sort_keys=True).encode())
-        for item in self.recipe.files:
-            h.update(item.dest.encode())
-            h.update(self.file_source(item).read_bytes())
-        h.update(self.policy_path.read_bytes())
-        return h.hexdigest()
 
 
 def canonical_name(name: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cogbox.config import data_dir
 from cogbox.errors import CogboxError
@@ -57,6 +57,13 @@ class Image:
     def policy_path(self) -> Path:
         """The image's default jail policy, as installed in the root filesystem."""
         return self.rootfs / "etc/backend.ai/jail/policy.yml"
+
+    def hold(self) -> IO[str]:
+        """Mark the image in use until the returned handle is closed (a shared lock on its
+        manifest): a rebuild then keeps this version instead of deleting it under a jail."""
+        handle = open(self.path / MANIFEST)  # noqa: SIM115 - the caller owns the handle
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return handle
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -102,11 +109,26 @@ class ImageStore:
         return found
 
     def find(self, name: str, digest: str | None = None) -> Image | None:
-        """The ready image `name` (with that digest, if given), or None."""
+        """The newest ready image `name` (with that digest, if given), or None."""
+        ready = [
+            i for i in self.images() if i.name == name and i.ready and digest in (None, i.digest)
+        ]
+        return max(ready, key=lambda i: str(i.manifest.get("built_at", "")), default=None)
+
+    def prune(self, name: str, keep: str) -> list[Path]:
+        """Delete versions of `name` other than digest `keep` that no jail holds."""
+        removed = []
         for image in self.images():
-            if image.name == name and image.ready and digest in (None, image.digest):
-                return image
-        return None
+            if image.name != name or image.digest == keep or not image.ready:
+                continue
+            with open(image.path / MANIFEST) as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # in use: a later build or `image rm` removes it
+                shutil.rmtree(image.path, ignore_errors=True)
+                removed.append(image.path)
+        return removed
 
     def get(self, name: str) -> Image:
         image = self.find(name)
@@ -159,9 +181,7 @@ class ImageStore:
         if final.exists():
             shutil.rmtree(final)
         os.rename(staging, final)
-        for entry in (self.images_dir / name).iterdir():
-            if entry.is_dir() and entry != final and not entry.name.startswith("."):
-                shutil.rmtree(entry, ignore_errors=True)
+        self.prune(name, keep=digest)
         image = self.find(name, digest)
         assert image is not None
         return image

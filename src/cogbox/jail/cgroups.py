@@ -1,0 +1,224 @@
+"""Per-jail cgroups the launcher owns, on cgroup v1 or v2, whose counters outlive the container.
+
+runc removes the container's own cgroup as soon as the container exits, taking the OOM and
+pids counters with it. So the launcher creates a parent cgroup per jail, puts the memory and
+pids limits there, and gives runc a leaf beneath it (`<parent>/jail`). The leaf's charges
+count against the parent's limits, the parent's counters survive runc's cleanup, and the
+launcher reads them before removing the parent.
+
+    v2:  <root>/cogbox/<jail-id>/            limits; memory.events, pids.events, *.peak
+         <root>/cogbox/<jail-id>/jail/       runc's leaf (cgroupsPath)
+    v1:  <root>/{memory,pids}/cogbox/<jail-id>/   limits; memory.failcnt, pids.peak
+         <root>/<ctrl>/cogbox/<jail-id>/jail/     runc's leaf in every controller
+
+`root` is a parameter so tests can exercise both layouts on a fake tree.
+"""
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cogbox.errors import CogboxError
+
+DEFAULT_ROOT = Path("/sys/fs/cgroup")
+PARENT = "cogbox"
+LEAF = "jail"
+CgroupVersion = Literal[1, 2]
+_V2_CONTROLLERS = ("memory", "pids", "cpu")
+_V1_LIMITED = ("memory", "pids")  # controllers whose limits live on the launcher's parent
+
+
+class CgroupError(CogboxError):
+    """A cgroup the jail needs could not be created or configured."""
+
+
+def detect_version(root: Path = DEFAULT_ROOT) -> CgroupVersion:
+    """2 on a unified (cgroup2) hierarchy, 1 on legacy or hybrid hosts (controllers in v1)."""
+    if (root / "cgroup.controllers").is_file():
+        return 2
+    if (root / "memory").is_dir() and (root / "pids").is_dir():
+        return 1
+    raise CgroupError(
+        f"no usable cgroup hierarchy at {root}: need cgroup v2, or v1 with the memory and "
+        "pids controllers mounted"
+    )
+
+
+@dataclass(frozen=True)
+class CgroupCounters:
+    """What the kernel counted in a jail's cgroups; None where this kernel does not say."""
+
+    oom_kills: int  # processes killed by the memory cgroup's OOM killer
+    memory_limit_hits: int  # times usage hit the memory limit (v1 failcnt, v2 events "max")
+    pids_limit_hits: int  # forks refused by the pids limit (0 where only the leaf counts them)
+    pids_peak: int | None  # most tasks at once (kernels >= 6.11)
+    memory_peak_bytes: int | None
+
+
+class JailCgroup:
+    """The cgroups of one jail: create with limits, read counters, kill everything, remove."""
+
+    def __init__(self, jail_id: str, *, root: Path = DEFAULT_ROOT) -> None:
+        self.jail_id = jail_id
+        self.root = root
+        self.version = detect_version(root)
+        self.relative = Path(PARENT) / jail_id
+
+    @property
+    def runc_path(self) -> str:
+        """The `linux.cgroupsPath` for runc: a leaf under the launcher's parent."""
+        return f"/{PARENT}/{self.jail_id}/{LEAF}"
+
+    def _dir(self, controller: str) -> Path:
+        if self.version == 2:
+            return self.root / self.relative
+        return self.root / controller / self.relative
+
+    def create(self, *, memory_bytes: int | None, pids: int | None) -> None:
+        """Create the parent cgroup(s) and write the limits; CgroupError names the file."""
+        if self.version == 2:
+            self._create_v2(memory_bytes, pids)
+        else:
+            self._create_v1(memory_bytes, pids)
+
+    def _create_v2(self, memory_bytes: int | None, pids: int | None) -> None:
+        parent = self.root / PARENT
+        parent.mkdir(exist_ok=True)
+        enable = " ".join(f"+{c}" for c in _V2_CONTROLLERS)
+        # Each level must delegate the controllers to the next, or the files do not exist.
+        for level in (self.root, parent):
+            _write(level / "cgroup.subtree_control", enable)
+        own = self._dir("memory")
+        own.mkdir()
+        _write(own / "cgroup.subtree_control", enable)
+        if memory_bytes is not None:
+            _write(own / "memory.max", str(memory_bytes))
+            # No swap: a jail at its limit is OOM-killed instead of thrashing the host.
+            if (own / "memory.swap.max").exists():
+                _write(own / "memory.swap.max", "0")
+        if pids is not None:
+            _write(own / "pids.max", str(pids))
+
+    def _create_v1(self, memory_bytes: int | None, pids: int | None) -> None:
+        for controller in _V1_LIMITED:
+            self._dir(controller).mkdir(parents=True, exist_ok=True)
+        memory = self._dir("memory")
+        if memory_bytes is not None:
+            _write(memory / "memory.limit_in_bytes", str(memory_bytes))
+            # memsw (memory+swap) exists only with swap accounting; equal to memory = no swap.
+            if (memory / "memory.memsw.limit_in_bytes").exists():
+                _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        if pids is not None:
+            _write(self._dir("pids") / "pids.max", str(pids))
+
+    def counters(self) -> CgroupCounters:
+        """Read the parent's counters (call after the container exited, before `remove`)."""
+        memory = self._dir("memory")
+        pids = self._dir("pids")
+        if self.version == 2:
+            memory_events = _keyed(memory / "memory.events")
+            pids_events = _keyed(pids / "pids.events")
+            return CgroupCounters(
+                oom_kills=memory_events.get("oom_kill", 0),
+                memory_limit_hits=memory_events.get("max", 0),
+                pids_limit_hits=pids_events.get("max", 0),
+                pids_peak=_int(pids / "pids.peak"),
+                memory_peak_bytes=_int(memory / "memory.peak"),
+            )
+        # v1 counts OOM kills and refused forks in the cgroup of the process (runc's leaf, gone
+        # by now); the parent keeps failcnt and the peaks, which is enough to tell.
+        # failcnt stays 0 when the memory+swap limit trips first, so a peak at the limit
+        # counts as a hit too.
+        oom_control = _keyed(memory / "memory.oom_control")
+        peak = _int(memory / "memory.max_usage_in_bytes")
+        limit = _int(memory / "memory.limit_in_bytes")
+        hits = (_int(memory / "memory.failcnt") or 0) + (_int(memory / "memory.memsw.failcnt") or 0)
+        if peak is not None and limit is not None and peak >= limit:
+            hits += 1
+        return CgroupCounters(
+            oom_kills=oom_control.get("oom_kill", 0),
+            memory_limit_hits=hits,
+            pids_limit_hits=_keyed(pids / "pids.events").get("max", 0),
+            pids_peak=_int(pids / "pids.peak"),
+            memory_peak_bytes=peak,
+        )
+
+    def pids(self) -> set[int]:
+        """Every process in the jail's cgroups (the leaf included)."""
+        found: set[int] = set()
+        controllers = ("memory",) if self.version == 2 else _V1_LIMITED
+        for controller in controllers:
+            top = self._dir(controller)
+            if not top.is_dir():
+                continue
+            for directory, _, _ in os.walk(top):
+                with contextlib.suppress(OSError):
+                    text = (Path(directory) / "cgroup.procs").read_text()
+                    found.update(int(line) for line in text.split())
+        return found
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the jail's cgroups until none is left (or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        kill_file = self._dir("memory") / "cgroup.kill"
+        while True:
+            pids = self.pids()
+            if not pids or time.monotonic() > deadline:
+                return
+            if self.version == 2 and kill_file.exists():
+                with contextlib.suppress(OSError):
+                    _write(kill_file, "1")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        """Remove the jail's cgroup directories, leaves first, in every hierarchy."""
+        if self.version == 2:
+            tops = [self._dir("memory")]
+        else:
+            tops = [entry / self.relative for entry in _v1_hierarchies(self.root)]
+        for top in tops:
+            if not top.is_dir():
+                continue
+            for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+
+
+def _v1_hierarchies(root: Path) -> list[Path]:
+    # Skip the co-mount aliases (cpu -> cpu,cpuacct): the real directory is listed too.
+    return [entry for entry in sorted(root.iterdir()) if entry.is_dir() and not entry.is_symlink()]
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise CgroupError(f"cannot write {value!r} to {path}: {exc.strerror or exc}") from exc
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A flat-keyed cgroup file ("oom_kill 3\\nmax 0") as a dict; empty if unreadable."""
+    values: dict[str, int] = {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            values[key] = int(value)
+    return values
+
+
+def _int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,528 @@
+"""Run a command of an image inside the jail through runc, with a `subprocess.Popen`-like API.
+
+    jail = Jail()
+    jail.start(JailSpec(image, policy, ["python3", "-c", "print(1)"]), stdout=PIPE)
+    out = jail.stdout.read(); exit = jail.wait()   # JailExit(returncode, reason, message)
+    jail.cleanup()
+
+Each jail gets a bundle (`<data>/run/jails/<id>/config.json`, rendered by `render_oci_spec`),
+an entry in runc's own state dir (`<data>/run/runc`), its own cgroups (see cgroups.py), and a
+/home/work bound from a host directory (see workdir.py). `runc run` runs in the foreground
+without a terminal, so the container's stdio is the caller's pipes, and runc's exit status
+is the command's (128 + N when killed by signal N). Only fds 0-2 reach the container: Popen
+closes every other fd before runc starts, and runc's init closes any it inherited above 2.
+
+Limits and who enforces them:
+    memory, pids   cgroups of the launcher's parent cgroup        -> OOM, PIDS_LIMIT
+    cpus           runc's cpu cgroup quota                        -> (throttled, no exit)
+    cpu time       RLIMIT_CPU (SIGXCPU, then SIGKILL)             -> CPU_TIME
+    file size      RLIMIT_FSIZE (SIGXFSZ / EFBIG)                 -> FILE_SIZE
+    /home/work     ext4 image of the quota's size                 -> DISK_QUOTA
+    /tmp, /dev/shm tmpfs size=                                    -> DISK_QUOTA (from stderr)
+    wall time      watchdog thread here: `runc kill KILL`         -> WALL_TIME
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from cogbox.config import data_dir
+from cogbox.errors import CogboxError
+from cogbox.images.store import Image
+from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailCgroup
+from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
+from cogbox.jail.oci import Bind, jail_env, render_oci_spec
+from cogbox.jail.policy import WORKDIR, Policy
+from cogbox.jail.workdir import Workdir, WorkdirError
+
+__all__ = [
+    "DEVNULL",
+    "PIPE",
+    "ExitReason",
+    "Jail",
+    "JailError",
+    "JailExit",
+    "JailResult",
+    "JailSpec",
+    "run_jailed",
+]
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+RUNTIMES = ("runc", "runsc")
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# What a login would set; offered as requests, so the policy's preserved keys still decide.
+DEFAULT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": WORKDIR,
+    "USER": "work",
+    "SHELL": "/bin/sh",
+}
+_START_POLL_SECONDS = 0.002
+_START_TIMEOUT_SECONDS = 60.0
+_STDERR_TAIL_BYTES = 4096
+DEFAULT_OUTPUT_LIMIT = 64 << 20
+
+
+class JailError(CogboxError):
+    """The jail could not be set up or started (not: the jailed command failed)."""
+
+
+@dataclass
+class JailSpec:
+    """What to run, where and under which policy."""
+
+    image: Image
+    policy: Policy
+    argv: list[str]
+    workdir: Path | None = None  # host dir bound at /home/work; a fresh temp dir if None
+    env: dict[str, str] = field(default_factory=dict)  # requested env, filtered by jail_env
+    binds: list[Bind] = field(default_factory=list)  # extra binds (never /home/work)
+    name: str | None = None  # a readable part of the jail id
+
+
+@dataclass(frozen=True)
+class JailResult:
+    """Output and exit of a command run to completion by `run_jailed`."""
+
+    stdout: bytes
+    stderr: bytes
+    exit: JailExit
+    truncated: bool = False  # output beyond `output_limit` was discarded
+
+
+def state_dirs(base: Path | None = None) -> tuple[Path, Path]:
+    """(runc's --root state dir, the folder of per-jail bundles) under cogbox's data dir."""
+    run = (base or data_dir()) / "run"
+    return run / "runc", run / "jails"
+
+
+class Jail:
+    """One jailed process, shaped like `subprocess.Popen` (and jupyter_client's provisioners).
+
+    `runtime` is "runc" (default) or "runsc" (gVisor: a user-space kernel, a stronger
+    boundary at a cost in start time and syscall speed). `cgroup_root` exists for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime: str = "runc",
+        state_dir: Path | None = None,
+        cgroup_root: Path = DEFAULT_ROOT,
+    ) -> None:
+        if runtime not in RUNTIMES:
+            raise JailError(f"unknown jail runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        if shutil.which(runtime) is None:
+            raise JailError(f"{runtime} is not installed (Debian: apt-get install {runtime})")
+        self.runtime = runtime
+        self.runtime_root, self.jails_dir = state_dirs(state_dir)
+        self.cgroup_root = cgroup_root
+        self.id = ""
+        self.bundle: Path | None = None
+        self.stdin: IO[bytes] | None = None
+        self.stdout: IO[bytes] | None = None
+        self.stderr: IO[bytes] | None = None
+        self.pid: int | None = None  # the container's init, as the host sees it
+        self._spec: JailSpec | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._cgroup: JailCgroup | None = None
+        self._workdir: Workdir | None = None
+        self._watchdog: threading.Timer | None = None
+        self._wall_limit: float | None = None
+        self._wall_expired = False
+        self._killed_by_caller = False
+        self._exit: JailExit | None = None
+        self._finish_lock = threading.Lock()
+        self._stderr_tail = b""
+        self._cleaned = False
+
+    # ------------------------------------------------------------------ starting
+
+    def start(
+        self,
+        spec: JailSpec,
+        *,
+        stdin: int | IO[Any] | None = None,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+        wall_time_seconds: float | None = None,
+    ) -> None:
+        """Set the jail up and start `spec.argv` in it; returns once the command is running.
+
+        stdin/stdout/stderr take what Popen takes (PIPE, DEVNULL, a file, None = inherit).
+        `wall_time_seconds` tightens the policy's wall time limit for this run.
+        Raises JailError (naming what failed) if the jail cannot be set up or started.
+        """
+        if self._process is not None:
+            raise JailError(f"jail {self.id} was already started")
+        if not spec.argv:
+            raise JailError("nothing to run: argv is empty")
+        self._spec = spec
+        self.id = _jail_id(spec.name)
+        limits = spec.policy.limits
+        walls = [w for w in (limits.wall_time_seconds, wall_time_seconds) if w is not None]
+        self._wall_limit = min(walls) if walls else None
+        try:
+            self._prepare(spec)
+            self._launch(stdin, stdout, stderr)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _prepare(self, spec: JailSpec) -> None:
+        self.runtime_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.jails_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.bundle = self.jails_dir / self.id
+        self.bundle.mkdir(mode=0o700)
+        limits = spec.policy.limits
+        try:
+            self._workdir = Workdir.prepare(spec.workdir, limits.workdir_quota_bytes, self.bundle)
+        except (WorkdirError, OSError) as exc:
+            raise JailError(f"cannot prepare /home/work: {exc}") from exc
+        try:
+            self._cgroup = JailCgroup(self.id, root=self.cgroup_root)
+            self._cgroup.create(memory_bytes=limits.memory_bytes, pids=limits.pids)
+        except (CgroupError, OSError) as exc:
+            raise JailError(f"cannot set up the jail's cgroups: {exc}") from exc
+        binds = [Bind(self._workdir.source, WORKDIR, readonly=False), *spec.binds]
+        try:
+            config = render_oci_spec(
+                spec.policy,
+                rootfs=spec.image.rootfs,
+                args=list(spec.argv),
+                env=jail_env(spec.policy, spec.image.env, {**DEFAULT_ENV, **spec.env}),
+                binds=binds,
+                cgroups_path=self._cgroup.runc_path,
+            )
+        except ValueError as exc:
+            raise JailError(f"cannot build the jail's OCI config: {exc}") from exc
+        # The memory and pids limits live on the launcher's parent cgroup, where their
+        # counters survive runc's cleanup; the same limit on runc's leaf would trip first.
+        resources = config["linux"].get("resources", {})
+        resources.pop("memory", None)
+        resources.pop("pids", None)
+        # Under contention the kernel weighs a whole cgroup like one busy task; weigh a jail
+        # allowed N cores like N tasks, so its threads compete like the same threads outside.
+        if limits.cpus is not None and "cpu" in resources:
+            resources["cpu"]["shares"] = max(2, round(1024 * limits.cpus))
+        (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
+
+    def _launch(
+        self,
+        stdin: int | IO[Any] | None,
+        stdout: int | IO[Any] | None,
+        stderr: int | IO[Any] | None,
+    ) -> None:
+        assert self.bundle is not None
+        pid_file = self.bundle / "init.pid"
+        command = [
+            *self._runtime_command(),
+            "run",
+            "--bundle", str(self.bundle),
+            "--pid-file", str(pid_file),
+            "--no-new-keyring",  # session keyrings are not namespaced: never share the host's
+            self.id,
+        ]  # fmt: skip
+        # close_fds (the default) keeps every host fd but 0-2 away from runc and the jail;
+        # a new session keeps a terminal's Ctrl-C from reaching runc directly.
+        self._process = subprocess.Popen(
+            command,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            close_fds=True,
+            start_new_session=True,
+            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+        )
+        self.stdin, self.stdout, self.stderr = (
+            self._process.stdin,
+            self._process.stdout,
+            self._process.stderr,
+        )
+        if self._wall_limit is not None:
+            self._watchdog = threading.Timer(self._wall_limit, self._wall_time_expired)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        self._wait_started(pid_file)
+
+    def _runtime_command(self) -> list[str]:
+        assert self.bundle is not None
+        return [
+            self.runtime,
+            "--root", str(self.runtime_root),
+            "--log", str(self.bundle / "runtime.log"),
+            "--log-format", "json",
+        ]  # fmt: skip
+
+    def _wait_started(self, pid_file: Path) -> None:
+        # runc writes the pid file once the command runs; if runc exits first, the start
+        # failed (bad config, missing program) and its log says why.
+        assert self._process is not None
+        deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if pid_file.exists():
+                with contextlib.suppress(OSError, ValueError):
+                    self.pid = int(pid_file.read_text())
+                    return
+            if self._process.poll() is not None:
+                if pid_file.exists():
+                    return
+                raise JailError(
+                    f"the jail did not start ({self.runtime} exit status "
+                    f"{self._process.returncode}): {self._runtime_error()}"
+                )
+            time.sleep(_START_POLL_SECONDS)
+        raise JailError(f"the jail did not start within {_START_TIMEOUT_SECONDS:g} s")
+
+    def _runtime_error(self) -> str:
+        assert self.bundle is not None
+        messages: list[str] = []
+        with contextlib.suppress(OSError):
+            for line in (self.bundle / "runtime.log").read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("level") in ("error", "fatal"):
+                        messages.append(str(entry.get("msg", "")).strip())
+        return messages[-1] if messages else "no error was logged"
+
+    # ------------------------------------------------------------------ Popen-like
+
+    @property
+    def exit(self) -> JailExit | None:
+        """How the command ended, once it has (after poll() or wait() saw it)."""
+        return self._exit
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._exit is None else self._exit.returncode
+
+    @property
+    def workdir_view(self) -> Path | None:
+        """Where the host sees the jail's /home/work right now (the live quota mount)."""
+        return None if self._workdir is None else self._workdir.source
+
+    def poll(self) -> JailExit | None:
+        """The exit if the command has ended, else None; never blocks."""
+        if self._process is None or self._process.poll() is None:
+            return self._exit
+        return self._finish()
+
+    def wait(self, timeout: float | None = None) -> JailExit:
+        """Wait for the command to end; raises subprocess.TimeoutExpired after `timeout`."""
+        if self._process is None:
+            raise JailError("the jail was never started")
+        self._process.wait(timeout)
+        return self._finish()
+
+    def communicate(
+        self,
+        input: bytes | None = None,
+        *,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    ) -> tuple[bytes, bytes, bool]:
+        """Feed `input`, read stdout/stderr to the end (each capped at `output_limit` bytes).
+
+        Returns (stdout, stderr, truncated). Output past the cap is read and thrown away, so
+        a flood can neither block the jail nor fill the host's memory.
+        """
+        if self._process is None:
+            raise JailError("the jail was never started")
+        readers: list[threading.Thread] = []
+        results: dict[str, tuple[bytes, bool]] = {}
+        for key, stream in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if stream is not None:
+                thread = threading.Thread(
+                    target=_drain, args=(stream, output_limit, results, key), daemon=True
+                )
+                thread.start()
+                readers.append(thread)
+        if self.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                if input:
+                    self.stdin.write(input)
+                self.stdin.close()
+        for thread in readers:
+            thread.join()
+        out, out_cut = results.get("stdout", (b"", False))
+        err, err_cut = results.get("stderr", (b"", False))
+        self._stderr_tail = err[-_STDERR_TAIL_BYTES:]
+        return out, err, out_cut or err_cut
+
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the container's init process (the command)."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        subprocess.run(
+            [*self._runtime_command(), "kill", self.id, str(int(sig))],
+            capture_output=True,
+            check=False,
+        )
+
+    def kill(self) -> None:
+        """Kill the command and everything it started; the exit reason is KILLED."""
+        self._killed_by_caller = True
+        self._kill_container()
+
+    def _wall_time_expired(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._wall_expired = True
+            self._kill_container()
+
+    def _kill_container(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        result = subprocess.run(
+            [*self._runtime_command(), "kill", self.id, "KILL"],
+            capture_output=True,
+            check=False,
+        )
+        # Not created yet, or runc is stuck: the cgroups hold every process of the jail.
+        if result.returncode != 0 and self._cgroup is not None:
+            self._cgroup.kill_all()
+
+    # ------------------------------------------------------------------ ending
+
+    def _finish(self) -> JailExit:
+        with self._finish_lock:
+            if self._exit is not None:
+                return self._exit
+            assert self._process is not None and self._spec is not None
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            returncode = self._process.returncode
+            evidence = Evidence(
+                counters=_safe_counters(self._cgroup),
+                wall_time_expired=self._wall_limit if self._wall_expired else None,
+                killed_by_caller=self._killed_by_caller,
+                workdir_full=self._workdir.is_full() if self._workdir is not None else False,
+                stderr_tail=self._stderr_tail,
+            )
+            self._exit = explain(returncode, self._spec.policy.limits, evidence)
+            return self._exit
+
+    def cleanup(self) -> None:
+        """Kill what is left, delete the container, its cgroups, bundle and temp workdir.
+
+        Copies /home/work back to the host directory when a quota filesystem was used.
+        Safe to call more than once, and after a failed start.
+        """
+        if self._cleaned:
+            return
+        self._cleaned = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        errors: list[str] = []
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._killed_by_caller = self._exit is None
+                self._kill_container()
+                try:
+                    self._process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+            self._finish()
+            for stream in (self.stdin, self.stdout, self.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        if self.bundle is not None:
+            subprocess.run(
+                [*self._runtime_command(), "delete", "--force", self.id],
+                capture_output=True,
+                check=False,
+            )
+        if self._cgroup is not None:
+            self._cgroup.kill_all()
+            self._cgroup.remove()
+        if self._workdir is not None:
+            try:
+                self._workdir.close()
+            except (WorkdirError, OSError) as exc:
+                errors.append(f"cannot save /home/work to {self._workdir.host_dir}: {exc}")
+        if self.bundle is not None:
+            shutil.rmtree(self.bundle, ignore_errors=True)
+        if errors:
+            raise JailError("; ".join(errors))
+
+    def __enter__(self) -> "Jail":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cleanup()
+
+
+def run_jailed(
+    spec: JailSpec,
+    *,
+    input: bytes | None = None,
+    timeout: float | None = None,
+    output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    runtime: str = "runc",
+) -> JailResult:
+    """Run `spec` to completion and return its output and exit; always cleans up.
+
+    `timeout` (seconds) acts like a tighter wall time limit: the jail is killed and the exit
+    reason is WALL_TIME. Never hangs on a jail that ignores its input or output.
+    """
+    jail = Jail(runtime=runtime)
+    try:
+        jail.start(
+            spec,
+            stdin=PIPE if input is not None else DEVNULL,
+            stdout=PIPE,
+            stderr=PIPE,
+            wall_time_seconds=timeout,
+        )
+        stdout, stderr, truncated = jail.communicate(input, output_limit=output_limit)
+        exit = jail.wait()
+    finally:
+        jail.cleanup()
+    return JailResult(stdout=stdout, stderr=stderr, exit=exit, truncated=truncated)
+
+
+def _jail_id(name: str | None) -> str:
+    suffix = uuid.uuid4().hex[:16]
+    if not name:
+        return f"cogbox-{suffix}"
+    return f"cogbox-{_NAME_UNSAFE.sub('-', name)[:40].strip('-.')}-{suffix}"
+
+
+def _safe_counters(cgroup: JailCgroup | None) -> CgroupCounters | None:
+    if cgroup is None:
+        return None
+    try:
+        return cgroup.counters()
+    except OSError:
+        return None
+
+
+def _drain(stream: IO[bytes], limit: int, results: dict[str, tuple[bytes, bool]], key: str) -> None:
+    chunks: list[bytes] = []
+    kept = 0
+    truncated = False
+    while True:
+        try:
+            chunk = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.read(1 << 16)
+        except (OSError, ValueError):
+            break
+        if not chunk:
+            break
+        if kept < limit:
+            piece = chunk[: limit - kept]
+            chunks.append(piece)
+            kept += len(piece)
+            truncated = truncated or len(piece) < len(chunk)
+        else:
+            truncated = True
+    results[key] = (b"".join(chunks), truncated)

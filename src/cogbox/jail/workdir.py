@@ -1,0 +1,241 @@
+"""The jail's /home/work on the host: a plain bind, or a quota-sized ext4 image synced back.
+
+Without a quota the host directory is bound in directly. With `workdir_quota_bytes` the
+launcher builds a sparse ext4 image of exactly that size, filled from the host directory
+(`mkfs.ext4 -d`), loop-mounts it and binds the mount in; a write past the quota fails with
+ENOSPC. When the jail ends, changes are copied back to the host directory and the image is
+deleted, so the host directory stays the one place where a session's files live.
+
+Why ext4-on-loop: project quotas need a host filesystem mounted with `prjquota` (most are
+not), and a tmpfs would charge the files to the jail's memory limit. The quota is the
+filesystem's size, so ext4's own metadata (about 1-2 %) counts against it.
+
+Copying back never follows a symbolic link on either side: the image's contents and the host
+directory are both written by untrusted code, and a host that follows their links can be
+tricked into writing anywhere (Judge0's escapes were of this kind).
+"""
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+from cogbox.errors import CogboxError
+
+JAIL_UID = 1000
+JAIL_GID = 1000
+_MIN_IMAGE_BYTES = 4 << 20  # mkfs.ext4 cannot make a useful filesystem much smaller
+# ext4 refuses a write (delayed allocation reserves room for metadata) while some free
+# blocks remain; below this share of the quota free, a failed run is called "quota full".
+_FULL_MARGIN_RATIO = 0.2
+
+
+class WorkdirError(CogboxError):
+    """The jail's /home/work could not be prepared or saved."""
+
+
+class Workdir:
+    """One jail's /home/work: `source` is what to bind; `close()` saves and releases it."""
+
+    def __init__(
+        self, host_dir: Path, source: Path, *, owned: bool, image: Path | None = None
+    ) -> None:
+        self.host_dir = host_dir
+        self.source = source  # bound at /home/work; the live view while the jail runs
+        self.owned = owned  # the launcher made host_dir and deletes it on close
+        self.image = image
+        self._closed = False
+
+    @classmethod
+    def prepare(cls, host_dir: Path | None, quota_bytes: int | None, state_dir: Path) -> "Workdir":
+        """Make `host_dir` (or a fresh temporary one in `state_dir`) ready to bind."""
+        owned = host_dir is None
+        if host_dir is None:
+            host_dir = state_dir / "home"
+            host_dir.mkdir(mode=0o755)
+        elif not host_dir.is_dir():
+            raise WorkdirError(f"workdir {host_dir} is not a directory")
+        host_dir = host_dir.resolve()
+        os.chown(host_dir, JAIL_UID, JAIL_GID)
+        if quota_bytes is None:
+            return cls(host_dir, host_dir, owned=owned)
+        image = state_dir / "workdir.ext4"
+        mount_point = state_dir / "workdir"
+        mount_point.mkdir()
+        _make_image(image, host_dir, quota_bytes)
+        _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(mount_point)], "mount")
+        with contextlib.suppress(OSError):
+            (mount_point / "lost+found").rmdir()
+        return cls(host_dir, mount_point, owned=owned, image=image)
+
+    def is_full(self) -> bool:
+        """True when the quota filesystem has (almost) no free space: writes hit ENOSPC."""
+        if self.image is None:
+            return False
+        try:
+            fs = os.statvfs(self.source)
+        except OSError:
+            return False
+        return fs.f_bavail < fs.f_blocks * _FULL_MARGIN_RATIO
+
+    def close(self) -> None:
+        """Copy changes back to the host directory, unmount, and delete what the launcher made.
+
+        Call only once no jailed process is left (they are killed first); safe to repeat.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.image is not None:
+                try:
+                    if not self.owned:
+                        sync_tree(self.source, self.host_dir)
+                finally:
+                    _run(["umount", str(self.source)], "umount")
+                    self.image.unlink(missing_ok=True)
+        finally:
+            if self.owned:
+                shutil.rmtree(self.host_dir, ignore_errors=True)
+
+
+def _make_image(image: Path, contents: Path, quota_bytes: int) -> None:
+    size = max(quota_bytes, _MIN_IMAGE_BYTES)
+    with open(image, "wb") as handle:
+        handle.truncate(size)  # sparse: host disk is used only as the jail writes
+    command = [
+        "mkfs.ext4", "-q", "-F",
+        "-m", "0",  # no blocks reserved for root: the user gets the whole quota
+        "-O", "^has_journal",  # scratch space rebuilt each run; a journal only costs space
+        "-E", f"root_owner={JAIL_UID}:{JAIL_GID},lazy_itable_init=1",
+        "-d", str(contents),
+        str(image),
+    ]  # fmt: skip
+    try:
+        _run(command, "mkfs.ext4")
+    except WorkdirError as exc:
+        raise WorkdirError(
+            f"cannot make the /home/work quota filesystem ({quota_bytes} bytes) from "
+            f"{contents}; does the directory hold more than the quota? ({exc})"
+        ) from exc
+
+
+def _run(command: list[str], what: str) -> None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise WorkdirError(f"{what} is not installed; the workdir quota needs it") from exc
+    if result.returncode != 0:
+        raise WorkdirError(f"{what} failed: {result.stderr.strip() or result.returncode}")
+
+
+# ---------------------------------------------------------------------------- copying back
+
+
+def sync_tree(source: Path, target: Path) -> None:
+    """Make `target` hold what `source` holds (files, directories, symlinks as links).
+
+    Unchanged files (same size and mtime) are skipped; entries missing from `source` are
+    removed. Devices, sockets and FIFOs are not copied. Works on directory fds with
+    O_NOFOLLOW throughout, so no link in either tree is ever followed.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    src_fd = os.open(source, flags)
+    try:
+        dst_fd = os.open(target, flags)
+        try:
+            _sync_dir(src_fd, dst_fd)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+
+
+def _sync_dir(src_fd: int, dst_fd: int) -> None:
+    wanted: set[str] = set()
+    for entry in os.scandir(src_fd):
+        name = entry.name
+        st = entry.stat(follow_symlinks=False)
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            continue
+        wanted.add(name)
+        existing = _lstat(name, dst_fd)
+        if existing is not None and stat.S_IFMT(existing.st_mode) != stat.S_IFMT(st.st_mode):
+            _remove(name, dst_fd, existing)
+            existing = None
+        if stat.S_ISDIR(st.st_mode):
+            if existing is None:
+                os.mkdir(name, 0o700, dir_fd=dst_fd)
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            child_src = os.open(name, flags, dir_fd=src_fd)
+            try:
+                child_dst = os.open(name, flags, dir_fd=dst_fd)
+                try:
+                    _sync_dir(child_src, child_dst)
+                    _copy_metadata(child_dst, st)
+                finally:
+                    os.close(child_dst)
+            finally:
+                os.close(child_src)
+        elif stat.S_ISLNK(st.st_mode):
+            link = os.readlink(name, dir_fd=src_fd)
+            if existing is not None:
+                if os.readlink(name, dir_fd=dst_fd) == link:
+                    continue
+                os.unlink(name, dir_fd=dst_fd)
+            os.symlink(link, name, dir_fd=dst_fd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_fd, follow_symlinks=False)
+        else:
+            if (
+                existing is not None
+                and existing.st_size == st.st_size
+                and existing.st_mtime_ns == st.st_mtime_ns
+            ):
+                continue
+            _copy_file(name, src_fd, dst_fd, st)
+    for name in os.listdir(dst_fd):
+        if name not in wanted:
+            existing = _lstat(name, dst_fd)
+            if existing is not None:
+                _remove(name, dst_fd, existing)
+
+
+def _copy_file(name: str, src_fd: int, dst_fd: int, st: os.stat_result) -> None:
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        target = os.open(name, flags, 0o600, dir_fd=dst_fd)
+        try:
+            with (
+                os.fdopen(source, "rb", closefd=False) as reader,
+                os.fdopen(target, "wb", closefd=False) as writer,
+            ):
+                shutil.copyfileobj(reader, writer, 1 << 20)
+            _copy_metadata(target, st)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _copy_metadata(fd: int, st: os.stat_result) -> None:
+    os.fchown(fd, st.st_uid, st.st_gid)
+    # Never setuid/setgid bits from untrusted code onto the host.
+    os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o1777)
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _remove(name: str, dir_fd: int, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)

@@ -1,0 +1,236 @@
+"""Start an image's Jupyter kernel (ipykernel) inside the jail and connect a client to it.
+
+    kernel = KernelProcess.start(image, policy, workdir, runtime)
+    kernel.client     # a connected jupyter_client BlockingKernelClient (no heartbeat thread)
+    kernel.jail       # the cogbox.jail.launcher.Jail it runs in: poll(), exit, send_signal()
+    kernel.stop()     # ask it to shut down, then kill and clean up its jail
+
+The jail's pid 1 is `jail_init.py` (run by the image's own Python), which starts the kernel
+in its own process group and forwards the signals runc passes on to it: SIGINT interrupts
+the running code without ending the jail. The environment never holds `JPY_PARENT_PID`:
+in a PID namespace the kernel would take its parent for dead and quit.
+"""
+
+import contextlib
+import queue
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+from jupyter_client.blocking.client import BlockingKernelClient
+from zmq.utils.monitor import recv_monitor_message
+
+from cogbox.images.store import Image
+from cogbox.jail.launcher import Jail, JailError, JailExit, JailSpec
+from cogbox.jail.oci import Bind
+from cogbox.jail.policy import Policy
+from cogbox.kernel.connection import CONNECTION_FILE, JAIL_RUNTIME_DIR, RuntimeDir
+from cogbox.kernel.errors import KernelError
+
+START_TIMEOUT_SECONDS = 60.0
+SHUTDOWN_GRACE_SECONDS = 2.0
+_INIT_SCRIPT = "init.py"
+_POLL_MS = 50
+_LOG_TAIL_BYTES = 2000
+
+
+@dataclass(frozen=True)
+class KernelCommand:
+    """How to start an image's kernel: the interpreter and the arguments for ipykernel."""
+
+    python: str
+    argv: list[str]
+    ipykernel_version: str
+
+
+def kernel_command(image: Image) -> KernelCommand:
+    """The ipykernel command line for `image`, from its manifest (interpreter, packages).
+
+    Loads the `wurlitzer` IPython extension where the image has it, so output that C or C++
+    code writes straight to fd 1/2 (CNTK does) reaches the client; ipykernel 6+ captures it
+    by itself.
+    """
+    python = str(image.manifest.get("kernel", {}).get("runtime_path") or "/usr/bin/python3")
+    packages = {
+        name.lower().replace("_", "-"): str(version)
+        for name, version in image.manifest.get("python_packages", {}).items()
+    }
+    version = packages.get("ipykernel")
+    if version is None:
+        raise KernelError(
+            f"image {image.name!r} has no ipykernel, so it cannot run sessions; add "
+            "ipykernel (and its dependencies) to python.packages in its recipe"
+        )
+    argv = [python, "-m", "ipykernel_launcher", "-f", f"{JAIL_RUNTIME_DIR}/{CONNECTION_FILE}"]
+    if "wurlitzer" in packages and _major(version) < 6:
+        argv.append("--ext=wurlitzer")
+    return KernelCommand(python=python, argv=argv, ipykernel_version=version)
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+class KernelProcess:
+    """One ipykernel running in a jail, and the client connected to it."""
+
+    def __init__(
+        self, jail: Jail, client: BlockingKernelClient, runtime: RuntimeDir, log: Path
+    ) -> None:
+        self.jail = jail
+        self.client = client
+        self.runtime = runtime
+        self.log = log
+        self.kernel_info: dict[str, Any] = {}
+
+    @classmethod
+    def start(
+        cls,
+        image: Image,
+        policy: Policy,
+        workdir: Path,
+        runtime: RuntimeDir,
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float = START_TIMEOUT_SECONDS,
+    ) -> "KernelProcess":
+        """Start the kernel and wait until it answers on every channel (`timeout` seconds).
+
+        Raises KernelError naming why it did not start (the jail's exit reason and the end
+        of the kernel's own log).
+        """
+        command = kernel_command(image)
+        runtime.clear_sockets()
+        argv = command.argv
+        if policy.forks_allowed:
+            shutil.copyfile(Path(__file__).with_name("jail_init.py"), runtime.path / _INIT_SCRIPT)
+            argv = [command.python, f"{JAIL_RUNTIME_DIR}/{_INIT_SCRIPT}", *argv]
+        requested = {key: value for key, value in (env or {}).items() if key != "JPY_PARENT_PID"}
+        spec = JailSpec(
+            image=image,
+            policy=policy,
+            argv=argv,
+            workdir=workdir,
+            env=requested,
+            binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False)],
+            name=f"kernel-{image.name}",
+        )
+        # Connect first: the stdin monitor then cannot miss the kernel's handshake, and
+        # zmq keeps retrying until the kernel creates its sockets.
+        client = BlockingKernelClient()
+        client.load_connection_info(runtime.connection_info())
+        client.start_channels(hb=False)
+        stdin_socket = client.stdin_channel.socket
+        monitor = stdin_socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        jail = Jail()
+        try:
+            with open(runtime.log, "wb") as log_file:
+                jail.start(spec, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+            kernel = cls(jail, client, runtime, runtime.log)
+            kernel._wait_ready(timeout, monitor)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                client.stop_channels()
+            with contextlib.suppress(JailError):
+                jail.cleanup()
+            if isinstance(exc, JailError):
+                raise KernelError(
+                    f"cannot start the kernel of image {image.name!r}: {exc}"
+                ) from exc
+            raise
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                stdin_socket.disable_monitor()
+            monitor.close(linger=0)
+        return kernel
+
+    def _wait_ready(self, timeout: float, stdin_monitor: zmq.Socket[bytes]) -> None:
+        # Ready means every direction works before the first run:
+        # - a kernel_info reply proves the shell socket;
+        # - the busy/idle status it publishes proves our iopub subscription is live (a SUB
+        #   socket misses whatever was published before it joined);
+        # - a finished handshake on stdin: the kernel's ROUTER silently drops an
+        #   input_request for a client it has not met yet, and input() would then wait
+        #   forever.
+        deadline = time.monotonic() + timeout
+        shell = self.client.shell_channel
+        iopub = self.client.iopub_channel
+        iopub_seen = stdin_ready = False
+        last_request = 0.0
+        while not (self.kernel_info and iopub_seen and stdin_ready):
+            now = time.monotonic()
+            if now > deadline:
+                raise KernelError(
+                    f"the kernel did not answer within {timeout:g} s; "
+                    f"its log ends with: {self.log_tail() or '(nothing)'}"
+                )
+            ended = self.jail.poll()
+            if ended is not None:
+                raise KernelError(
+                    f"the kernel exited while starting ({ended.message}): "
+                    f"{self.log_tail() or 'it logged nothing'}"
+                )
+            if now - last_request > 0.5:  # again until iopub has seen one go by
+                self.client.kernel_info()
+                last_request = now
+            while stdin_monitor.poll(0):
+                event = recv_monitor_message(stdin_monitor)
+                stdin_ready = stdin_ready or event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            for msg in _ready_messages(shell, iopub, timeout_ms=_POLL_MS):
+                if msg["msg_type"] == "kernel_info_reply":
+                    self.kernel_info = dict(msg["content"])
+                elif msg["msg_type"] == "status":
+                    iopub_seen = True
+
+    def poll(self) -> JailExit | None:
+        """How the kernel's jail ended, or None while it runs."""
+        return self.jail.poll()
+
+    def interrupt(self) -> None:
+        """SIGINT to the kernel (through runc and jail_init): the running code stops."""
+        self.jail.send_signal(signal.SIGINT)
+
+    def log_tail(self) -> str:
+        """The end of what the kernel process wrote to its own stdout/stderr."""
+        try:
+            with open(self.log, "rb") as handle:
+                handle.seek(0, 2)
+                size = handle.tell()
+                handle.seek(max(0, size - _LOG_TAIL_BYTES))
+                return handle.read().decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def stop(self, *, graceful: bool = True) -> JailExit | None:
+        """Shut the kernel down (politely first if `graceful`), then remove its jail."""
+        if graceful and self.jail.poll() is None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.client.shutdown()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.jail.wait(SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(Exception):
+            self.client.stop_channels()
+        try:
+            self.jail.cleanup()
+        except JailError as exc:
+            raise KernelError(f"the kernel's jail was not cleaned up: {exc}") from exc
+        return self.jail.exit
+
+
+def _ready_messages(*channels: Any, timeout_ms: int = 0) -> list[dict[str, Any]]:
+    poller = zmq.Poller()
+    for channel in channels:
+        poller.register(channel.socket, zmq.POLLIN)
+    ready = dict(poller.poll(timeout_ms))
+    messages = []
+    for channel in channels:
+        if channel.socket in ready:
+            with contextlib.suppress(queue.Empty):
+                messages.append(channel.get_msg(timeout=0))
+    return messages

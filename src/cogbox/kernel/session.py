@@ -1,0 +1,460 @@
+"""Persistent, jailed code sessions: run code in a kernel that keeps its state between runs.
+
+    with start_session("python") as session:
+        for event in session.execute("x = 6 * 7; print(x)", timeout=30):
+            ...   # Stdout("42\\n"), then Finished(status="ok", execution_count=1)
+
+`execute` translates the kernel's Jupyter messages into `cogbox.kernel.events` and always
+ends with exactly one terminal event: `Finished` (ok, error, aborted, timeout) or
+`KernelDied` (the jail ended: out of memory, a limit, a crash). While it waits for output
+it also watches the jail, so a dead kernel is reported within a fraction of a second instead
+of leaving the caller waiting on a socket nobody will ever write to again.
+
+Thread use: one thread iterates `execute`; `interrupt` and `send_input` may be called from
+any thread (an input answer is queued and sent by the iterating thread).
+"""
+
+import contextlib
+import os
+import queue
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from cogbox.config import data_dir
+from cogbox.images.store import Image, ImageStore
+from cogbox.jail.launcher import JailExit
+from cogbox.jail.policy import Policy, default_policy, load_policy
+from cogbox.kernel.connection import JAIL_GID, JAIL_UID, RuntimeDir
+from cogbox.kernel.errors import KernelError
+from cogbox.kernel.events import (
+    Display,
+    Error,
+    Event,
+    Finished,
+    InputRequest,
+    KernelDied,
+    OutputTruncated,
+    Result,
+    Stderr,
+    Stdout,
+    mime_bundle,
+)
+from cogbox.kernel.launch import KernelProcess
+
+# Backend.AI's cap on the console output of one execute call, in characters.
+DEFAULT_OUTPUT_LIMIT = 524_288
+# How long an interrupted run may take to stop before the kernel is restarted instead.
+INTERRUPT_GRACE_SECONDS = 5.0
+REQUEST_TIMEOUT_SECONDS = 10.0
+_POLL_MS = 50
+_BATCH = 256  # most messages taken from one socket per wait
+
+InputHandler = Callable[[InputRequest], str]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Tab completion: replace `code[cursor_start:cursor_end]` with one of `matches`."""
+
+    matches: list[str]
+    cursor_start: int
+    cursor_end: int
+
+
+def start_session(
+    image: str | Image,
+    policy: Policy | None = None,
+    workdir: Path | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    store: ImageStore | None = None,
+) -> "Session":
+    """Start a kernel of `image` in a jail and return its session, ready to execute code.
+
+    `policy` defaults to the image's own policy.yml (else the jail's default policy).
+    `workdir` is the host directory shown at /home/work; without one the session makes a
+    fresh one and deletes it at shutdown. Raises KernelError if the kernel does not start.
+    """
+    if isinstance(image, str):
+        image = (store or ImageStore()).get(image)
+    if policy is None:
+        policy = load_policy(image.policy_path) if image.policy_path.is_file() else default_policy()
+    return Session(image, policy, workdir, env=env, output_limit=output_limit)
+
+
+class Session:
+    """A kernel in a jail, whose variables live from one `execute` to the next."""
+
+    def __init__(
+        self,
+        image: Image,
+        policy: Policy,
+        workdir: Path | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    ) -> None:
+        self.id = secrets.token_hex(8)
+        self.image = image
+        self.policy = policy
+        self.output_limit = output_limit
+        self._env = dict(env or {})
+        self._owns_workdir = workdir is None
+        if workdir is None:
+            workdir = data_dir() / "sessions" / self.id / "home"
+            workdir.mkdir(parents=True, mode=0o755)
+            with contextlib.suppress(PermissionError):
+                os.chown(workdir, JAIL_UID, JAIL_GID)
+        self.workdir = workdir
+        self._inputs: queue.Queue[str] = queue.Queue()
+        self._executing = False
+        self._closed = False
+        self._runtime = RuntimeDir.create()
+        try:
+            self._kernel: KernelProcess | None = self._start_kernel()
+        except BaseException:
+            self._release_files()
+            raise
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def alive(self) -> bool:
+        """Whether the kernel runs (False once it died or the session was shut down)."""
+        return self._kernel is not None and self._kernel.poll() is None
+
+    @property
+    def exit(self) -> JailExit | None:
+        """How the kernel's jail ended, once it has."""
+        return None if self._kernel is None else self._kernel.poll()
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        """The kernel's `kernel_info_reply` (language, versions)."""
+        return {} if self._kernel is None else self._kernel.kernel_info
+
+    # ------------------------------------------------------------------ running code
+
+    def execute(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_input: InputHandler | None = None,
+    ) -> Iterator[Event]:
+        """Run `code` in the session's namespace; yields its events as they happen.
+
+        `timeout` (seconds) limits this run: when it passes, the run is interrupted and ends
+        with `Finished(status="timeout")`; the kernel and its variables survive. When the
+        code asks for input, an `InputRequest` is yielded and answered by `on_input(request)`
+        if given, else by a `send_input` call. Output past `output_limit` characters is
+        dropped after one `OutputTruncated` event; the run itself goes on.
+        """
+        if self._closed:
+            raise KernelError(f"session {self.id} was shut down; start a new session")
+        if self._executing:
+            raise KernelError(
+                f"session {self.id} is already running code; wait for its Finished event "
+                "or interrupt() it"
+            )
+        if timeout is not None and timeout <= 0:
+            raise KernelError(f"timeout must be a positive number of seconds, got {timeout}")
+        return self._run(code, timeout, on_input)
+
+    def _run(
+        self, code: str, timeout: float | None, on_input: InputHandler | None
+    ) -> Iterator[Event]:
+        # Marked busy only once iteration starts: a generator never iterated never runs
+        # its `finally`, and would leave the session busy for good.
+        if self._executing:
+            raise KernelError(f"session {self.id} is already running code")
+        self._executing = True
+        try:
+            kernel = self._kernel
+            assert kernel is not None
+            ended = kernel.poll()
+            if ended is not None:
+                yield _died(ended, "; restart() the session to run code again")
+                return
+            yield from self._run_in(kernel, code, timeout, on_input)
+        finally:
+            self._executing = False
+
+    def _run_in(
+        self,
+        kernel: KernelProcess,
+        code: str,
+        timeout: float | None,
+        on_input: InputHandler | None,
+    ) -> Iterator[Event]:
+        client = kernel.client
+        channels = _Channels(client)
+        _clear(self._inputs)
+        msg_id = client.execute(code, allow_stdin=True, stop_on_error=True)
+        start = time.monotonic()
+        interrupted_at: float | None = None
+        cap = _OutputCap(self.output_limit)
+        reply: dict[str, Any] | None = None
+        idle = False
+        done = False
+        try:
+            while reply is None or not idle:
+                ended = kernel.poll()
+                if ended is not None:
+                    yield _died(ended)
+                    done = True
+                    return
+                now = time.monotonic()
+                if timeout is not None and interrupted_at is None and now - start > timeout:
+                    kernel.interrupt()
+                    interrupted_at = now
+                if interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_SECONDS:
+                    yield from self._restart_after_stuck_run(timeout)
+                    done = True
+                    return
+                while not self._inputs.empty():
+                    client.input(self._inputs.get_nowait())
+                for channel, msg in channels.receive(_POLL_MS):
+                    if msg["parent_header"].get("msg_id") != msg_id:
+                        continue  # a reply to an earlier, abandoned run or a completion
+                    kind = msg["msg_type"]
+                    content = msg["content"]
+                    if channel == "shell":
+                        if kind == "execute_reply":
+                            reply = content
+                    elif channel == "stdin":
+                        if kind == "input_request":
+                            request = InputRequest(
+                                str(content.get("prompt", "")), bool(content.get("password"))
+                            )
+                            yield request
+                            if on_input is not None:
+                                client.input(on_input(request))
+                    elif kind == "status":
+                        idle = idle or content.get("execution_state") == "idle"
+                    else:
+                        yield from cap.admit(_output_event(kind, content))
+            count = reply.get("execution_count")
+            if interrupted_at is not None:
+                yield Finished(
+                    "timeout",
+                    count,
+                    f"stopped: the run passed its time limit of {timeout:g} s and was "
+                    "interrupted; the session's variables are kept",
+                )
+            else:
+                status = reply.get("status", "error")
+                yield Finished(status if status in ("ok", "error", "aborted") else "error", count)
+            done = True
+        finally:
+            if not done and kernel.poll() is None:
+                kernel.interrupt()  # the caller stopped listening: stop the code too
+
+    def _restart_after_stuck_run(self, timeout: float | None) -> Iterator[Event]:
+        why = (
+            f"the run passed its time limit of {timeout:g} s"
+            if timeout is not None
+            else "the run was interrupted"
+        )
+        message = (
+            f"stopped: {why} and did not stop within {INTERRUPT_GRACE_SECONDS:g} s of an "
+            "interrupt, so the kernel was restarted (variables lost, /home/work kept)"
+        )
+        self._replace_kernel(graceful=False)  # it ignores interrupts: do not wait on it
+        yield Finished("timeout", None, message)
+
+    def send_input(self, text: str) -> None:
+        """Answer the pending `InputRequest` of the running code with `text`."""
+        self._inputs.put(text)
+
+    def interrupt(self) -> None:
+        """Stop the running code (KeyboardInterrupt in it); the kernel and its state live on."""
+        if self._kernel is not None and self._kernel.poll() is None:
+            self._kernel.interrupt()
+
+    def complete(self, code: str, cursor_pos: int | None = None) -> Completion:
+        """Completions for `code` at `cursor_pos` (default: its end) from the live namespace."""
+        if self._executing:
+            raise KernelError(f"session {self.id} is running code; complete after it finishes")
+        kernel = self._live_kernel()
+        msg_id = kernel.client.complete(code, len(code) if cursor_pos is None else cursor_pos)
+        content = self._shell_reply(kernel, msg_id, "complete_reply")
+        return Completion(
+            matches=[str(match) for match in content.get("matches", [])],
+            cursor_start=int(content.get("cursor_start", 0)),
+            cursor_end=int(content.get("cursor_end", len(code))),
+        )
+
+    def _shell_reply(self, kernel: KernelProcess, msg_id: str, kind: str) -> dict[str, Any]:
+        channels = _Channels(kernel.client, iopub=False, stdin=False)
+        deadline = time.monotonic() + REQUEST_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            ended = kernel.poll()
+            if ended is not None:
+                raise KernelError(f"the kernel died: {ended.message}")
+            for _, msg in channels.receive(_POLL_MS):
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == kind:
+                    return dict(msg["content"])
+        raise KernelError(f"the kernel sent no {kind} within {REQUEST_TIMEOUT_SECONDS:g} s")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def restart(self) -> None:
+        """A fresh kernel with empty variables; files in /home/work are kept.
+
+        Works on a dead kernel too: this is how a session goes on after `KernelDied`.
+        """
+        if self._closed:
+            raise KernelError(f"session {self.id} was shut down; start a new session")
+        if self._executing:
+            raise KernelError(f"session {self.id} is running code; interrupt() it first")
+        self._replace_kernel()
+
+    def shutdown(self) -> None:
+        """Stop the kernel and remove its jail; deletes /home/work if the session made it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stop_kernel()
+        finally:
+            self._release_files()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ internals
+
+    def _start_kernel(self) -> KernelProcess:
+        return KernelProcess.start(
+            self.image, self.policy, self.workdir, self._runtime, env=self._env
+        )
+
+    def _replace_kernel(self, *, graceful: bool = True) -> None:
+        self._stop_kernel(graceful=graceful)
+        self._kernel = self._start_kernel()
+
+    def _stop_kernel(self, *, graceful: bool = True) -> None:
+        kernel, self._kernel = self._kernel, None
+        if kernel is not None:
+            kernel.stop(graceful=graceful and kernel.poll() is None)
+
+    def _live_kernel(self) -> KernelProcess:
+        if self._kernel is None:
+            raise KernelError(f"session {self.id} was shut down; start a new session")
+        ended = self._kernel.poll()
+        if ended is not None:
+            raise KernelError(f"the kernel died ({ended.message}); restart() the session")
+        return self._kernel
+
+    def _release_files(self) -> None:
+        self._runtime.remove()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir.parent, ignore_errors=True)
+
+
+class _Channels:
+    """Waits on a kernel client's sockets together, returning decoded messages."""
+
+    def __init__(self, client: Any, *, iopub: bool = True, stdin: bool = True) -> None:
+        self._channels = {"shell": client.shell_channel}
+        if iopub:
+            self._channels["iopub"] = client.iopub_channel
+        if stdin:
+            self._channels["stdin"] = client.stdin_channel
+        self._poller = zmq.Poller()
+        for channel in self._channels.values():
+            self._poller.register(channel.socket, zmq.POLLIN)
+
+    def receive(self, timeout_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        ready = dict(self._poller.poll(timeout_ms))
+        messages: list[tuple[str, dict[str, Any]]] = []
+        for name, channel in self._channels.items():
+            # Take what is queued on a ready socket (bounded, so the caller still gets to
+            # check the jail and the clock while a flood goes on).
+            for _ in range(_BATCH if channel.socket in ready else 0):
+                try:
+                    messages.append((name, channel.get_msg(timeout=0)))
+                except queue.Empty:
+                    break
+        return messages
+
+
+class _OutputCap:
+    """Counts the characters of a run's output and cuts it at the limit, once, with notice."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.truncated = False
+
+    def admit(self, event: Event | None) -> Iterator[Event]:
+        if event is None:
+            return
+        if isinstance(event, Error):
+            yield event  # never dropped: it says why the run failed
+            return
+        if self.truncated:
+            return
+        size = _size(event)
+        if self.used + size <= self.limit:
+            self.used += size
+            yield event
+            return
+        room = self.limit - self.used
+        if room > 0 and isinstance(event, Stdout | Stderr):
+            yield type(event)(event.text[:room])
+        self.used = self.limit
+        self.truncated = True
+        yield OutputTruncated(
+            self.limit,
+            f"output truncated: this run printed more than {self.limit:,} characters "
+            "(the session's output limit); the rest of its output is discarded while the "
+            "code keeps running",
+        )
+
+
+def _size(event: Event) -> int:
+    if isinstance(event, Stdout | Stderr):
+        return len(event.text)
+    if isinstance(event, Display | Result):
+        return sum(len(value) for value in event.data.values())
+    return 0
+
+
+def _output_event(kind: str, content: dict[str, Any]) -> Event | None:
+    if kind == "stream":
+        text = str(content.get("text", ""))
+        return Stderr(text) if content.get("name") == "stderr" else Stdout(text)
+    if kind in ("display_data", "update_display_data"):
+        return Display(mime_bundle(content.get("data", {})), dict(content.get("metadata", {})))
+    if kind == "execute_result":
+        return Result(mime_bundle(content.get("data", {})), content.get("execution_count"))
+    if kind == "error":
+        return Error(
+            str(content.get("ename", "")),
+            str(content.get("evalue", "")),
+            [str(line) for line in content.get("traceback", [])],
+        )
+    return None  # execute_input, clear_output, comm messages: nothing to show
+
+
+def _died(ended: JailExit, hint: str = "") -> KernelDied:
+    return KernelDied(str(ended.reason), ended.message + hint, ended.returncode)
+
+
+def _clear(pending: "queue.Queue[str]") -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            pending.get_nowait()

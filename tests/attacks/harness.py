@@ -1,0 +1,230 @@
+"""The attack suite's harness: run hostile Python in a jail with small limits, and neighbours.
+
+Every attack script gets `PRELUDE` first. Its `attempt(name, fn)` prints one line per attack:
+
+    BLOCKED ptrace: PermissionError [Errno 1] Operation not permitted
+    ALLOWED ptrace: 0
+
+so a test asserts on what the user would read. The prelude runs on Python 2.7 (cntk image)
+and 3.11 (python image), so it sticks to the common subset of both.
+"""
+
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cogbox.images.store import Image
+from cogbox.jail.launcher import DEVNULL, Jail, JailResult, JailSpec, run_jailed
+from cogbox.jail.policy import Policy, parse_policy
+
+# Small limits keep the whole suite fast on 2 cores and make each limit easy to hit.
+ATTACK_LIMITS: Mapping[str, Any] = {
+    "memory": "128m",
+    "cpus": 1,
+    "nofile": 64,
+    "file_size": "16m",
+    "workdir_quota": "32m",
+    "tmp_size": "16m",
+    "shm_size": "8m",
+    "cpu_time_seconds": "unlimited",
+    "wall_time_seconds": 10,
+}
+ATTACK_PIDS = 32
+# How long the test waits for any one attack; the policy's wall time should end it first.
+HOST_TIMEOUT = 30.0
+
+PRELUDE = r"""
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def _arg(value):
+    if isinstance(value, bool) or value is None:
+        return ctypes.c_void_p(None) if value is None else ctypes.c_long(int(value))
+    if isinstance(value, int):
+        return ctypes.c_long(value)
+    return value
+
+def raw_syscall(number, *args):
+    '''libc syscall(2); raises OSError (PermissionError for EPERM on Python 3) on -1.'''
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), *[_arg(a) for a in args])
+    if result == -1:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
+
+def attempt(name, fn):
+    '''Run one attack; print BLOCKED (with the exception the user sees) or ALLOWED.'''
+    try:
+        result = fn()
+    except Exception as exc:
+        print("BLOCKED %s: %s %s" % (name, type(exc).__name__, exc))
+        sys.stdout.flush()
+        return exc
+    print("ALLOWED %s: %r" % (name, result))
+    sys.stdout.flush()
+    return None
+"""
+
+PYTHON3 = "/usr/bin/python3"
+PYTHON2 = "/usr/bin/python2.7"
+
+
+def attack_policy(image: Image, *, pids: int = ATTACK_PIDS, **limits: Any) -> Policy:
+    """The image's own policy with the suite's small limits (and `limits` on top of them)."""
+    document = yaml.safe_load(image.policy_path.read_text()) or {}
+    document.setdefault("limits", {})
+    document["limits"].update(ATTACK_LIMITS)
+    document["limits"].update(limits)
+    # max_child_procs and limits.pids set the same cgroup limit; the policy allows only one.
+    document["limits"].pop("pids", None)
+    document["max_child_procs"] = pids
+    return parse_policy(yaml.safe_dump(document), source=f"attack policy for {image.name}")
+
+
+def interpreter(image: Image) -> str:
+    return PYTHON2 if (image.rootfs / PYTHON2.lstrip("/")).exists() else PYTHON3
+
+
+def python_spec(
+    image: Image,
+    code: str,
+    *,
+    policy: Policy | None = None,
+    workdir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    binds: Sequence[Any] = (),
+    prelude: bool = True,
+) -> JailSpec:
+    """A JailSpec running `code` (after PRELUDE) with the image's interpreter."""
+    script = (PRELUDE + "\n" + code) if prelude else code
+    return JailSpec(
+        image=image,
+        policy=policy or attack_policy(image),
+        argv=[interpreter(image), "-c", script],
+        workdir=workdir,
+        env=dict(env or {}),
+        binds=list(binds),
+    )
+
+
+def jail_python(
+    image: Image,
+    code: str,
+    *,
+    policy: Policy | None = None,
+    workdir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    binds: Sequence[Any] = (),
+    input: bytes | None = None,
+    timeout: float = HOST_TIMEOUT,
+    output_limit: int = 1 << 20,
+    prelude: bool = True,
+) -> JailResult:
+    """Run `code` in a jail of `image` (small attack limits unless `policy` is given)."""
+    spec = python_spec(
+        image, code, policy=policy, workdir=workdir, env=env, binds=binds, prelude=prelude
+    )
+    return run_jailed(spec, input=input, timeout=timeout, output_limit=output_limit)
+
+
+def text(result: JailResult) -> str:
+    """stdout and stderr together, for messages when an assertion fails."""
+    out = result.stdout.decode(errors="replace")
+    err = result.stderr.decode(errors="replace")
+    return f"exit={result.exit!r}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
+
+
+def stdout(result: JailResult) -> str:
+    return result.stdout.decode(errors="replace")
+
+
+def assert_blocked(result: JailResult, name: str, exception: str, errno_: int | None) -> str:
+    """The attack `name` printed BLOCKED with `exception` (and `[Errno errno_]`); returns it."""
+    out = stdout(result)
+    assert f"ALLOWED {name}:" not in out, text(result)
+    match = re.search(rf"^BLOCKED {re.escape(name)}: (.*)$", out, re.MULTILINE)
+    assert match, f"attack {name!r} printed no BLOCKED line\n{text(result)}"
+    line = match.group(1)
+    assert line.startswith(exception + " "), f"{name}: expected {exception}, got {line}"
+    if errno_ is not None:
+        assert f"[Errno {errno_}]" in line, f"{name}: expected errno {errno_}, got {line}"
+    return line
+
+
+def died_of_signal(result: JailResult, signum: int) -> bool:
+    """Whether the jailed program was killed by `signum` (as -N or as the shell's 128+N)."""
+    return result.exit.returncode in (-signum, 128 + signum)
+
+
+def host_processes_matching(marker: str) -> list[int]:
+    """Host PIDs whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+# ---------------------------------------------------------------------------- neighbour
+
+_HEARTBEAT = """
+import os, time
+for beat in range(1, 100000):  # bounded: the policy's wall time ends it long before
+    with open('/home/work/heartbeat.tmp', 'w') as handle:
+        handle.write(str(beat))
+    os.rename('/home/work/heartbeat.tmp', '/home/work/heartbeat')
+    time.sleep(0.05)
+"""
+
+
+class Neighbour:
+    """A second jail running next to an attack; it must still answer when the attack ends."""
+
+    def __init__(self, image: Image) -> None:
+        policy = attack_policy(image, wall_time_seconds=60)
+        self.jail = Jail()
+        self.jail.start(
+            python_spec(image, _HEARTBEAT, policy=policy), stdout=DEVNULL, stderr=DEVNULL
+        )
+        self._wait_for_first_beat()
+
+    def beat(self) -> int:
+        view = self.jail.workdir_view  # the live /home/work (a quota filesystem)
+        try:
+            return int((view / "heartbeat").read_text() or 0) if view else 0
+        except (OSError, ValueError):
+            return 0
+
+    def _wait_for_first_beat(self) -> None:
+        deadline = time.monotonic() + 20
+        while self.beat() == 0:
+            if self.jail.poll() is not None:
+                raise AssertionError(f"neighbour jail exited at start: {self.jail.wait()!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError("neighbour jail never wrote a heartbeat")
+            time.sleep(0.05)
+
+    def assert_answers(self) -> None:
+        """Still running, and its heartbeat still moves (within 3 s)."""
+        assert self.jail.poll() is None, f"the neighbour jail died: {self.jail.wait()!r}"
+        first = self.beat()
+        deadline = time.monotonic() + 3
+        while self.beat() <= first:
+            assert time.monotonic() < deadline, "the neighbour jail stopped making progress"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.jail.cleanup()

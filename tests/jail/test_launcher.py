@@ -1,0 +1,334 @@
+"""Specification of the jail launcher: real images run through runc, with limits enforced."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cogbox.config import data_dir
+from cogbox.images.store import Image
+from cogbox.jail.cgroups import detect_version
+from cogbox.jail.launcher import PIPE, ExitReason, Jail, JailResult, JailSpec, run_jailed
+from cogbox.jail.oci import Bind, jail_env, render_oci_spec
+from cogbox.jail.policy import Policy, load_policy, parse_policy
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root (runc, cgroups, mounts)"),
+    pytest.mark.slow,
+]
+
+PY3 = "/usr/bin/python3"
+PY2 = "/usr/bin/python2.7"
+
+
+def policy_with(image: Image, **limits: object) -> Policy:
+    """The image's own policy with some limits replaced."""
+    document = yaml.safe_load(image.policy_path.read_text()) or {}
+    document.setdefault("limits", {}).update(limits)
+    if "pids" in limits:
+        document.pop("max_child_procs", None)
+    return parse_policy(yaml.safe_dump(document), source=f"test policy for {image.name}")
+
+
+def run_python(image: Image, code: str, policy: Policy | None = None, **spec: object) -> JailResult:
+    python = PY2 if (image.rootfs / "usr/bin/python2.7").exists() else PY3
+    jail_spec = JailSpec(image, policy or load_policy(image.policy_path), [python, "-c", code])
+    for key, value in spec.items():
+        setattr(jail_spec, key, value)
+    return run_jailed(jail_spec, timeout=120)
+
+
+def out(result: JailResult) -> str:
+    return result.stdout.decode()
+
+
+# ---------------------------------------------------------------------------- the seed
+
+
+def test_seed_hello_world_runs_in_the_cntk_jail(cntk_image: Image) -> None:
+    result = run_python(cntk_image, 'print("hello world")')
+    assert (out(result), result.exit.reason) == ("hello world\n", ExitReason.EXITED)
+
+
+def test_seed_cntk_squared_error_prints_29(cntk_image: Image) -> None:
+    code = (
+        "import cntk\nimport numpy as np\nx = cntk.input_variable(2)\ny = cntk.input_variable(2)\n"
+        "x0 = np.asarray([[2., 1.]], dtype=np.float32)\n"
+        "y0 = np.asarray([[4., 6.]], dtype=np.float32)\n"
+        "print(cntk.squared_error(x, y).eval({x:x0, y:y0}))"
+    )
+    assert "[ 29.]" in out(run_python(cntk_image, code))
+
+
+def test_seed_keras_uses_the_cntk_backend(cntk_image: Image) -> None:
+    result = run_python(cntk_image, "import keras\nprint(keras.__name__)")
+    assert out(result).strip().splitlines()[-1] == "keras"
+    assert "Using CNTK backend" in result.stderr.decode()
+
+
+def test_cntk_minus_evaluates_in_the_jail(cntk_image: Image) -> None:
+    result = run_python(cntk_image, "import cntk\nprint(cntk.minus([1, 2, 3], [4, 5, 6]).eval())")
+    assert "[-3. -3. -3.]" in out(result)
+
+
+# ---------------------------------------------------------------------------- the runtime
+
+
+def test_rendered_oci_spec_runs_a_container_in_runc(python_image: Image, tmp_path: Path) -> None:
+    policy = load_policy(python_image.policy_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 1000, 1000)
+    config = render_oci_spec(
+        policy,
+        rootfs=python_image.rootfs,
+        args=[PY3, "-c", "print('from runc')"],
+        env=jail_env(policy, python_image.env, {"PATH": "/usr/bin:/bin"}),
+        binds=[Bind(home, "/home/work", readonly=False)],
+        cgroups_path=f"/cogbox-test/{tmp_path.name}",
+    )
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    container = f"cogbox-test-{os.getpid()}-{tmp_path.name}"[:60]
+    result = subprocess.run(
+        ["runc", "--root", str(tmp_path / "state"), "run", "--bundle", str(tmp_path), container],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, b"from runc\n"), result.stderr
+
+
+def test_code_runs_as_uid_1000_without_capabilities(python_image: Image) -> None:
+    code = (
+        "import os\nstatus = open('/proc/self/status').read()\n"
+        "print(os.getuid(), os.getgid(), status.split('CapEff:')[1].split()[0])"
+    )
+    assert out(run_python(python_image, code)).split() == ["1000", "1000", "0000000000000000"]
+
+
+def test_only_stdio_file_descriptors_reach_the_jail(python_image: Image) -> None:
+    leaked = os.open("/etc/hostname", os.O_RDONLY)
+    os.set_inheritable(leaked, True)  # even an fd the host marked inheritable stays out
+    try:
+        code = (
+            "import os\nopen_fds = []\nfor fd in range(3, 1024):\n"
+            "    try:\n        os.fstat(fd)\n        open_fds.append(fd)\n"
+            "    except OSError:\n        pass\nprint(open_fds)"
+        )
+        assert out(run_python(python_image, code)) == "[]\n"
+    finally:
+        os.close(leaked)
+
+
+def test_root_filesystem_is_read_only(python_image: Image) -> None:
+    code = "try:\n    open('/usr/evil', 'w')\nexcept OSError as e:\n    print(e.errno)"
+    assert out(run_python(python_image, code)) == "30\n"  # EROFS
+
+
+def test_environment_holds_only_preserved_keys_and_extra_envs(python_image: Image) -> None:
+    os.environ["COGBOX_TEST_SECRET"] = "hunter2"
+    try:
+        policy = load_policy(python_image.policy_path)
+        result = run_python(
+            python_image,
+            "import os, json\nprint(json.dumps(dict(os.environ)))",
+            env={"LANG": "C.UTF-8", "NOT_PRESERVED": "x"},
+        )
+    finally:
+        del os.environ["COGBOX_TEST_SECRET"]
+    env = json.loads(out(result))
+    assert set(env) <= {*policy.preserved_env_keys, *policy.extra_envs, "HOME"}
+    assert "hunter2" not in out(result) and "NOT_PRESERVED" not in env
+    assert env["OMP_NUM_THREADS"] == policy.extra_envs["OMP_NUM_THREADS"]
+
+
+# ---------------------------------------------------------------------------- /home/work
+
+
+def test_workdir_is_writable_and_persists_on_the_host(python_image: Image, tmp_path: Path) -> None:
+    (tmp_path / "input.txt").write_text("from the host")
+    code = (
+        "data = open('/home/work/input.txt').read()\n"
+        "open('/home/work/output.txt', 'w').write(data.upper())"
+    )
+    result = run_python(python_image, code, workdir=tmp_path)
+    assert result.exit.reason == ExitReason.EXITED, result.stderr
+    assert (tmp_path / "output.txt").read_text() == "FROM THE HOST"
+
+
+def test_workdir_without_quota_is_the_host_directory(python_image: Image, tmp_path: Path) -> None:
+    policy = policy_with(python_image, workdir_quota="unlimited")
+    run_python(python_image, "open('/home/work/f', 'w').write('x')", policy, workdir=tmp_path)
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_files_deleted_in_the_jail_are_deleted_on_the_host(
+    python_image: Image, tmp_path: Path
+) -> None:
+    (tmp_path / "old.txt").write_text("bye")
+    run_python(python_image, "import os\nos.remove('/home/work/old.txt')", workdir=tmp_path)
+    assert not (tmp_path / "old.txt").exists()
+
+
+def test_symlink_written_in_the_jail_is_copied_back_as_a_link(
+    python_image: Image, tmp_path: Path
+) -> None:
+    code = "import os\nos.symlink('/etc/shadow', '/home/work/link')"
+    run_python(python_image, code, workdir=tmp_path)
+    assert os.readlink(tmp_path / "link") == "/etc/shadow"
+
+
+def test_disk_quota_stops_writes_to_home_work(python_image: Image, tmp_path: Path) -> None:
+    policy = policy_with(python_image, workdir_quota="16m", file_size="1g")
+    code = "open('/home/work/big', 'wb').write(b'x' * (64 << 20))"
+    result = run_python(python_image, code, policy, workdir=tmp_path)
+    assert result.exit.reason == ExitReason.DISK_QUOTA, result.stderr
+    assert "disk quota of /home/work is full (16 MiB)" in result.exit.message
+
+
+# ---------------------------------------------------------------------------- limits
+
+
+def test_memory_limit_ends_in_an_oom_exit(python_image: Image) -> None:
+    policy = policy_with(python_image, memory="64m")
+    result = run_python(python_image, "x = bytearray(512 << 20)\nprint('survived')", policy)
+    assert (result.exit.reason, result.exit.message) == (
+        ExitReason.OOM,
+        "killed: out of memory (memory limit 64 MiB)",
+    )
+
+
+def test_wall_time_limit_kills_a_sleeping_jail(python_image: Image) -> None:
+    policy = policy_with(python_image, wall_time_seconds=1)
+    result = run_python(python_image, "import time\ntime.sleep(60)", policy)
+    assert result.exit.reason == ExitReason.WALL_TIME
+
+
+def test_fork_bomb_is_stopped_by_pids_limit(python_image: Image) -> None:
+    policy = policy_with(python_image, pids=8)
+    code = "import os, time\nfor i in range(64):\n    if os.fork() == 0:\n        time.sleep(5)"
+    result = run_python(python_image, code, policy)
+    assert "BlockingIOError" in result.stderr.decode()
+    assert result.exit.reason == ExitReason.PIDS_LIMIT
+
+
+def test_cpu_time_limit_ends_a_busy_loop(python_image: Image) -> None:
+    policy = policy_with(python_image, cpu_time_seconds=1)
+    result = run_python(python_image, "while True:\n    pass", policy)
+    assert result.exit.reason == ExitReason.CPU_TIME
+
+
+def test_file_size_limit_stops_a_large_write(python_image: Image) -> None:
+    policy = policy_with(python_image, file_size="1m")
+    result = run_python(python_image, "open('/tmp/big', 'wb').write(b'x' * (4 << 20))", policy)
+    assert result.exit.reason == ExitReason.FILE_SIZE
+
+
+def test_output_flood_is_truncated_not_buffered_forever(python_image: Image) -> None:
+    spec = JailSpec(
+        python_image,
+        load_policy(python_image.policy_path),
+        [PY3, "-c", "import sys\nfor _ in range(64):\n    sys.stdout.write('x' * (1 << 20))"],
+    )
+    result = run_jailed(spec, timeout=60, output_limit=1 << 20)
+    assert (len(result.stdout), result.truncated) == (1 << 20, True)
+
+
+# ---------------------------------------------------------------------------- isolation
+
+
+def test_two_jails_cannot_see_each_others_processes_or_files(python_image: Image) -> None:
+    policy = load_policy(python_image.policy_path)
+    code = (
+        "import os, sys, time\nopen('/home/work/mine-' + sys.argv[1], 'w').write('x')\n"
+        "open('/tmp/mine-' + sys.argv[1], 'w').write('x')\ntime.sleep(1.5)\n"
+        "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+        "print(pids, sorted(os.listdir('/home/work')), sorted(os.listdir('/tmp')))"
+    )
+    results: dict[str, JailResult] = {}
+
+    def run(name: str) -> None:
+        spec = JailSpec(python_image, policy, [PY3, "-c", code, name])
+        results[name] = run_jailed(spec, timeout=60)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert out(results["a"]) == "[1] ['mine-a'] ['mine-a']\n", results["a"].stderr
+    assert out(results["b"]) == "[1] ['mine-b'] ['mine-b']\n", results["b"].stderr
+
+
+def test_jail_is_popen_like_with_pipes(python_image: Image) -> None:
+    spec = JailSpec(
+        python_image,
+        load_policy(python_image.policy_path),
+        [PY3, "-c", "import sys\nprint(sys.stdin.readline().upper(), end='')"],
+    )
+    with Jail() as jail:
+        jail.start(spec, stdin=PIPE, stdout=PIPE)
+        assert jail.poll() is None and jail.stdin is not None and jail.stdout is not None
+        jail.stdin.write(b"ping\n")
+        jail.stdin.flush()
+        assert jail.stdout.readline() == b"PING\n"
+        assert jail.wait(30).reason == ExitReason.EXITED
+
+
+def test_killed_jail_reports_killed_and_leaves_nothing_behind(python_image: Image) -> None:
+    spec = JailSpec(python_image, load_policy(python_image.policy_path), [PY3, "-c", "input()"])
+    jail = Jail()
+    jail.start(spec, stdin=PIPE)
+    jail.kill()
+    assert jail.wait(30).reason == ExitReason.KILLED
+    jail.cleanup()
+    assert jail.bundle is not None and not jail.bundle.exists()
+    leftovers = list(Path("/sys/fs/cgroup").glob(f"*/cogbox/{jail.id}")) + list(
+        Path("/sys/fs/cgroup").glob(f"cogbox/{jail.id}")
+    )
+    assert leftovers == []
+    assert not (data_dir() / "run" / "runc" / jail.id).exists()
+
+
+def test_missing_program_is_a_start_error_naming_it(python_image: Image) -> None:
+    from cogbox.jail.launcher import JailError
+
+    spec = JailSpec(python_image, load_policy(python_image.policy_path), ["no-such-program"])
+    with pytest.raises(JailError, match="no-such-program"):
+        run_jailed(spec)
+
+
+def test_this_host_uses_cgroup_v1_controllers() -> None:
+    # The development machine is hybrid: v1 controllers plus an empty cgroup2 mount.
+    mounts = Path("/proc/self/mounts").read_text()
+    expected = 2 if re.search(r" /sys/fs/cgroup cgroup2 ", mounts) else 1
+    assert detect_version() == expected
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+def cogbox(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "cogbox"), "jail", "run", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_streams_output_and_exits_with_the_commands_status(python_image: Image) -> None:
+    code = "import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)"
+    result = cogbox("--image", python_image.name, "--", PY3, "-c", code)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+def test_cli_names_the_limit_that_ended_the_command(python_image: Image, tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.yml"
+    policy_file.write_text("limits: {memory: 64m}\n")
+    command = [PY3, "-c", "x = bytearray(512 << 20)"]
+    result = cogbox("--image", python_image.name, "--policy", str(policy_file), "--", *command)
+    assert result.returncode == 137
+    assert "cogbox: killed: out of memory (memory limit 64 MiB)" in result.stderr

@@ -67,11 +67,14 @@ def test_jailed_process_is_uid_1000_on_the_host(python_image: Image) -> None:
     )
     try:
         assert jail.pid is not None
+        # jail.pid is the jail's init; the user's command is its child.
+        children = Path(f"/proc/{jail.pid}/task/{jail.pid}/children")
         deadline = time.monotonic() + 5
-        host_status = Path(f"/proc/{jail.pid}/status").read_text()
-        while "python" not in host_status.split("\n")[0] and time.monotonic() < deadline:
-            time.sleep(0.02)  # runc's init execs the command just after writing its pid
-            host_status = Path(f"/proc/{jail.pid}/status").read_text()
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        command_pid = int(children.read_text().split()[0])
+        host_status = Path(f"/proc/{command_pid}/status").read_text()
+        assert host_status.startswith("Name:\tpython"), host_status
         fields = dict(re.findall(r"^(\w+):[ \t]*(.*)$", host_status, re.MULTILINE))
         assert fields["Uid"].split() == ["1000"] * 4, host_status
         assert int(fields["CapEff"], 16) == 0

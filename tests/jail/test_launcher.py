@@ -1,20 +1,34 @@
 """Specification of the jail launcher: real images run through runc, with limits enforced."""
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cogbox.config import data_dir
+from cogbox.images.plan import JAIL_INIT
 from cogbox.images.store import Image
 from cogbox.jail.cgroups import detect_version
-from cogbox.jail.launcher import PIPE, ExitReason, Jail, JailResult, JailSpec, run_jailed
+from cogbox.jail.launcher import (
+    PIPE,
+    ExitReason,
+    Jail,
+    JailError,
+    JailResult,
+    JailSpec,
+    reap_stale_jails,
+    run_jailed,
+)
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import Policy, load_policy, parse_policy
 
@@ -262,8 +276,9 @@ def test_two_jails_cannot_see_each_others_processes_or_files(python_image: Image
         thread.start()
     for thread in threads:
         thread.join()
-    assert out(results["a"]) == "[1] ['mine-a'] ['mine-a']\n", results["a"].stderr
-    assert out(results["b"]) == "[1] ['mine-b'] ['mine-b']\n", results["b"].stderr
+    # Each sees only its own init (pid 1) and its own command.
+    assert re.fullmatch(r"\[1, \d+\] \['mine-a'\] \['mine-a'\]\n", out(results["a"])), results["a"]
+    assert re.fullmatch(r"\[1, \d+\] \['mine-b'\] \['mine-b'\]\n", out(results["b"])), results["b"]
 
 
 def test_jail_is_popen_like_with_pipes(python_image: Image) -> None:
@@ -296,12 +311,12 @@ def test_killed_jail_reports_killed_and_leaves_nothing_behind(python_image: Imag
     assert not (data_dir() / "run" / "runc" / jail.id).exists()
 
 
-def test_missing_program_is_a_start_error_naming_it(python_image: Image) -> None:
-    from cogbox.jail.launcher import JailError
-
+def test_missing_program_exits_127_naming_it(python_image: Image) -> None:
+    # The init starts, then cannot exec the program: a shell's "command not found" status.
     spec = JailSpec(python_image, load_policy(python_image.policy_path), ["no-such-program"])
-    with pytest.raises(JailError, match="no-such-program"):
-        run_jailed(spec)
+    result = run_jailed(spec)
+    assert result.exit.returncode == 127
+    assert b"exec no-such-program failed: No such file or directory" in result.stderr
 
 
 def test_this_host_uses_cgroup_v1_controllers() -> None:
@@ -332,3 +347,173 @@ def test_cli_names_the_limit_that_ended_the_command(python_image: Image, tmp_pat
     result = cogbox("--image", python_image.name, "--policy", str(policy_file), "--", *command)
     assert result.returncode == 137
     assert "cogbox: killed: out of memory (memory limit 64 MiB)" in result.stderr
+
+
+# ---------------------------------------------------------------------------- the init
+
+
+def test_command_runs_under_the_jails_init_not_as_pid_1(python_image: Image) -> None:
+    code = "import os\nprint(os.getpid() != 1, open('/proc/1/cmdline').read().split('\\0')[0])"
+    assert out(run_python(python_image, code)) == f"True {JAIL_INIT}\n"
+
+
+def test_orphans_are_reaped_so_the_pids_limit_stays_free(python_image: Image) -> None:
+    policy = policy_with(python_image, pids=8)
+    code = (
+        "import os, time\nfor _ in range(32):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        if os.fork() == 0:\n            os._exit(0)\n        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\ntime.sleep(0.3)\n"
+        "pids = [os.fork() or os._exit(0) for _ in range(4)]\n"
+        "print([os.waitpid(pid, 0)[1] for pid in pids])"
+    )
+    result = run_python(python_image, code, policy)
+    assert out(result) == "[0, 0, 0, 0]\n", result.stderr
+
+
+def test_cpu_time_limit_kills_with_sigxcpu_at_the_soft_limit(python_image: Image) -> None:
+    policy = policy_with(python_image, cpu_time_seconds=1)
+    result = run_python(python_image, "while True:\n    pass", policy)
+    assert (result.exit.returncode, result.exit.reason) == (128 + 24, ExitReason.CPU_TIME)
+
+
+def test_sigterm_from_the_caller_ends_a_python_command(python_image: Image) -> None:
+    code = "print('ready', flush=True)\ninput()"
+    spec = JailSpec(python_image, load_policy(python_image.policy_path), [PY3, "-c", code])
+    with Jail() as jail:
+        jail.start(spec, stdin=PIPE, stdout=PIPE)
+        assert jail.stdout is not None and jail.stdout.readline() == b"ready\n"
+        jail.send_signal(signal.SIGTERM)
+        exit = jail.wait(30)
+    assert (exit.returncode, exit.reason) == (128 + signal.SIGTERM, ExitReason.SIGNALED)
+
+
+def test_without_forks_the_command_runs_as_pid_1(python_image: Image) -> None:
+    document = yaml.safe_load(python_image.policy_path.read_text())
+    policy = parse_policy(yaml.safe_dump({**document, "fork_allowance": 0}), source="no forks")
+    assert out(run_python(python_image, "import os\nprint(os.getpid())", policy)) == "1\n"
+
+
+def test_image_without_the_init_mount_point_is_refused_naming_the_rebuild(
+    python_image: Image, tmp_path: Path
+) -> None:
+    (tmp_path / "rootfs").mkdir()
+    old = Image(python_image.name, "0" * 64, tmp_path, True, {})
+    spec = JailSpec(old, load_policy(python_image.policy_path), [PY3, "-c", "pass"])
+    with pytest.raises(JailError, match=f"no {JAIL_INIT} .*cogbox image build python"):
+        Jail().start(spec)
+
+
+def test_init_runs_where_op_exec_makes_binds_noexec(python_image: Image) -> None:
+    policy = parse_policy("whitelist_paths: {OP_EXEC: []}\n", source="image programs only")
+    assert not policy.exec_allowed_at(JAIL_INIT)
+    assert out(run_python(python_image, "print('ran')", policy)) == "ran\n"
+
+
+# ---------------------------------------------------------------------------- lifetime
+
+DRIVER = """
+import sys, threading, time
+from pathlib import Path
+from cogbox.images.store import ImageStore
+from cogbox.jail.launcher import DEVNULL, Jail, JailSpec
+from cogbox.jail.policy import load_policy
+name, digest, marker, workdir = sys.argv[1:5]
+image = ImageStore().find(name, digest)
+jail = Jail()
+code = "import time\\nopen('/home/work/written', 'w').write('by the jail')\\ntime.sleep(600)"
+spec = JailSpec(image, load_policy(image.policy_path), ["python3", "-c", code, marker],
+                workdir=Path(workdir))
+# Started from a thread that ends at once: the jail must outlive it, not die with it.
+starter = threading.Thread(target=jail.start, args=(spec,), kwargs={"stdout": DEVNULL})
+starter.start()
+starter.join()
+while not (jail.workdir_view / "written").exists():
+    time.sleep(0.01)
+print(jail.id, flush=True)
+time.sleep(600)
+"""
+
+
+def jail_processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def start_driver(image: Image, marker: str, workdir: Path) -> tuple[subprocess.Popen[str], str]:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, image.name, image.digest, marker, str(workdir)],
+        stdout=PIPE,
+        text=True,
+    )
+    assert driver.stdout is not None
+    return driver, driver.stdout.readline().strip()
+
+
+def test_jail_dies_with_the_process_driving_it(python_image: Image, tmp_path: Path) -> None:
+    marker = f"cogbox-driver-test-{uuid.uuid4().hex}"
+    driver, _ = start_driver(python_image, marker, tmp_path)
+    try:
+        time.sleep(1)  # the thread that started it has ended by now
+        assert len(jail_processes(marker)) >= 3, "driver, init and command should be running"
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 5
+    while jail_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert jail_processes(marker) == []
+    reap_stale_jails()
+
+
+def test_stale_jail_is_reaped_and_its_workdir_saved(python_image: Image, tmp_path: Path) -> None:
+    marker = f"cogbox-driver-test-{uuid.uuid4().hex}"
+    driver, jail_id = start_driver(python_image, marker, tmp_path)
+    driver.kill()
+    driver.wait()
+    bundle = data_dir() / "run" / "jails" / jail_id
+    assert bundle.exists()
+    assert jail_id in reap_stale_jails()
+    cgroups = list(Path("/sys/fs/cgroup").glob(f"*/cogbox/{jail_id}"))
+    runc_state = data_dir() / "run" / "runc" / jail_id
+    assert (bundle.exists(), runc_state.exists(), cgroups) == (False, False, [])
+    assert (tmp_path / "written").read_text() == "by the jail"
+
+
+def test_live_jails_are_not_reaped(python_image: Image) -> None:
+    spec = JailSpec(python_image, load_policy(python_image.policy_path), [PY3, "-c", "input()"])
+    with Jail() as jail:
+        jail.start(spec, stdin=PIPE)
+        assert jail.id not in reap_stale_jails()
+        assert jail.poll() is None
+
+
+def flock_holders(path: Path) -> set[int]:
+    """Processes holding an flock on `path`, from /proc/locks (blocked waiters left out)."""
+    inode = str(path.stat().st_ino)
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # 1: FLOCK  ADVISORY  READ  1234 fd:01:5678 0 EOF
+        if fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == inode:
+            holders.add(int(fields[4]))
+    return holders
+
+
+def test_running_jail_holds_its_image_so_a_rebuild_keeps_it(python_image: Image) -> None:
+    # ImageStore.prune deletes only versions nobody holds (Image.hold, a shared flock).
+    manifest = python_image.path / "manifest.json"
+    spec = JailSpec(python_image, load_policy(python_image.policy_path), [PY3, "-c", "input()"])
+    with Jail() as jail:
+        jail.start(spec, stdin=PIPE)
+        held_while_running = os.getpid() in flock_holders(manifest)
+    assert (held_while_running, os.getpid() in flock_holders(manifest)) == (True, False)
+
+
+def test_cli_gc_removes_stale_jails_and_says_how_many() -> None:
+    command = [str(Path(sys.executable).parent / "cogbox"), "jail", "gc"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and result.stdout.endswith("stale jail(s) removed\n")

@@ -9,7 +9,7 @@ import pytest
 from cogbox.jail.cgroups import CgroupCounters, CgroupError, JailCgroup, detect_version
 from cogbox.jail.exit_reason import Evidence, ExitReason, explain
 from cogbox.jail.policy import default_policy
-from cogbox.jail.workdir import sync_tree
+from cogbox.jail.workdir import CopyBudgetExceeded, sync_tree
 
 LIMITS = default_policy().limits
 
@@ -144,3 +144,30 @@ def test_sync_back_copies_changes_and_never_follows_links(tmp_path: Path) -> Non
     assert not (target / "sub").is_symlink() and os.listdir(outside) == []
     assert os.readlink(target / "escape") == str(outside)
     assert not (target / "stale.txt").exists()
+
+
+def test_sync_back_keeps_the_holes_of_sparse_files(tmp_path: Path) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    target.mkdir()
+    with open(source / "sparse", "wb") as handle:
+        handle.truncate(64 << 20)
+        handle.seek(8 << 20)
+        handle.write(b"data")
+    sync_tree(source, target)
+    copied = target / "sparse"
+    with open(copied, "rb") as handle:
+        handle.seek(8 << 20)
+        assert handle.read(4) == b"data"
+    assert (copied.stat().st_size, copied.stat().st_blocks * 512 <= 1 << 20) == (64 << 20, True)
+
+
+def test_sync_back_stops_at_the_bytes_the_quota_filesystem_held(tmp_path: Path) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    target.mkdir()
+    (source / "big").write_bytes(b"x" * (1 << 20))
+    for index in range(3):  # hard links: one file on the quota filesystem, three on the host
+        os.link(source / "big", source / f"link-{index}")
+    with pytest.raises(CopyBudgetExceeded, match="more than the 2097152 bytes"):
+        sync_tree(source, target, max_bytes=2 << 20)

@@ -16,3 +16,12 @@ def python_session(python_image: Image) -> Iterator[Session]:
         pytest.skip("runc is not installed")
     with start_session(python_image) as session:
         yield session
+
+
+@pytest.fixture(scope="module")
+def cntk_session(cntk_image: Image) -> Iterator[Session]:
+    """One cntk-image (Python 2.7) session shared by a module's tests."""
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed")
+    with start_session(cntk_image) as session:
+        yield session

@@ -160,4 +160,5 @@ def test_events_serialise_with_their_kind() -> None:
         "status": "ok",
         "execution_count": 3,
         "message": "",
+        "exit_code": None,
     }

@@ -6,8 +6,10 @@ import click
 
 from cogbox.cli.image import image
 from cogbox.cli.jail import jail
+from cogbox.cli.keypair import keypair
 from cogbox.cli.policy import policy
 from cogbox.cli.run import run
+from cogbox.cli.serve import serve
 from cogbox.errors import CogboxError
 
 
@@ -21,6 +23,8 @@ cli.add_command(image)
 cli.add_command(policy)
 cli.add_command(jail)
 cli.add_command(run)
+cli.add_command(serve)
+cli.add_command(keypair)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from types import FrameType
 import click
 
 from cogbox.images.store import ImageStore
-from cogbox.jail.launcher import Jail, JailSpec
+from cogbox.jail.launcher import Jail, JailSpec, reap_stale_jails
 from cogbox.jail.policy import default_policy, load_policy
 
 
@@ -79,3 +79,16 @@ def run(
     if exit.limit_hit:
         click.echo(f"cogbox: {exit.message}", err=True)
     sys.exit(exit.returncode)
+
+
+@jail.command()
+def gc() -> None:
+    """Remove what jails left behind when the process driving them died.
+
+    Their containers are killed and deleted, their cgroups removed, /home/work copied back
+    and unmounted. Jails of live processes are never touched; safe to run at any time.
+    """
+    reaped = reap_stale_jails()
+    for jail_id in reaped:
+        click.echo(f"removed {jail_id}")
+    click.echo(f"{len(reaped)} stale jail(s) removed")

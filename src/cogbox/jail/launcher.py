@@ -12,6 +12,17 @@ without a terminal, so the container's stdio is the caller's pipes, and runc's e
 is the command's (128 + N when killed by signal N). Only fds 0-2 reach the container: Popen
 closes every other fd before runc starts, and runc's init closes any it inherited above 2.
 
+The jail's PID 1 is tini (the host's `/usr/bin/tini-static`, bound read-only at `JAIL_INIT`),
+not the command: the kernel drops default-action signals (SIGXCPU, SIGXFSZ, SIGTERM) sent to
+a PID namespace's init, and only init reaps orphans. tini forwards signals to the command's
+process group and exits with its status. Policies with `fork_allowance: 0` run the command
+as PID 1 (tini could not fork it).
+
+A jail dies with the process that drives it: runc starts under `setpriv --pdeathsig KILL`
+from one thread that lives as long as the process, and tini (`-p SIGKILL`) dies with runc.
+The bundle directory stays flock()ed by the driver; `reap_stale_jails` removes what a dead
+driver left (container, cgroups, loop mount, bundle) and runs once per process.
+
 Limits and who enforces them:
     memory, pids   cgroups of the launcher's parent cgroup        -> OOM, PIDS_LIMIT
     cpus           runc's cpu cgroup quota                        -> (throttled, no exit)
@@ -23,22 +34,29 @@ Limits and who enforces them:
 """
 
 import contextlib
+import fcntl
 import json
 import os
+import queue
 import re
 import shutil
+import stat
 import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from cogbox.config import data_dir
 from cogbox.errors import CogboxError
+from cogbox.images.plan import JAIL_INIT
 from cogbox.images.store import Image
 from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailCgroup
+from cogbox.jail.chmod_guard import ChmodGuard
 from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import WORKDIR, Policy
@@ -53,6 +71,7 @@ __all__ = [
     "JailExit",
     "JailResult",
     "JailSpec",
+    "reap_stale_jails",
     "run_jailed",
 ]
 
@@ -71,6 +90,20 @@ _START_POLL_SECONDS = 0.002
 _START_TIMEOUT_SECONDS = 60.0
 _STDERR_TAIL_BYTES = 4096
 DEFAULT_OUTPUT_LIMIT = 64 << 20
+# Debian's tini, statically linked so it runs in any image (Python 2.7 on Debian 11 too).
+HOST_INIT = Path("/usr/bin/tini-static")
+# -g: signals go to the command's process group (an interrupt reaches its children too);
+# -p: SIGKILL when runc, its parent, dies, so an orphaned jail cannot keep running.
+_INIT_ARGS = ("-g", "-p", "SIGKILL", "--")
+# What tini itself calls; a policy whose own syscall list lacks one would fail to start.
+_INIT_SYSCALLS = frozenset(
+    {"clone", "execve", "wait4", "rt_sigtimedwait", "rt_sigprocmask", "prctl", "setpgid", "kill"}
+)
+_DRIVER_FILE = "driver.json"
+_STAGING_PREFIX = ".new-"
+# Bundles from before driver.json existed cannot say whether their driver lives; none may
+# outlive the default wall time limit.
+_LEGACY_BUNDLE_MAX_AGE_SECONDS = 86400.0
 
 
 class JailError(CogboxError):
@@ -125,6 +158,7 @@ class Jail:
         if shutil.which(runtime) is None:
             raise JailError(f"{runtime} is not installed (Debian: apt-get install {runtime})")
         self.runtime = runtime
+        self.state_dir = state_dir
         self.runtime_root, self.jails_dir = state_dirs(state_dir)
         self.cgroup_root = cgroup_root
         self.id = ""
@@ -137,6 +171,7 @@ class Jail:
         self._process: subprocess.Popen[bytes] | None = None
         self._cgroup: JailCgroup | None = None
         self._workdir: Workdir | None = None
+        self._chmod_guard: ChmodGuard | None = None
         self._watchdog: threading.Timer | None = None
         self._wall_limit: float | None = None
         self._wall_expired = False
@@ -145,6 +180,8 @@ class Jail:
         self._finish_lock = threading.Lock()
         self._stderr_tail = b""
         self._cleaned = False
+        self._bundle_lock: int | None = None  # flock()ed fd of the bundle: "driver alive"
+        self._image_hold: IO[str] | None = None  # keeps a rebuild from deleting the image
 
     # ------------------------------------------------------------------ starting
 
@@ -167,45 +204,85 @@ class Jail:
             raise JailError(f"jail {self.id} was already started")
         if not spec.argv:
             raise JailError("nothing to run: argv is empty")
+        if spec.policy.forks_allowed:
+            _check_init(spec)
+        _reap_once(self.state_dir, self.cgroup_root)
         self._spec = spec
         self.id = _jail_id(spec.name)
         limits = spec.policy.limits
         walls = [w for w in (limits.wall_time_seconds, wall_time_seconds) if w is not None]
         self._wall_limit = min(walls) if walls else None
         try:
+            self._hold_image(spec.image)
             self._prepare(spec)
             self._launch(stdin, stdout, stderr)
         except BaseException:
             self.cleanup()
             raise
 
+    def _hold_image(self, image: Image) -> None:
+        try:
+            self._image_hold = image.hold()
+        except OSError as exc:
+            raise JailError(
+                f"image {image.name!r} ({image.digest[:12]}) is gone ({exc.strerror}); "
+                f"build it again with `cogbox image build {image.name}`"
+            ) from exc
+
+    def _make_bundle(self) -> Path:
+        # Locked before it gets its name: a bundle visible as <id> is always held by a live
+        # driver or stale, never "not locked yet", so a concurrent reaper cannot take it.
+        staging = self.jails_dir / f"{_STAGING_PREFIX}{self.id}"
+        staging.mkdir(mode=0o700)
+        self._bundle_lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # Blocking: a reaper may hold it for a moment while it skips a record-less folder.
+        fcntl.flock(self._bundle_lock, fcntl.LOCK_EX)
+        bundle = self.jails_dir / self.id
+        _write_driver_record(staging, {"pid": os.getpid(), "runtime": self.runtime})
+        os.rename(staging, bundle)
+        return bundle
+
     def _prepare(self, spec: JailSpec) -> None:
         self.runtime_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.jails_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.bundle = self.jails_dir / self.id
-        self.bundle.mkdir(mode=0o700)
+        self.bundle = self._make_bundle()
         limits = spec.policy.limits
         try:
             self._workdir = Workdir.prepare(spec.workdir, limits.workdir_quota_bytes, self.bundle)
         except (WorkdirError, OSError) as exc:
             raise JailError(f"cannot prepare /home/work: {exc}") from exc
+        # For the reaper: where /home/work goes back to if this driver dies.
+        workdir_home = None if self._workdir.owned else str(self._workdir.host_dir)
+        _write_driver_record(
+            self.bundle, {"pid": os.getpid(), "runtime": self.runtime, "workdir": workdir_home}
+        )
         try:
             self._cgroup = JailCgroup(self.id, root=self.cgroup_root)
             self._cgroup.create(memory_bytes=limits.memory_bytes, pids=limits.pids)
         except (CgroupError, OSError) as exc:
             raise JailError(f"cannot set up the jail's cgroups: {exc}") from exc
         binds = [Bind(self._workdir.source, WORKDIR, readonly=False), *spec.binds]
+        argv = list(spec.argv)
+        if spec.policy.forks_allowed:
+            binds.append(Bind(HOST_INIT, JAIL_INIT, readonly=True))
+            argv = [JAIL_INIT, *_INIT_ARGS, *argv]
+        listener = self._start_chmod_guard(spec.policy)
         try:
             config = render_oci_spec(
                 spec.policy,
                 rootfs=spec.image.rootfs,
-                args=list(spec.argv),
+                args=argv,
                 env=jail_env(spec.policy, spec.image.env, {**DEFAULT_ENV, **spec.env}),
                 binds=binds,
                 cgroups_path=self._cgroup.runc_path,
+                seccomp_listener=listener,
             )
         except ValueError as exc:
             raise JailError(f"cannot build the jail's OCI config: {exc}") from exc
+        # The init must run even where the policy's OP_EXEC makes binds noexec.
+        for mount in config["mounts"]:
+            if mount["destination"] == JAIL_INIT:
+                mount["options"] = [o for o in mount["options"] if o != "noexec"]
         # The memory and pids limits live on the launcher's parent cgroup, where their
         # counters survive runc's cleanup; the same limit on runc's leaf would trip first.
         resources = config["linux"].get("resources", {})
@@ -217,6 +294,20 @@ class Jail:
             resources["cpu"]["shares"] = max(2, round(1024 * limits.cpus))
         (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
 
+    def _start_chmod_guard(self, policy: Policy) -> str | None:
+        # OP_CHMOD narrower than "*": a supervisor thread answers each chmod by its globs
+        # (seccomp user notification, chmod_guard.py). It must listen before runc starts.
+        # runsc does not hand over seccomp listeners; there ownership alone decides.
+        if policy.chmod_globs is None or self.runtime != "runc":
+            return None
+        assert self.bundle is not None
+        self._chmod_guard = ChmodGuard(self.bundle, policy.chmod_globs)
+        try:
+            self._chmod_guard.start()
+        except OSError as exc:
+            raise JailError(f"cannot start the chmod guard: {exc}") from exc
+        return str(self._chmod_guard.socket_path)
+
     def _launch(
         self,
         stdin: int | IO[Any] | None,
@@ -225,7 +316,12 @@ class Jail:
     ) -> None:
         assert self.bundle is not None
         pid_file = self.bundle / "init.pid"
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise JailError("setpriv is not installed (Debian: apt-get install util-linux)")
         command = [
+            # runc dies with this process (the jail then dies with runc, see _INIT_ARGS).
+            setpriv, "--pdeathsig", "KILL", "--",
             *self._runtime_command(),
             "run",
             "--bundle", str(self.bundle),
@@ -235,14 +331,16 @@ class Jail:
         ]  # fmt: skip
         # close_fds (the default) keeps every host fd but 0-2 away from runc and the jail;
         # a new session keeps a terminal's Ctrl-C from reaching runc directly.
-        self._process = subprocess.Popen(
-            command,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            close_fds=True,
-            start_new_session=True,
-            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+        self._process = _SPAWNER.popen(
+            lambda: subprocess.Popen(
+                command,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                close_fds=True,
+                start_new_session=True,
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+            )
         )
         self.stdin, self.stdout, self.stderr = (
             self._process.stdin,
@@ -359,7 +457,7 @@ class Jail:
         return out, err, out_cut or err_cut
 
     def send_signal(self, sig: int) -> None:
-        """Send `sig` to the container's init process (the command)."""
+        """Send `sig` to the jail's init, which passes it on to the command's process group."""
         if self._process is None or self._process.poll() is not None:
             return
         subprocess.run(
@@ -445,13 +543,23 @@ class Jail:
         if self._cgroup is not None:
             self._cgroup.kill_all()
             self._cgroup.remove()
+        if self._chmod_guard is not None:
+            self._chmod_guard.stop()
         if self._workdir is not None:
             try:
                 self._workdir.close()
             except (WorkdirError, OSError) as exc:
                 errors.append(f"cannot save /home/work to {self._workdir.host_dir}: {exc}")
-        if self.bundle is not None:
+        # A quota mount that did not unmount stays, and so does its bundle (rmtree would
+        # descend into the mount); with the lock released, reap_stale_jails retries it.
+        if self.bundle is not None and not os.path.ismount(self.bundle / "workdir"):
             shutil.rmtree(self.bundle, ignore_errors=True)
+        if self._bundle_lock is not None:
+            os.close(self._bundle_lock)
+            self._bundle_lock = None
+        if self._image_hold is not None:
+            self._image_hold.close()
+            self._image_hold = None
         if errors:
             raise JailError("; ".join(errors))
 
@@ -489,6 +597,175 @@ def run_jailed(
     finally:
         jail.cleanup()
     return JailResult(stdout=stdout, stderr=stderr, exit=exit, truncated=truncated)
+
+
+def reap_stale_jails(
+    *, state_dir: Path | None = None, cgroup_root: Path = DEFAULT_ROOT
+) -> list[str]:
+    """Remove what jails whose driving process died left behind; returns their ids.
+
+    A live driver holds an flock on its bundle, so a bundle that can be locked is stale:
+    its container is deleted (`runc delete --force` kills what still runs), its cgroups
+    killed and removed, /home/work's quota filesystem copied back to the caller's directory
+    and unmounted, and the bundle removed. Bundles from launchers before the lock existed
+    are reaped only once older than a day. Safe to run concurrently with live jails.
+    """
+    runtime_root, jails_dir = state_dirs(state_dir)
+    reaped: list[str] = []
+    try:
+        entries = sorted(jails_dir.iterdir())
+    except FileNotFoundError:
+        return reaped
+    for entry in entries:
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # removed meanwhile, or not a directory
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its driver is alive
+            record = _read_driver_record(entry)
+            if record is None:
+                # No record: a launcher older than the lock, or gone while we looked.
+                age = time.time() - os.fstat(fd).st_mtime
+                if not entry.exists() or age < _LEGACY_BUNDLE_MAX_AGE_SECONDS:
+                    continue
+            jail_id = entry.name.removeprefix(_STAGING_PREFIX)
+            with contextlib.suppress(OSError, CogboxError):
+                if _reap(entry, jail_id, record or {}, runtime_root, cgroup_root):
+                    reaped.append(jail_id)
+        finally:
+            os.close(fd)
+    return reaped
+
+
+def _reap(
+    bundle: Path, jail_id: str, record: dict[str, Any], runtime_root: Path, cgroup_root: Path
+) -> bool:
+    runtime = str(record.get("runtime") or "runc")
+    if shutil.which(runtime) is not None:
+        subprocess.run(
+            [runtime, "--root", str(runtime_root), "delete", "--force", jail_id],
+            capture_output=True,
+            check=False,
+        )
+    with contextlib.suppress(CgroupError):
+        cgroup = JailCgroup(jail_id, root=cgroup_root)
+        cgroup.kill_all()
+        cgroup.remove()
+    mount = bundle / "workdir"
+    if os.path.ismount(mount):
+        home = record.get("workdir")
+        workdir = Workdir(
+            Path(home) if home else bundle / "home",
+            mount,
+            owned=not home,
+            image=bundle / "workdir.ext4",
+        )
+        with contextlib.suppress(WorkdirError, OSError):
+            workdir.close()
+        if os.path.ismount(mount):
+            return False
+    shutil.rmtree(bundle, ignore_errors=True)
+    return True
+
+
+_reaped_state_dirs: set[tuple[Path | None, Path]] = set()
+_reap_lock = threading.Lock()
+
+
+def _reap_once(state_dir: Path | None, cgroup_root: Path) -> None:
+    # Once per process and data dir: what a crashed predecessor left is found at the first
+    # start; later stale bundles are from drivers that died while this one ran.
+    key = (state_dir, cgroup_root)
+    with _reap_lock:
+        if key in _reaped_state_dirs:
+            return
+        _reaped_state_dirs.add(key)
+    # Best effort: leftovers of others must never keep this jail from starting.
+    with contextlib.suppress(OSError, CogboxError):
+        reap_stale_jails(state_dir=state_dir, cgroup_root=cgroup_root)
+
+
+def _write_driver_record(bundle: Path, record: dict[str, Any]) -> None:
+    temporary = bundle / f"{_DRIVER_FILE}.tmp"
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, bundle / _DRIVER_FILE)
+
+
+def _read_driver_record(bundle: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((bundle / _DRIVER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _check_init(spec: JailSpec) -> None:
+    """JailError unless the host's init, the image's mount point and the policy allow it."""
+    if not os.access(HOST_INIT, os.X_OK):
+        raise JailError(
+            f"the jail's init {HOST_INIT} is missing: install Debian's tini "
+            "(apt-get install tini, or run scripts/setup)"
+        )
+    image = spec.image
+    try:
+        # lstat: a link in the image must not redirect where the init is bound.
+        is_file = stat.S_ISREG(os.lstat(image.rootfs / JAIL_INIT.lstrip("/")).st_mode)
+    except OSError:
+        is_file = False
+    if not is_file:
+        raise JailError(
+            f"image {image.name!r} ({image.digest[:12]}) has no {JAIL_INIT} for the jail's "
+            f"init: it was built by an older cogbox; rebuild it with "
+            f"`cogbox image build {image.name}`"
+        )
+    missing = sorted(_INIT_SYSCALLS - set(spec.policy.allowed_syscalls))
+    if missing:
+        raise JailError(
+            f"the policy's allowed_syscalls lacks {', '.join(missing)}, which the jail's "
+            "init (tini) needs; add them, or use diff_to_default: true"
+        )
+
+
+class _Spawner:
+    """Starts every runtime process from one thread that lives as long as this process.
+
+    The kernel sends a parent-death signal when the *thread* that forked a child ends, not
+    its process; started from short-lived threads (a worker pool's), runc would be killed
+    under a live driver.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[
+            tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="cogbox-jail-spawner", daemon=True
+                )
+                self._thread.start()
+        started: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((start, started))
+        return started.result()
+
+    def _serve(self) -> None:
+        while True:
+            start, started = self._requests.get()
+            try:
+                started.set_result(start())
+            except BaseException as exc:  # handed to the caller, raised in its thread
+                started.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
 
 
 def _jail_id(name: str | None) -> str:

@@ -86,11 +86,14 @@ def render_oci_spec(
     binds: Sequence[Bind] = (),
     hostname: str = "cogbox",
     cgroups_path: str | None = None,
+    seccomp_listener: str | None = None,
 ) -> dict[str, Any]:
     """A runc 1.1 `config.json` running `args` as `uid` in a jail shaped by `policy`.
 
     `binds` must include the host directory for /home/work. `env` is used exactly as given
-    (build it with `jail_env`). Raises ValueError for arguments that would weaken the jail.
+    (build it with `jail_env`). `seccomp_listener` is the unix socket of a chmod guard that
+    answers chmod calls by OP_CHMOD (used only when OP_CHMOD is narrower than `*`).
+    Raises ValueError for arguments that would weaken the jail.
     """
     if not args:
         raise ValueError("args must name the program to run")
@@ -127,7 +130,7 @@ def render_oci_spec(
             "resources": _resources(policy),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
-            "seccomp": render_oci_seccomp(policy),
+            "seccomp": render_oci_seccomp(policy, listener_path=seccomp_listener),
         },
     }
     if cgroups_path is not None:

@@ -227,6 +227,18 @@ class Policy(BaseModel):
         directories = {_glob_directory(glob) for glob in self.whitelist_paths["OP_EXEC"]}
         return _EVERYTHING in directories or posixpath.normpath(mount_point) in directories
 
+    @property
+    def chmod_globs(self) -> tuple[str, ...] | None:
+        """OP_CHMOD's globs when they narrow where chmod works; None when they allow it anywhere.
+
+        Narrowed globs are checked on every chmod by the launcher's chmod guard (seccomp user
+        notification, see chmod_guard.py); file ownership stays the enforcement beneath it.
+        """
+        globs = self.whitelist_paths["OP_CHMOD"]
+        if any(_glob_directory(glob) == _EVERYTHING for glob in globs):
+            return None
+        return globs
+
     def describe(self) -> list[str]:
         """A few lines saying what this policy enforces, for `cogbox policy check`."""
         limits = self.limits

@@ -7,6 +7,7 @@ from typing import Any
 from cogbox.jail.policy import Policy
 from cogbox.jail.syscalls import (
     ARGUMENT_CHECKED,
+    CHMOD_SYSCALLS,
     CLONE_NAMESPACE_FLAGS,
     CLONE_THREAD,
     ERRNO_ENOSYS,
@@ -18,23 +19,32 @@ from cogbox.jail.syscalls import (
 
 ALLOW = "SCMP_ACT_ALLOW"
 ERRNO = "SCMP_ACT_ERRNO"
+NOTIFY = "SCMP_ACT_NOTIFY"
 # x86_64 only: listing no other architecture makes the filter refuse i386 (`int 0x80`) and
 # x32 calls, which would otherwise reach the kernel under different numbers than we check.
 ARCHITECTURES = ("SCMP_ARCH_X86_64",)
 
 
-def render_oci_seccomp(policy: Policy) -> dict[str, Any]:
+def render_oci_seccomp(policy: Policy, *, listener_path: str | None = None) -> dict[str, Any]:
     """The OCI runtime-spec `linux.seccomp` object for `policy` (runc 1.1 accepts it).
 
     Everything not allowed fails with EPERM, as under Docker; clone3 fails with ENOSYS so
-    that glibc falls back to clone, whose flags are checked here.
+    that glibc falls back to clone, whose flags are checked here. With `listener_path` (a
+    unix socket a chmod guard listens on) and OP_CHMOD narrower than `*`, the path-taking
+    chmod calls are sent to that guard (SCMP_ACT_NOTIFY); without it they are allowed and
+    file ownership alone decides.
     """
     allowed = set(policy.allowed_syscalls)
     if not policy.forks_allowed:
         allowed -= {"fork", "vfork"}
+    notified: set[str] = set()
+    if listener_path is not None and policy.chmod_globs is not None:
+        notified = allowed & CHMOD_SYSCALLS
     rules: list[dict[str, Any]] = [
-        {"names": sorted(allowed - ARGUMENT_CHECKED), "action": ALLOW},
+        {"names": sorted(allowed - ARGUMENT_CHECKED - notified), "action": ALLOW},
     ]
+    if notified:
+        rules.append({"names": sorted(notified), "action": NOTIFY})
     if "clone" in allowed:
         rules.append(_clone_rule(forks_allowed=policy.forks_allowed))
     if "socket" in allowed:
@@ -44,12 +54,15 @@ def render_oci_seccomp(policy: Policy) -> dict[str, Any]:
     if "personality" in allowed:
         rules.extend(_equals_rules("personality", PERSONALITY_VALUES))
     rules.append({"names": ["clone3"], "action": ERRNO, "errnoRet": ERRNO_ENOSYS})
-    return {
+    profile: dict[str, Any] = {
         "defaultAction": ERRNO,
         "defaultErrnoRet": ERRNO_EPERM,
         "architectures": list(ARCHITECTURES),
         "syscalls": rules,
     }
+    if notified:
+        profile["listenerPath"] = listener_path
+    return profile
 
 
 def render_docker_profile(policy: Policy) -> dict[str, Any]:

@@ -157,6 +157,11 @@ PERSONALITY_VALUES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 # Names the renderer always emits with argument checks rather than as plain allows.
 ARGUMENT_CHECKED = frozenset({"clone", "personality", "socket", "socketpair"})
 
+# Path-taking chmod calls: sent to the launcher's chmod guard (SCMP_ACT_NOTIFY) when OP_CHMOD
+# narrows where chmod works. fchmod takes an fd, not a path, and is left to file ownership.
+# fchmodat2 (Linux 6.6) is known to Debian 12's libseccomp 2.5.4-1+deb12u1 (as 452).
+CHMOD_SYSCALLS = frozenset({"chmod", "fchmodat", "fchmodat2"})
+
 
 @cache
 def _libseccomp() -> Any:

@@ -12,10 +12,14 @@ filesystem's size, so ext4's own metadata (about 1-2 %) counts against it.
 
 Copying back never follows a symbolic link on either side: the image's contents and the host
 directory are both written by untrusted code, and a host that follows their links can be
-tricked into writing anywhere (Judge0's escapes were of this kind).
+tricked into writing anywhere (Judge0's escapes were of this kind). It keeps holes (a sparse
+file costs the quota nothing, and must not cost the host more), and it never writes more
+bytes than the quota filesystem held: hard links or sparse tricks cannot turn a small quota
+into a large host file.
 """
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -34,6 +38,10 @@ _FULL_MARGIN_RATIO = 0.2
 
 class WorkdirError(CogboxError):
     """The jail's /home/work could not be prepared or saved."""
+
+
+class CopyBudgetExceeded(WorkdirError):
+    """Copying /home/work back would write more than its quota filesystem held."""
 
 
 class Workdir:
@@ -92,13 +100,19 @@ class Workdir:
             if self.image is not None:
                 try:
                     if not self.owned:
-                        sync_tree(self.source, self.host_dir)
+                        sync_tree(self.source, self.host_dir, max_bytes=_used_bytes(self.source))
                 finally:
                     _run(["umount", str(self.source)], "umount")
                     self.image.unlink(missing_ok=True)
         finally:
             if self.owned:
                 shutil.rmtree(self.host_dir, ignore_errors=True)
+
+
+def _used_bytes(mount: Path) -> int:
+    """Bytes the filesystem at `mount` has allocated (data and metadata): the copy's budget."""
+    fs = os.statvfs(mount)
+    return (fs.f_blocks - fs.f_bfree) * fs.f_frsize
 
 
 def _make_image(image: Path, contents: Path, quota_bytes: int) -> None:
@@ -134,26 +148,46 @@ def _run(command: list[str], what: str) -> None:
 # ---------------------------------------------------------------------------- copying back
 
 
-def sync_tree(source: Path, target: Path) -> None:
+class _Budget:
+    """Bytes the copy may still write; None = no cap."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
+        self.left = max_bytes
+
+    def spend(self, count: int) -> None:
+        if self.left is None:
+            return
+        if count > self.left:
+            raise CopyBudgetExceeded(
+                f"copying /home/work back would write more than the {self.max_bytes} bytes its "
+                "quota filesystem held (many hard links to one file?); the copy was stopped"
+            )
+        self.left -= count
+
+
+def sync_tree(source: Path, target: Path, *, max_bytes: int | None = None) -> None:
     """Make `target` hold what `source` holds (files, directories, symlinks as links).
 
     Unchanged files (same size and mtime) are skipped; entries missing from `source` are
     removed. Devices, sockets and FIFOs are not copied. Works on directory fds with
-    O_NOFOLLOW throughout, so no link in either tree is ever followed.
+    O_NOFOLLOW throughout, so no link in either tree is ever followed. Holes in sparse files
+    stay holes; `max_bytes` caps the file data written (CopyBudgetExceeded past it).
     """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    budget = _Budget(max_bytes)
     src_fd = os.open(source, flags)
     try:
         dst_fd = os.open(target, flags)
         try:
-            _sync_dir(src_fd, dst_fd)
+            _sync_dir(src_fd, dst_fd, budget)
         finally:
             os.close(dst_fd)
     finally:
         os.close(src_fd)
 
 
-def _sync_dir(src_fd: int, dst_fd: int) -> None:
+def _sync_dir(src_fd: int, dst_fd: int, budget: _Budget) -> None:
     wanted: set[str] = set()
     for entry in os.scandir(src_fd):
         name = entry.name
@@ -173,7 +207,7 @@ def _sync_dir(src_fd: int, dst_fd: int) -> None:
             try:
                 child_dst = os.open(name, flags, dir_fd=dst_fd)
                 try:
-                    _sync_dir(child_src, child_dst)
+                    _sync_dir(child_src, child_dst, budget)
                     _copy_metadata(child_dst, st)
                 finally:
                     os.close(child_dst)
@@ -194,7 +228,7 @@ def _sync_dir(src_fd: int, dst_fd: int) -> None:
                 and existing.st_mtime_ns == st.st_mtime_ns
             ):
                 continue
-            _copy_file(name, src_fd, dst_fd, st)
+            _copy_file(name, src_fd, dst_fd, st, budget)
     for name in os.listdir(dst_fd):
         if name not in wanted:
             existing = _lstat(name, dst_fd)
@@ -202,22 +236,60 @@ def _sync_dir(src_fd: int, dst_fd: int) -> None:
                 _remove(name, dst_fd, existing)
 
 
-def _copy_file(name: str, src_fd: int, dst_fd: int, st: os.stat_result) -> None:
+def _copy_file(name: str, src_fd: int, dst_fd: int, st: os.stat_result, budget: _Budget) -> None:
     source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         target = os.open(name, flags, 0o600, dir_fd=dst_fd)
         try:
-            with (
-                os.fdopen(source, "rb", closefd=False) as reader,
-                os.fdopen(target, "wb", closefd=False) as writer,
-            ):
-                shutil.copyfileobj(reader, writer, 1 << 20)
+            size = os.fstat(source).st_size
+            for start, end in _data_extents(source, size):
+                budget.spend(end - start)
+                _copy_range(source, target, start, end)
+            os.ftruncate(target, size)  # a trailing hole, without writing it
             _copy_metadata(target, st)
         finally:
             os.close(target)
     finally:
         os.close(source)
+
+
+def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of `fd` that hold data; holes in between are left out."""
+    extents: list[tuple[int, int]] = []
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole up to the end
+                break
+            if exc.errno == errno.EINVAL:  # no SEEK_DATA here: all of it is data
+                return [(offset, size)]
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        if end <= start:
+            break
+        extents.append((start, end))
+        offset = end
+    return extents
+
+
+def _copy_range(source: int, target: int, start: int, end: int) -> None:
+    offset = start
+    while offset < end:
+        chunk = os.pread(source, min(1 << 20, end - offset), offset)
+        if not chunk:
+            return
+        # Allocated but zero (fallocate, or zeros written out): keep it a hole on the host.
+        if chunk != bytes(len(chunk)):
+            view = memoryview(chunk)
+            while view:
+                written = os.pwrite(target, view, offset)
+                view = view[written:]
+                offset += written
+        else:
+            offset += len(chunk)
 
 
 def _copy_metadata(fd: int, st: os.stat_result) -> None:

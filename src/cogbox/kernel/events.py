@@ -81,11 +81,16 @@ class OutputTruncated:
 
 @dataclass(frozen=True)
 class Finished:
-    """The run ended and the kernel is ready for the next one (terminal event)."""
+    """The run ended and the kernel is ready for the next one (terminal event).
+
+    For a batch run (`Session.execute_batch`) `exit_code` is the exit status of the command
+    that ran last, and `status` is "ok" only when it is 0.
+    """
 
     status: FinishedStatus
     execution_count: int | None = None
-    message: str = ""  # set when cogbox itself ended the run (time limit)
+    message: str = ""  # set when cogbox itself ended the run (time limit) or a batch failed
+    exit_code: int | None = None  # batch runs: the command's exit status (None for code)
     kind: ClassVar[str] = "finished"
 
 

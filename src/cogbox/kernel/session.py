@@ -17,6 +17,7 @@ any thread (an input answer is queued and sent by the iterating thread).
 import contextlib
 import os
 import queue
+import re
 import secrets
 import shutil
 import time
@@ -31,7 +32,8 @@ from cogbox.config import data_dir
 from cogbox.images.store import Image, ImageStore
 from cogbox.jail.launcher import JailExit
 from cogbox.jail.policy import Policy, default_policy, load_policy
-from cogbox.kernel.connection import JAIL_GID, JAIL_UID, RuntimeDir
+from cogbox.kernel import files
+from cogbox.kernel.connection import JAIL_GID, JAIL_RUNTIME_DIR, JAIL_UID, RuntimeDir
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import (
     Display,
@@ -55,6 +57,7 @@ INTERRUPT_GRACE_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 _POLL_MS = 50
 _BATCH = 256  # most messages taken from one socket per wait
+_BATCH_RUNNER = "batch_runner.py"
 
 InputHandler = Callable[[InputRequest], str]
 
@@ -83,11 +86,28 @@ def start_session(
     `workdir` is the host directory shown at /home/work; without one the session makes a
     fresh one and deletes it at shutdown. Raises KernelError if the kernel does not start.
     """
+    image, policy = resolve_image(image, policy, store)
+    return Session(image, policy, workdir, env=env, output_limit=output_limit)
+
+
+def resolve_image(
+    image: str | Image, policy: Policy | None = None, store: ImageStore | None = None
+) -> tuple[Image, Policy]:
+    """The ready image named `image` and the policy to jail it with (default: its own)."""
     if isinstance(image, str):
         image = (store or ImageStore()).get(image)
     if policy is None:
         policy = load_policy(image.policy_path) if image.policy_path.is_file() else default_policy()
-    return Session(image, policy, workdir, env=env, output_limit=output_limit)
+    return image, policy
+
+
+def new_workdir(session_id: str) -> Path:
+    """A fresh, empty /home/work for a session, owned by the jail's user."""
+    workdir = data_dir() / "sessions" / session_id / "home"
+    workdir.mkdir(parents=True, mode=0o755)
+    with contextlib.suppress(PermissionError):
+        os.chown(workdir, JAIL_UID, JAIL_GID)
+    return workdir
 
 
 class Session:
@@ -108,12 +128,7 @@ class Session:
         self.output_limit = output_limit
         self._env = dict(env or {})
         self._owns_workdir = workdir is None
-        if workdir is None:
-            workdir = data_dir() / "sessions" / self.id / "home"
-            workdir.mkdir(parents=True, mode=0o755)
-            with contextlib.suppress(PermissionError):
-                os.chown(workdir, JAIL_UID, JAIL_GID)
-        self.workdir = workdir
+        self.workdir = new_workdir(self.id) if workdir is None else workdir
         self._inputs: queue.Queue[str] = queue.Queue()
         self._executing = False
         self._closed = False
@@ -158,6 +173,43 @@ class Session:
         if given, else by a `send_input` call. Output past `output_limit` characters is
         dropped after one `OutputTruncated` event; the run itself goes on.
         """
+        self._check_idle(timeout)
+        return self._run(_Request(code), timeout, on_input)
+
+    def execute_batch(
+        self, build: str | None, exec: str, *, timeout: float | None = None
+    ) -> Iterator[Event]:
+        """Run the `build` command (if any), then the `exec` command, as processes.
+
+        Backend.AI's batch mode: each command runs with `/bin/sh -c` in /home/work, in the
+        same jail as the kernel (the kernel starts it), its output streamed as `Stdout` and
+        `Stderr` events. If `build` fails, `exec` is not run. Ends with `Finished` whose
+        `exit_code` is the exit status of the command that ran last ("ok" only when it is
+        0; 128 + N when killed by signal N), or with `KernelDied`. `timeout` and
+        `interrupt()` stop the command (SIGINT to its process group, then SIGKILL); the
+        kernel's variables are not touched.
+        """
+        self._check_idle(timeout)
+        if not exec.strip():
+            raise KernelError("the exec command is empty; give a shell command to run")
+        # The runner goes in the runtime directory, which the jail sees at /run/cogbox.
+        shutil.copyfile(Path(__file__).with_name(_BATCH_RUNNER), self._runtime.path / "batch.py")
+        runner = f"{JAIL_RUNTIME_DIR}/batch.py"
+        code = (
+            f"_cogbox_batch = {{'__name__': '_cogbox_batch'}}\n"
+            f"exec(compile(open({runner!r}).read(), {runner!r}, 'exec'), _cogbox_batch)\n"
+            f"_cogbox_batch = _cogbox_batch['run_batch']"
+            f"({_bytes_literal(build)}, {_bytes_literal(exec)})\n"
+        )
+        request = _Request(
+            code,
+            store_history=False,
+            user_expressions={"batch": "_cogbox_batch"},
+            finish=_batch_finished,
+        )
+        return self._run(request, timeout, None)
+
+    def _check_idle(self, timeout: float | None) -> None:
         if self._closed:
             raise KernelError(f"session {self.id} was shut down; start a new session")
         if self._executing:
@@ -167,10 +219,9 @@ class Session:
             )
         if timeout is not None and timeout <= 0:
             raise KernelError(f"timeout must be a positive number of seconds, got {timeout}")
-        return self._run(code, timeout, on_input)
 
     def _run(
-        self, code: str, timeout: float | None, on_input: InputHandler | None
+        self, request: "_Request", timeout: float | None, on_input: InputHandler | None
     ) -> Iterator[Event]:
         # Marked busy only once iteration starts: a generator never iterated never runs
         # its `finally`, and would leave the session busy for good.
@@ -184,21 +235,27 @@ class Session:
             if ended is not None:
                 yield _died(ended, "; restart() the session to run code again")
                 return
-            yield from self._run_in(kernel, code, timeout, on_input)
+            yield from self._run_in(kernel, request, timeout, on_input)
         finally:
             self._executing = False
 
     def _run_in(
         self,
         kernel: KernelProcess,
-        code: str,
+        request: "_Request",
         timeout: float | None,
         on_input: InputHandler | None,
     ) -> Iterator[Event]:
         client = kernel.client
         channels = _Channels(client)
         _clear(self._inputs)
-        msg_id = client.execute(code, allow_stdin=True, stop_on_error=True)
+        msg_id = client.execute(
+            request.code,
+            store_history=request.store_history,
+            user_expressions=request.user_expressions,
+            allow_stdin=True,
+            stop_on_error=True,
+        )
         start = time.monotonic()
         interrupted_at: float | None = None
         cap = _OutputCap(self.output_limit)
@@ -232,12 +289,12 @@ class Session:
                             reply = content
                     elif channel == "stdin":
                         if kind == "input_request":
-                            request = InputRequest(
+                            asked = InputRequest(
                                 str(content.get("prompt", "")), bool(content.get("password"))
                             )
-                            yield request
+                            yield asked
                             if on_input is not None:
-                                client.input(on_input(request))
+                                client.input(on_input(asked))
                     elif kind == "status":
                         idle = idle or content.get("execution_state") == "idle"
                     else:
@@ -251,8 +308,7 @@ class Session:
                     "interrupted; the session's variables are kept",
                 )
             else:
-                status = reply.get("status", "error")
-                yield Finished(status if status in ("ok", "error", "aborted") else "error", count)
+                yield request.finish(reply)
             done = True
         finally:
             if not done and kernel.poll() is None:
@@ -304,6 +360,33 @@ class Session:
                 if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == kind:
                     return dict(msg["content"])
         raise KernelError(f"the kernel sent no {kind} within {REQUEST_TIMEOUT_SECONDS:g} s")
+
+    # ------------------------------------------------------------------ files
+
+    def upload(self, dest: str, data: bytes) -> None:
+        """Write `data` to `dest` (relative to /home/work), making missing folders.
+
+        Raises UnsafePathError for an absolute path, "..", or a symbolic link on the way
+        (links the code planted are never followed); KernelError when the quota is full.
+        """
+        files.write_file(self._workdir_view(), dest, data)
+
+    def download(self, path: str, *, limit: int = files.DOWNLOAD_LIMIT_BYTES) -> bytes:
+        """The contents of the regular file `path` (relative to /home/work), at most `limit`
+        bytes; the same path rules as `upload`."""
+        return files.read_file(self._workdir_view(), path, limit)
+
+    def list_files(self, path: str = ".") -> list[files.FileEntry]:
+        """The entries of the folder `path` in /home/work (links listed, never followed)."""
+        return files.list_dir(self._workdir_view(), path)
+
+    def _workdir_view(self) -> Path:
+        # While a jail runs, /home/work may be a quota filesystem that reaches the host
+        # directory only when the jail ends: use the jail's live view of it.
+        if self._closed:
+            raise KernelError(f"session {self.id} was shut down; its files are gone")
+        view = self._kernel.jail.workdir_view if self._kernel is not None else None
+        return view or self.workdir
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -458,3 +541,44 @@ def _clear(pending: "queue.Queue[str]") -> None:
     with contextlib.suppress(queue.Empty):
         while True:
             pending.get_nowait()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One execute_request, and how its execute_reply becomes the terminal event."""
+
+    code: str
+    store_history: bool = True
+    user_expressions: dict[str, str] | None = None
+    finish: Callable[[dict[str, Any]], Finished] = lambda reply: _code_finished(reply)
+
+
+def _code_finished(reply: dict[str, Any]) -> Finished:
+    status = reply.get("status", "error")
+    return Finished(
+        status if status in ("ok", "error", "aborted") else "error", reply.get("execution_count")
+    )
+
+
+_BATCH_RESULT = re.compile(r"^\((\d+), (-?\d+)\)$")
+
+
+def _batch_finished(reply: dict[str, Any]) -> Finished:
+    if reply.get("status") != "ok":
+        return Finished("error", None, "the batch command could not be run (see the error)")
+    result = reply.get("user_expressions", {}).get("batch", {})
+    text = str(result.get("data", {}).get("text/plain", ""))
+    match = _BATCH_RESULT.match(text)
+    if result.get("status") != "ok" or match is None:
+        return Finished("error", None, f"the batch runner reported no exit status ({text!r})")
+    stage, code = int(match[1]), int(match[2])
+    if code == 0:
+        return Finished("ok", None, "", 0)
+    which = "build" if stage == 0 else "exec"
+    after = "; the exec command was not run" if stage == 0 else ""
+    return Finished("error", None, f"the {which} command exited with status {code}{after}", code)
+
+
+def _bytes_literal(command: str | None) -> str:
+    # A bytes literal means the same bytes on Python 2.7 and 3 (a str literal would not).
+    return "None" if command is None else repr(command.encode())

@@ -1,0 +1,88 @@
+"""`cogbox keypair create | ls | rm`: the API keys that sign requests to `cogbox serve`."""
+
+import json
+from datetime import UTC, datetime
+
+import click
+
+from cogbox.service.config import default_database_url
+from cogbox.service.db import Database
+from cogbox.service.keypairs import DEFAULT_MAX_SESSIONS, create_keypair
+
+_database_option = click.option(
+    "--database-url",
+    envvar="COGBOX_DATABASE_URL",
+    help="SQLAlchemy URL of the service's database (default: SQLite in the data dir).",
+)
+
+
+def _db(url: str | None) -> Database:
+    return Database(url or default_database_url())
+
+
+@click.group()
+def keypair() -> None:
+    """Manage API keypairs (access key + secret key) of the service."""
+
+
+@keypair.command()
+@click.option(
+    "--max-sessions",
+    type=int,
+    default=DEFAULT_MAX_SESSIONS,
+    show_default=True,
+    help="Most sessions the keypair may have at once.",
+)
+@click.option("--admin", is_flag=True, help="Mark the keypair as an administrator's.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_database_option
+def create(max_sessions: int, admin: bool, as_json: bool, database_url: str | None) -> None:
+    """Create a keypair and print it (the secret is shown only here)."""
+    if max_sessions < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-sessions")
+    record = create_keypair(_db(database_url), max_sessions=max_sessions, is_admin=admin)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "access_key": record.access_key,
+                    "secret_key": record.secret_key,
+                    "max_sessions": record.max_sessions,
+                }
+            )
+        )
+        return
+    click.echo(f"export BACKEND_ACCESS_KEY={record.access_key}")
+    click.echo(f"export BACKEND_SECRET_KEY={record.secret_key}")
+
+
+@keypair.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_database_option
+def list_keypairs(as_json: bool, database_url: str | None) -> None:
+    """List keypairs (access keys and limits; never secrets)."""
+    rows = [
+        {
+            "access_key": r.access_key,
+            "created_at": datetime.fromtimestamp(r.created_at, UTC).isoformat(),
+            "max_sessions": r.max_sessions,
+            "is_admin": r.is_admin,
+            "is_active": r.is_active,
+        }
+        for r in _db(database_url).list_keypairs()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(f"{row['access_key']}  max_sessions={row['max_sessions']}  {row['created_at']}")
+
+
+@keypair.command(name="rm")
+@click.argument("access_key")
+@_database_option
+def remove(access_key: str, database_url: str | None) -> None:
+    """Remove keypair ACCESS_KEY: its requests are refused from then on."""
+    if not _db(database_url).remove_keypair(access_key):
+        raise click.ClickException(f"no keypair {access_key}")
+    click.echo(f"removed {access_key}")

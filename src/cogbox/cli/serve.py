@@ -1,0 +1,60 @@
+"""`cogbox serve`: the HTTP service (manager and a local agent in one process)."""
+
+import click
+
+from cogbox.service import ServiceConfig
+from cogbox.service import serve as run_service
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8090, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--database-url",
+    envvar="COGBOX_DATABASE_URL",
+    help="SQLAlchemy URL (default: SQLite in the data dir), e.g. postgresql+psycopg://...",
+)
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=3600,
+    show_default=True,
+    help="Seconds a session may run no code before it is reaped.",
+)
+@click.option(
+    "--max-lifetime",
+    type=float,
+    default=86400,
+    show_default=True,
+    help="Seconds a session may live at most.",
+)
+@click.option(
+    "--allow-remote", is_flag=True, help="Allow a non-loopback --host (put TLS in front of it)."
+)
+def serve(
+    host: str,
+    port: int,
+    database_url: str | None,
+    idle_timeout: float,
+    max_lifetime: float,
+    allow_remote: bool,
+) -> None:
+    """Serve Backend.AI's client API (at /) and cogbox's native API (at /v1).
+
+    Requests are signed with keypairs made by `cogbox keypair create`.
+    """
+    if host not in _LOOPBACK and not allow_remote:
+        raise click.BadParameter(
+            f"{host} is not a loopback address; add --allow-remote to listen on it "
+            "(request bodies are not signed: use TLS in front)",
+            param_hint="--host",
+        )
+    config = ServiceConfig(
+        host=host, port=port, idle_timeout=idle_timeout, max_lifetime=max_lifetime
+    )
+    if database_url:
+        config = config.model_copy(update={"database_url": database_url})
+    click.echo(f"cogbox service on http://{host}:{port} (database {config.database_url})", err=True)
+    run_service(config)

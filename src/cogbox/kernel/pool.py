@@ -1,0 +1,159 @@
+"""A warm pool: kernels of one image started ahead of time, so a session is ready at once.
+
+    with KernelPool("cntk", size=2) as pool:
+        session = pool.acquire()      # a started, idle session; the pool starts a new one
+        ...                           # the caller owns it: session.shutdown() when done
+
+Each pooled kernel is a whole `Session` (its own jail and a fresh, empty /home/work), made
+before anyone asked for it. `acquire` takes one out of the pool for good: a kernel is
+handed out once, never returned or shared, so no session ever sees another's variables or
+files. One background thread keeps the pool full, starting one kernel at a time (a start
+is CPU-bound; starting several at once would slow the sessions already running).
+"""
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from cogbox.images.store import Image, ImageStore
+from cogbox.jail.policy import Policy
+from cogbox.kernel.errors import KernelError
+from cogbox.kernel.events import Finished
+from cogbox.kernel.session import DEFAULT_OUTPUT_LIMIT, Session, resolve_image
+
+_log = logging.getLogger(__name__)
+_RETRY_SECONDS = 5.0  # after a failed start, before the next try
+
+
+class KernelPool:
+    """`size` ready sessions of `image` (jailed by `policy`, default: the image's own).
+
+    `warmup` is code each pooled kernel runs before it is handed out, e.g.
+    `"__import__('cntk')"` to have a heavy library loaded (not bound to a name) already.
+    """
+
+    def __init__(
+        self,
+        image: str | Image,
+        size: int = 2,
+        policy: Policy | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        store: ImageStore | None = None,
+        warmup: str | None = None,
+    ) -> None:
+        if size < 1:
+            raise KernelError(f"a kernel pool needs a size of at least 1, got {size}")
+        self.image, self.policy = resolve_image(image, policy, store)
+        self.size = size
+        self._env = dict(env or {})
+        self._output_limit = output_limit
+        self._warmup = warmup
+        self._ready: deque[Session] = deque()
+        self._closed = False
+        self._last_error: str | None = None
+        self._changed = threading.Condition()
+        self._filler = threading.Thread(
+            target=self._fill, name=f"kernel-pool-{self.image.name}", daemon=True
+        )
+        self._filler.start()
+
+    @property
+    def ready_count(self) -> int:
+        """How many started sessions wait in the pool now."""
+        with self._changed:
+            return len(self._ready)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the pool is full; False if `timeout` seconds passed first."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._closed or len(self._ready) >= self.size, timeout
+            )
+
+    def acquire(self, timeout: float | None = 60.0) -> Session:
+        """A started, idle session, now the caller's alone; the pool starts its replacement.
+
+        Waits (at most `timeout` seconds) only when the pool is empty. Raises KernelError
+        when the pool is closed or no kernel became ready in time.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._changed:
+                while not self._ready:
+                    if self._closed:
+                        raise KernelError("the kernel pool is closed")
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        why = (
+                            f" (last start failed: {self._last_error})" if self._last_error else ""
+                        )
+                        raise KernelError(
+                            f"no {self.image.name} kernel became ready within {timeout:g} s{why}"
+                        )
+                    self._changed.wait(left)
+                session = self._ready.popleft()
+                self._changed.notify_all()  # the filler starts a replacement
+            if session.alive:
+                return session
+            session.shutdown()  # died while waiting in the pool (its jail ended): next one
+
+    def close(self) -> None:
+        """Stop refilling and shut down the sessions still waiting; acquired ones live on."""
+        with self._changed:
+            self._closed = True
+            idle = list(self._ready)
+            self._ready.clear()
+            self._changed.notify_all()
+        self._filler.join()
+        for session in idle:
+            with contextlib.suppress(KernelError):
+                session.shutdown()
+
+    def __enter__(self) -> "KernelPool":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def _warm(self, session: Session) -> None:
+        if self._warmup is None:
+            return
+        events = list(session.execute(self._warmup))
+        last = events[-1] if events else None
+        if not isinstance(last, Finished) or last.status != "ok":
+            session.shutdown()
+            raise KernelError(f"the pool's warm-up code failed: {events}")
+
+    def _fill(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._closed or len(self._ready) < self.size)
+                if self._closed:
+                    return
+            try:
+                session = Session(
+                    self.image,
+                    self.policy,
+                    env=self._env,
+                    output_limit=self._output_limit,
+                )
+                self._warm(session)
+            except Exception as exc:  # keep the pool alive; acquire() reports the cause
+                _log.warning("cannot start a pooled %s kernel: %s", self.image.name, exc)
+                with self._changed:
+                    self._last_error = str(exc)
+                    self._changed.wait_for(lambda: self._closed, _RETRY_SECONDS)
+                continue
+            with self._changed:
+                if not self._closed:
+                    self._ready.append(session)
+                    self._last_error = None
+                    self._changed.notify_all()
+                    continue
+            session.shutdown()  # closed while it started
+            return

@@ -1,0 +1,203 @@
+"""The agent: starts and stops jailed kernels and runs code in them, for the manager.
+
+`Agent` is the seam between the manager (auth, bookkeeping, APIs) and where kernels run.
+`LocalAgent` runs them on this host through `cogbox.kernel.session`; a remote agent (another
+node, reached over the network) can implement the same protocol later without the manager
+changing. Blocking kernel calls run in the agent's own threads, never on the event loop.
+"""
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cogbox.kernel.errors import KernelError
+from cogbox.kernel.events import Event, Finished, KernelDied
+from cogbox.kernel.files import FileEntry, list_dir, read_file
+from cogbox.kernel.session import Session, start_session
+
+_MAX_THREADS = 128
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What a kernel needs to start: the session it serves, its image and /home/work."""
+
+    session_id: str
+    image: str
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """Whether a kernel runs; once it ended, why (`reason` is the jail's ExitReason)."""
+
+    alive: bool
+    reason: str = ""
+    message: str = ""
+    limit_hit: bool = False
+
+
+@dataclass(frozen=True)
+class BatchCommand:
+    """Backend.AI's batch mode: an optional build command, then the exec command."""
+
+    build: str | None
+    exec: str
+
+
+class Agent(Protocol):
+    """Where kernels run. Every method may raise KernelError with a message for the user."""
+
+    async def start(self, spec: KernelSpec) -> None: ...
+
+    def execute(
+        self, session_id: str, code: str | BatchCommand, timeout: float | None
+    ) -> AsyncIterator[Event]: ...
+
+    async def send_input(self, session_id: str, text: str) -> None: ...
+
+    async def interrupt(self, session_id: str) -> None: ...
+
+    async def restart(self, session_id: str) -> None: ...
+
+    async def stop(self, session_id: str) -> None: ...
+
+    def state(self, session_id: str) -> KernelState: ...
+
+    async def upload(self, session_id: str, path: str, data: bytes) -> None: ...
+
+    async def download(self, session_id: str, path: str) -> bytes: ...
+
+    async def list_files(self, session_id: str, path: str) -> list[FileEntry]: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalAgent:
+    """Kernels in jails on this host, one `cogbox.kernel.session.Session` each."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._threads = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="cogbox-agent")
+
+    async def _call(self, function: object, *args: object) -> object:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, function, *args)  # type: ignore[arg-type]
+
+    def _session(self, session_id: str) -> Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise KernelError(f"no kernel runs for session {session_id}")
+        return session
+
+    async def start(self, spec: KernelSpec) -> None:
+        spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        session = await self._call(
+            lambda: start_session(spec.image, workdir=spec.workdir, env=spec.env)
+        )
+        assert isinstance(session, Session)
+        self._sessions[spec.session_id] = session
+
+    async def execute(
+        self, session_id: str, code: str | BatchCommand, timeout: float | None
+    ) -> AsyncIterator[Event]:
+        """The run's events as they happen; closing the iterator early interrupts the code."""
+        session = self._session(session_id)
+        if isinstance(code, BatchCommand):
+            events = session.execute_batch(code.build, code.exec, timeout=timeout)
+        else:
+            events = session.execute(code, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        abandoned = threading.Event()
+
+        def pump(events: Iterator[Event]) -> None:
+            try:
+                for event in events:
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                    if abandoned.is_set():
+                        break
+            except BaseException as exc:  # reported to the caller, not lost in the thread
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    events.close()  # type: ignore[attr-defined]
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        loop.run_in_executor(self._threads, pump, events)
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, Finished | KernelDied) or hasattr(item, "kind")
+                yield item  # type: ignore[misc]
+                if isinstance(item, Finished | KernelDied):
+                    finished = True
+        finally:
+            if not finished:
+                abandoned.set()
+                session.interrupt()  # wakes a run that prints nothing, so the pump ends
+
+    async def send_input(self, session_id: str, text: str) -> None:
+        self._session(session_id).send_input(text)
+
+    async def interrupt(self, session_id: str) -> None:
+        self._session(session_id).interrupt()
+
+    async def restart(self, session_id: str) -> None:
+        await self._call(self._session(session_id).restart)
+
+    async def stop(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            await self._call(session.shutdown)
+
+    def state(self, session_id: str) -> KernelState:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return KernelState(False, "stopped", "the kernel is not running")
+        ended = session.exit
+        if ended is None:
+            return KernelState(True)
+        return KernelState(False, str(ended.reason), ended.message, ended.limit_hit)
+
+    async def upload(self, session_id: str, path: str, data: bytes) -> None:
+        await self._call(self._session(session_id).upload, path, data)
+
+    async def download(self, session_id: str, path: str) -> bytes:
+        data = await self._call(self._session(session_id).download, path)
+        assert isinstance(data, bytes)
+        return data
+
+    async def list_files(self, session_id: str, path: str) -> list[FileEntry]:
+        entries = await self._call(self._session(session_id).list_files, path)
+        assert isinstance(entries, list)
+        return entries
+
+    async def close(self) -> None:
+        """Stop every kernel (their work dirs are kept) and the agent's threads."""
+        await asyncio.gather(
+            *(self.stop(session_id) for session_id in list(self._sessions)),
+            return_exceptions=True,
+        )
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def read_stored_file(workdir: Path, path: str) -> bytes:
+    """A file of an ended session's saved work dir (same path rules as a live session)."""
+    return read_file(workdir, path)
+
+
+def list_stored_files(workdir: Path, path: str) -> list[FileEntry]:
+    return list_dir(workdir, path)

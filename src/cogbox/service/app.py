@@ -1,0 +1,88 @@
+"""The aiohttp application: middlewares (errors, auth), the API surfaces, start and stop."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from cogbox.service import backendai, native
+from cogbox.service.agent import Agent, LocalAgent
+from cogbox.service.auth import RequestVerifier
+from cogbox.service.config import ServiceConfig
+from cogbox.service.db import Database
+from cogbox.service.errors import ServiceError
+from cogbox.service.openapi import openapi_document
+from cogbox.service.sessions import SessionManager
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MANAGER_KEY = web.AppKey("manager", SessionManager)
+_UNSIGNED = {("GET", "/"), ("GET", "/openapi.json"), ("HEAD", "/")}
+
+
+def create_app(
+    config: ServiceConfig, *, db: Database | None = None, agent: Agent | None = None
+) -> web.Application:
+    """The service as an aiohttp app; it opens the database and agent when it starts."""
+    database = db or Database(config.database_url)
+    manager = SessionManager(database, agent or LocalAgent(), config)
+    verifier = RequestVerifier(database, config.max_clock_skew)
+
+    @web.middleware
+    async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ServiceError as exc:
+            return web.json_response(exc.body(), status=exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            error = ServiceError(exc.status, "http-error", exc.reason)
+            return web.json_response(error.body(), status=exc.status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            error = ServiceError(500, "internal-error", "internal error; see the service log")
+            return web.json_response(error.body(), status=500)
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (request.method, request.path) not in _UNSIGNED:
+            request["keypair"] = await verifier.verify(
+                method=request.method,
+                path_with_query=request.raw_path,
+                host=request.host,
+                content_type=request.content_type,
+                authorization=request.headers.get("Authorization"),
+                raw_date=request.headers.get("X-BackendAI-Date") or request.headers.get("Date"),
+                version=request.headers.get("X-BackendAI-Version"),
+            )
+        return await handler(request)
+
+    app = web.Application(middlewares=[problems, authenticate], client_max_size=300 << 20)
+    app[MANAGER_KEY] = manager
+    document = openapi_document()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_routes(native.routes(manager))
+    app.router.add_routes(backendai.routes(manager, config.query_wait))
+
+    async def lifecycle(app: web.Application) -> object:
+        await manager.open()
+        yield
+        await manager.close()
+        database.close()
+
+    app.cleanup_ctx.append(lifecycle)  # type: ignore[arg-type]
+    return app
+
+
+def serve(config: ServiceConfig) -> None:
+    """Run the service until SIGINT/SIGTERM; kernels are stopped on the way out."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None)

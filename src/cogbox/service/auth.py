@@ -1,0 +1,199 @@
+"""Request signing exactly as Backend.AI's clients do it, and its verification.
+
+    Authorization: BackendAI signMethod=HMAC-SHA256, credential=<access key>:<signature>
+    Date (or X-BackendAI-Date): the request's time, ISO 8601 or RFC 1123
+    X-BackendAI-Version: v7.20230615
+
+    key       = HMAC(HMAC(secret, date as YYYYMMDD), host)
+    signature = HMAC(key, "\\n".join([METHOD, path?query, raw date, "host:" + host,
+                  "content-type:" + type without parameters, "x-backendai-version:" + version,
+                  sha256(b"").hexdigest()]))
+
+The body is not signed (Backend.AI's clients hash an empty body since API v4.20181215); TLS
+or a loopback listener protects it. A request is refused if its date is more than the
+allowed skew from the server's clock, or if its signature was already seen within that
+window (a replay).
+"""
+
+import asyncio
+import email.utils
+import hashlib
+import hmac
+import re
+import time
+from datetime import UTC, datetime
+
+from cogbox.service.db import Database, KeypairRecord
+from cogbox.service.errors import ServiceError, unauthorized
+
+_AUTHORIZATION = re.compile(
+    r"^BackendAI\s+signMethod=HMAC-(?P<hash>[A-Za-z0-9]+),\s*"
+    r"credential=(?P<access>[^:\s]+):(?P<signature>[0-9a-fA-F]+)$"
+)
+_VERSION = re.compile(r"^v\d+\.\d{8}$")
+_KEYPAIR_CACHE_SECONDS = 5.0
+
+
+def signature(
+    *,
+    secret_key: str,
+    method: str,
+    path_with_query: str,
+    raw_date: str,
+    date: datetime,
+    host: str,
+    content_type: str,
+    version: str,
+) -> str:
+    """The hex HMAC-SHA256 signature of a request (the algorithm of Backend.AI's clients)."""
+    body_hash = hashlib.sha256(b"").hexdigest()
+    to_sign = "\n".join(
+        [
+            method.upper(),
+            path_with_query,
+            raw_date,
+            f"host:{host}",
+            f"content-type:{content_type.lower()}",
+            f"x-backendai-version:{version}",
+            body_hash,
+        ]
+    ).encode()
+    key = hmac.new(secret_key.encode(), date.strftime("%Y%m%d").encode(), "sha256").digest()
+    key = hmac.new(key, host.encode(), "sha256").digest()
+    return hmac.new(key, to_sign, "sha256").hexdigest()
+
+
+def signed_headers(
+    *,
+    access_key: str,
+    secret_key: str,
+    method: str,
+    path_with_query: str,
+    host: str,
+    content_type: str = "application/json",
+    version: str = "v7.20230615",
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """Headers that sign a request, for cogbox's own clients (tests, benchmarks)."""
+    date = now or datetime.now(UTC)
+    raw_date = date.isoformat()
+    sig = signature(
+        secret_key=secret_key,
+        method=method,
+        path_with_query=path_with_query,
+        raw_date=raw_date,
+        date=date,
+        host=host,
+        content_type=content_type,
+        version=version,
+    )
+    return {
+        "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:{sig}",
+        "Date": raw_date,
+        "X-BackendAI-Version": version,
+        "Content-Type": content_type,
+    }
+
+
+def parse_date(raw: str) -> datetime:
+    """A request date in ISO 8601 (what Backend.AI's clients send) or RFC 1123 form."""
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise unauthorized(f"cannot read the request date {raw!r}") from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class RequestVerifier:
+    """Checks signed requests against the stored keypairs and remembers recent signatures."""
+
+    def __init__(self, db: Database, max_skew: float) -> None:
+        self._db = db
+        self._max_skew = max_skew
+        self._seen: dict[str, float] = {}  # signature -> when it may be forgotten
+        self._keypairs: dict[str, tuple[float, KeypairRecord]] = {}
+
+    async def verify(
+        self,
+        *,
+        method: str,
+        path_with_query: str,
+        host: str,
+        content_type: str,
+        authorization: str | None,
+        raw_date: str | None,
+        version: str | None,
+    ) -> KeypairRecord:
+        """The keypair that signed the request; raises a 401 ServiceError otherwise."""
+        if not authorization:
+            raise unauthorized(
+                "missing Authorization header: sign the request with your keypair "
+                "(BackendAI signMethod=HMAC-SHA256, credential=ACCESS_KEY:SIGNATURE)"
+            )
+        match = _AUTHORIZATION.match(authorization.strip())
+        if match is None:
+            raise unauthorized(
+                "malformed Authorization header: expected "
+                "'BackendAI signMethod=HMAC-SHA256, credential=ACCESS_KEY:SIGNATURE'"
+            )
+        if match["hash"].upper() != "SHA256":
+            raise unauthorized(f"unsupported signMethod HMAC-{match['hash']}: use HMAC-SHA256")
+        if not raw_date:
+            raise unauthorized("missing Date (or X-BackendAI-Date) header")
+        if not version or not _VERSION.match(version):
+            raise unauthorized("missing or malformed X-BackendAI-Version header (e.g. v7.20230615)")
+        date = parse_date(raw_date)
+        skew = abs(time.time() - date.timestamp())
+        if skew > self._max_skew:
+            raise unauthorized(
+                f"request date {raw_date!r} is {skew:.0f} s away from the server's clock "
+                f"(at most {self._max_skew:.0f} s allowed): check your clock"
+            )
+        keypair = await self._keypair(match["access"])
+        if keypair is None or not keypair.is_active:
+            raise unauthorized(f"unknown or inactive access key {match['access']!r}")
+        expected = signature(
+            secret_key=keypair.secret_key,
+            method=method,
+            path_with_query=path_with_query,
+            raw_date=raw_date,
+            date=date,
+            host=host,
+            content_type=content_type,
+            version=version,
+        )
+        given = match["signature"].lower()
+        if not hmac.compare_digest(expected, given):
+            raise unauthorized(
+                "signature mismatch: check the secret key, the endpoint's host:port and the "
+                "client's clock"
+            )
+        self._remember(given)
+        return keypair
+
+    def _remember(self, sig: str) -> None:
+        now = time.time()
+        if len(self._seen) > 10_000:
+            self._seen = {s: until for s, until in self._seen.items() if until > now}
+        until = self._seen.get(sig)
+        if until is not None and until > now:
+            raise ServiceError(
+                401, "replayed-request", "this signed request was already used: sign each anew"
+            )
+        # A signature stays refusable for as long as its date stays acceptable.
+        self._seen[sig] = now + 2 * self._max_skew
+
+    async def _keypair(self, access_key: str) -> KeypairRecord | None:
+        cached = self._keypairs.get(access_key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = await asyncio.to_thread(self._db.get_keypair, access_key)
+        if record is not None:  # unknown keys are not cached: a new keypair works at once
+            if len(self._keypairs) > 10_000:
+                self._keypairs.clear()
+            self._keypairs[access_key] = (now + _KEYPAIR_CACHE_SECONDS, record)
+        return record

@@ -1,0 +1,531 @@
+"""Backend.AI's client API, enough for the unmodified `backend.ai` CLI and SDK (API v7).
+
+    GET    /                                  version probe (unsigned)
+    POST   /session                           create (or reuse by name): 201 {sessionId, ...}
+    GET    /session/{ref}                     information
+    PATCH  /session/{ref}                     restart
+    DELETE /session/{ref}                     destroy
+    POST   /session/{ref}                     execute: {mode: query|continue|input|batch, ...}
+    POST   /session/{ref}/interrupt           interrupt
+    POST   /session/{ref}/upload              multipart files (field `src`)
+    GET    /session/{ref}/download            JSON body {files}: multipart/mixed of tar files
+    GET    /session/{ref}/files               JSON body {path}: directory listing
+    GET    /stream/session/{ref}/execute      WebSocket run loop
+    POST   /admin/gql                         GraphQL subset: `keypair`, `compute_session_list`
+
+`{ref}` is a session's id or name. Statuses map to Backend.AI's: running -> RUNNING,
+starting -> PREPARING, terminated -> TERMINATED, dead/lost/error -> ERROR (with status_info).
+"""
+
+import asyncio
+import contextlib
+import io
+import json
+import re
+import secrets
+import tarfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from aiohttp import BodyPartReader, MultipartWriter, WSMsgType, web
+
+from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
+from cogbox.service.agent import BatchCommand
+from cogbox.service.console import console_items, exit_code, result_body, run_status
+from cogbox.service.db import KeypairRecord, SessionRecord
+from cogbox.service.errors import ServiceError, bad_request
+from cogbox.service.models import iso
+from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
+
+API_VERSION = "v7.20230615"
+UPLOAD_LIMIT_BYTES = 256 << 20
+_STATUS = {
+    "starting": "PREPARING",
+    "running": "RUNNING",
+    "dead": "ERROR",
+    "terminated": "TERMINATED",
+    "lost": "ERROR",
+    "error": "ERROR",
+}
+
+
+def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
+    """The Backend.AI-compatible routes, served by `manager`."""
+    table = web.RouteTableDef()
+    runs = _Runs(manager, query_wait)
+
+    async def session_of(request: web.Request) -> SessionRecord:
+        return await manager.find(keypair_of(request), request.match_info["ref"])
+
+    @table.get("/")
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"version": API_VERSION, "manager": "cogbox"})
+
+    @table.post("/session")
+    async def create(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        image = body.get("image") or body.get("lang")
+        name = body.get("name") or body.get("clientSessionToken")
+        config = body.get("config")
+        env = (config.get("environ") if isinstance(config, dict) else None) or {}
+        if not isinstance(image, str) or not image:
+            raise bad_request("'image' is required: the name of an image, e.g. 'python'")
+        if name is not None and not isinstance(name, str):
+            raise bad_request("'name' must be a string")
+        if not isinstance(env, dict):
+            raise bad_request("'config.environ' must be an object of strings")
+        image = image.split(":", 1)[0].rsplit("/", 1)[-1]  # "cntk:latest", "lablup/cntk"
+        record, created = await manager.create(
+            keypair_of(request),
+            CreateRequest(
+                image=image,
+                name=name,
+                env={str(k): str(v) for k, v in env.items()},
+                reuse_if_exists=bool(body.get("reuseIfExists", True)),
+            ),
+        )
+        return web.json_response(
+            {
+                "sessionId": record.id,
+                "sessionName": record.name,
+                "status": _STATUS[record.status],
+                "servicePorts": [],
+                "created": created,
+            },
+            status=201 if created else 200,
+        )
+
+    @table.get("/session/{ref}")
+    async def info(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        return web.json_response(_info(record))
+
+    @table.patch("/session/{ref}")
+    async def restart(request: web.Request) -> web.Response:
+        await manager.restart(await session_of(request))
+        return web.Response(status=204)
+
+    @table.delete("/session/{ref}")
+    async def destroy(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        await manager.destroy(record)
+        return web.json_response({"stats": {}})
+
+    @table.post("/session/{ref}/interrupt")
+    async def interrupt(request: web.Request) -> web.Response:
+        await manager.interrupt(await session_of(request))
+        return web.Response(status=204)
+
+    @table.post("/session/{ref}")
+    async def execute(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        body = await json_body(request)
+        mode = body.get("mode")
+        code = body.get("code", "")
+        if not isinstance(code, str):
+            raise bad_request("'code' must be a string")
+        if mode is None:  # Backend.AI's completion request has no mode
+            return web.json_response({"result": {"status": "finished", "completions": []}})
+        run_id = body.get("runId") or secrets.token_hex(8)
+        if not isinstance(run_id, str):
+            raise bad_request("'runId' must be a string")
+        if mode in ("query", "batch"):
+            what: str | BatchCommand = code
+            if mode == "batch":
+                what = _batch(body.get("options"))
+            result = await runs.start(record, run_id, what)
+        elif mode == "continue":
+            result = await runs.resume(record, run_id)
+        elif mode in ("input", "user-input"):
+            result = await runs.resume(record, run_id, answer=code)
+        else:
+            raise bad_request(
+                f"unknown execution mode {mode!r}: use query, continue, input or batch"
+            )
+        return web.json_response({"result": result})
+
+    @table.post("/session/{ref}/upload")
+    async def upload(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        if not request.content_type.startswith("multipart/"):
+            raise bad_request("upload files as multipart/form-data, each in a field named 'src'")
+        reader = await request.multipart()
+        count = 0
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name != "src":
+                continue
+            if not part.filename:
+                raise bad_request("each 'src' part needs a file name")
+            data = await part.read()
+            if len(data) > UPLOAD_LIMIT_BYTES:
+                raise ServiceError(
+                    413,
+                    "too-large",
+                    f"{part.filename!r} is larger than {UPLOAD_LIMIT_BYTES:,} bytes",
+                )
+            await manager.upload(record, part.filename, bytes(data))
+            count += 1
+        return web.json_response({"uploaded": count})
+
+    @table.get("/session/{ref}/download")
+    async def download(request: web.Request) -> web.StreamResponse:
+        record = await session_of(request)
+        body = await json_body(request) if request.can_read_body else {}
+        names = body.get("files") or request.query.getall("files", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+            raise bad_request("'files' must be a non-empty list of paths in /home/work")
+        writer = MultipartWriter("mixed")
+        for name in names:
+            data = await manager.download(record, _in_work(name))
+            writer.append(
+                _tar_of(PurePosixPath(name).name, data), {"Content-Type": "application/x-tar"}
+            )
+        response = web.StreamResponse(
+            headers={"Content-Type": f"multipart/mixed; boundary={writer.boundary}"}
+        )
+        await response.prepare(request)
+        await writer.write(response)  # type: ignore[arg-type]
+        await response.write_eof()
+        return response
+
+    @table.get("/session/{ref}/files")
+    async def list_files(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        body = await json_body(request) if request.can_read_body else {}
+        path = _in_work(str(body.get("path") or request.query.get("path", ".")))
+        entries = await manager.list_files(record, path)
+        files = [
+            {
+                "filename": e.name,
+                "size": e.size,
+                "mode": {"directory": "drwxr-xr-x", "symlink": "lrwxrwxrwx"}.get(
+                    e.kind, "-rw-r--r--"
+                ),
+                "ctime": e.mtime,
+                "mtime": e.mtime,
+                "atime": e.mtime,
+            }
+            for e in entries
+        ]
+        return web.json_response({"files": json.dumps(files), "errors": "", "abspath": path})
+
+    @table.get("/stream/session/{ref}/execute")
+    async def stream_execute(request: web.Request) -> web.WebSocketResponse:
+        record = await session_of(request)
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        try:
+            first = await ws.receive_json(timeout=60)
+            mode = first.get("mode", "query") if isinstance(first, dict) else None
+            if mode not in ("query", "batch"):
+                raise bad_request(f"unknown stream mode {mode!r}: use query or batch")
+            code: str | BatchCommand = str(first.get("code", ""))
+            if mode == "batch":
+                code = _batch(first.get("options"))
+            await _stream_run(ws, manager, record, code)
+        except ServiceError as exc:
+            await ws.send_json(
+                {
+                    "status": "finished",
+                    "exitCode": 1,
+                    "console": [["stderr", exc.message + "\n"]],
+                    "options": {},
+                    "files": [],
+                    "error": exc.body(),
+                }
+            )
+        except (ValueError, TypeError):
+            await ws.send_json(
+                {
+                    "status": "finished",
+                    "exitCode": 1,
+                    "options": {},
+                    "files": [],
+                    "console": [["stderr", "the first frame must be JSON {code, mode, options}\n"]],
+                }
+            )
+        finally:
+            await ws.close()
+        return ws
+
+    @table.post("/admin/gql")
+    async def gql(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        return web.json_response(
+            await _graphql(manager, keypair_of(request), body.get("query"), body.get("variables"))
+        )
+
+    return table
+
+
+def keypair_of(request: web.Request) -> KeypairRecord:
+    keypair = request.get("keypair")
+    assert isinstance(keypair, KeypairRecord), "the auth middleware sets the keypair"
+    return keypair
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body (`{}` when empty); 400 when it is not an object."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return body
+
+
+def _in_work(path: str) -> str:
+    """A path relative to /home/work (Backend.AI's clients may send it absolute)."""
+    if path == "/home/work" or path.startswith("/home/work/"):
+        path = path[len("/home/work") :].lstrip("/") or "."
+    return path
+
+
+def _batch(options: object) -> BatchCommand:
+    options = options if isinstance(options, dict) else {}
+    build = options.get("build")
+    run = options.get("exec")
+    # "*" asks the image for its default; ours: no build step, run main.py.
+    build = None if build in (None, "", "*") else str(build)
+    run = "python main.py" if run in (None, "", "*") else str(run)
+    return BatchCommand(build, run)
+
+
+def _tar_of(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name or "file")
+        info.size = len(data)
+        info.mode = 0o644
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _info(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "session_id": record.id,
+        "name": record.name,
+        "image": record.image,
+        "status": _STATUS[record.status],
+        "status_info": _status_info(record),
+        "created_at": iso(record.created_at),
+        "terminated_at": iso(record.terminated_at),
+        "status_changed": iso(record.status_changed_at),
+    }
+
+
+def _status_info(record: SessionRecord) -> str:
+    """cogbox's own state (e.g. "lost") with its reason: Backend.AI has no such statuses."""
+    return f"{record.status} ({record.status_info})" if record.status_info else record.status
+
+
+async def _stream_run(
+    ws: web.WebSocketResponse,
+    manager: SessionManager,
+    record: SessionRecord,
+    code: str | BatchCommand,
+) -> None:
+    """One run over a WebSocket: a frame per event; text frames from the client answer
+    input(); the client closing the socket interrupts the run."""
+
+    async def answers() -> None:
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await manager.send_input(record, message.data)
+
+    reader = asyncio.create_task(answers())
+    events = manager.execute(record, code)
+    try:
+        async for event in events:
+            frame = {
+                "status": run_status(event),
+                "console": console_items(event),
+                "exitCode": exit_code(event),
+                "options": {"is_password": event.password}
+                if isinstance(event, InputRequest)
+                else {},
+                "files": [],
+            }
+            if ws.closed:
+                break
+            await ws.send_json(frame)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+
+
+@dataclass
+class _Run:
+    """A query-mode run that outlives the HTTP call that started it (Backend.AI's runId)."""
+
+    events: list[Event] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    delivered: int = 0
+    error: ServiceError | None = None
+
+
+class _Runs:
+    """Query-mode runs by (session, runId): a call returns what happened within `wait`
+    seconds ("continued" if the run goes on); `continue` and `input` calls pick it up."""
+
+    def __init__(self, manager: SessionManager, wait: float) -> None:
+        self._manager = manager
+        self._wait = wait
+        self._runs: dict[tuple[str, str], _Run] = {}
+
+    async def start(
+        self, record: SessionRecord, run_id: str, code: str | BatchCommand
+    ) -> dict[str, Any]:
+        key = (record.id, run_id)
+        if key in self._runs:
+            raise bad_request(f"run {run_id!r} is still going: use mode 'continue'")
+        run = _Run()
+        self._runs[key] = run
+        events = self._manager.execute(record, code)
+        run.task = asyncio.create_task(self._pump(run, events))
+        return await self._collect(key, run, run_id)
+
+    async def resume(
+        self, record: SessionRecord, run_id: str, answer: str | None = None
+    ) -> dict[str, Any]:
+        key = (record.id, run_id)
+        run = self._runs.get(key)
+        if run is None:
+            raise ServiceError(404, "not-found", f"no run {run_id!r} is going in this session")
+        if answer is not None:
+            await self._manager.send_input(record, answer)
+        return await self._collect(key, run, run_id)
+
+    async def _pump(self, run: _Run, events: AsyncIterator[Event]) -> None:
+        try:
+            async for event in events:
+                run.events.append(event)
+                run.changed.set()
+        except ServiceError as exc:
+            run.error = exc
+        finally:
+            run.changed.set()
+
+    async def _collect(self, key: tuple[str, str], run: _Run, run_id: str) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait
+        while True:
+            fresh = run.events[run.delivered :]
+            last = fresh[-1] if fresh else None
+            ended = run.task is not None and run.task.done()
+            if isinstance(last, Finished | KernelDied | InputRequest) or ended:
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            run.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.changed.wait(), remaining)
+        fresh = run.events[run.delivered :]
+        run.delivered = len(run.events)
+        if run.error is not None and not fresh:
+            self._runs.pop(key, None)
+            raise run.error
+        body = result_body(run_id, fresh)
+        if body["status"] in ("finished", "exec-timeout") or (run.task and run.task.done()):
+            self._runs.pop(key, None)
+            if body["status"] == "continued":
+                body["status"] = "finished"
+        return body
+
+
+_ROOT_FIELD = re.compile(r"^\s*(?:query|mutation)?\s*(?:\([^)]*\))?\s*\{\s*(\w+)", re.S)
+
+
+async def _graphql(
+    manager: SessionManager, keypair: KeypairRecord, query: object, variables: object
+) -> dict[str, Any]:
+    """The two GraphQL queries the CLI's `ps` sends; others get a GraphQL error."""
+    if not isinstance(query, str):
+        return {"data": None, "errors": [{"message": "'query' must be a GraphQL string"}]}
+    variables = variables if isinstance(variables, dict) else {}
+    match = _ROOT_FIELD.match(query)
+    root = match.group(1) if match else ""
+    if root == "keypair":
+        return {"data": {"keypair": _pick(_keypair_fields(keypair), _fields_of(query, "keypair"))}}
+    if root == "compute_session_list":
+        wanted = _fields_of(query, "items")
+        statuses = str(variables.get("status") or "").split(",")
+        ours = await manager.list_sessions(keypair)
+        items = [
+            _pick(_gql_session(r, keypair), wanted)
+            for r in reversed(ours)
+            if not statuses[0] or _STATUS[r.status] in statuses
+        ]
+        limit = int(variables.get("limit") or 20)
+        offset = int(variables.get("offset") or 0)
+        return {
+            "data": {
+                "compute_session_list": {
+                    "items": items[offset : offset + limit],
+                    "total_count": len(items),
+                }
+            }
+        }
+    return {
+        "data": None,
+        "errors": [
+            {
+                "message": f"cogbox supports only the keypair and compute_session_list "
+                f"queries, not {root or 'this query'!r}"
+            }
+        ],
+    }
+
+
+def _fields_of(query: str, block: str) -> list[str]:
+    match = re.search(rf"\b{block}\s*\{{([^{{}}]*)\}}", query)
+    return match.group(1).split() if match else []
+
+
+def _pick(values: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    return {name: values.get(name) for name in wanted}
+
+
+def _keypair_fields(keypair: KeypairRecord) -> dict[str, Any]:
+    return {
+        "user_id": keypair.access_key,
+        "access_key": keypair.access_key,
+        "secret_key": "(hidden)",
+        "is_active": keypair.is_active,
+        "is_admin": keypair.is_admin,
+        "concurrency_limit": keypair.max_sessions,
+    }
+
+
+def _gql_session(record: SessionRecord, keypair: KeypairRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "session_id": record.id,
+        "main_kernel_id": record.id,
+        "name": record.name,
+        "image": record.image,
+        "type": "INTERACTIVE",
+        "status": _STATUS[record.status],
+        "status_info": _status_info(record),
+        "status_changed": iso(record.status_changed_at),
+        "created_at": iso(record.created_at),
+        "terminated_at": iso(record.terminated_at),
+        "result": "UNDEFINED" if record.status in ACTIVE else "SUCCESS",
+        "group_name": "default",
+        "domain_name": "default",
+        "access_key": keypair.access_key,
+        "tag": None,
+        "occupying_slots": "{}",
+        "abusing_reports": [],
+    }

@@ -1,0 +1,40 @@
+"""The service's settings: where it listens, which database, and session time limits."""
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from cogbox.config import data_dir
+
+DATABASE_URL_ENV = "COGBOX_DATABASE_URL"
+SERVICE_DIR_ENV = "COGBOX_SERVICE_DIR"
+
+
+def service_dir() -> Path:
+    """`COGBOX_SERVICE_DIR`, else `service/` in the data dir: the SQLite db, sessions' files."""
+    configured = os.environ.get(SERVICE_DIR_ENV)
+    return Path(configured) if configured else data_dir() / "service"
+
+
+def default_database_url() -> str:
+    """`COGBOX_DATABASE_URL`, else a SQLite file in the service's folder."""
+    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{service_dir() / 'cogbox.db'}"
+
+
+class ServiceConfig(BaseModel):
+    """How one `cogbox serve` runs. Times are in seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    database_url: str = Field(default_factory=default_database_url)
+    sessions_dir: Path = Field(default_factory=lambda: service_dir() / "sessions")
+    # Defaults for sessions that do not ask for their own limits.
+    idle_timeout: float = 3600.0
+    max_lifetime: float = 86400.0
+    # A signed request's date may differ from the server's clock by at most this much.
+    max_clock_skew: float = 900.0
+    reaper_interval: float = 2.0
+    # Backend.AI's clients wait on a query-mode execute call this long before "continued".
+    query_wait: float = 10.0
+    execution_timeout: float | None = None

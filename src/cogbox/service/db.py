@@ -1,0 +1,223 @@
+"""Persistence: keypairs, sessions and their events in SQL (SQLite by default, or PostgreSQL).
+
+A sync SQLAlchemy engine; the async service calls it through `asyncio.to_thread`. Callers see
+plain frozen records, never ORM objects. Times are Unix seconds (floats), portable across
+databases. A SQLite file is made readable by its owner only: it holds keypairs' secrets,
+which HMAC signing needs in the clear.
+"""
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Keypair(_Base):
+    __tablename__ = "keypairs"
+    access_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_key: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float)
+    max_sessions: Mapped[int] = mapped_column(Integer)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class _Session(_Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    access_key: Mapped[str] = mapped_column(String(64), index=True)
+    image: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    status_info: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    status_changed_at: Mapped[float] = mapped_column(Float)
+    terminated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    idle_timeout: Mapped[float] = mapped_column(Float)
+    max_lifetime: Mapped[float] = mapped_column(Float)
+    workdir: Mapped[str] = mapped_column(Text)
+
+
+class _Event(_Base):
+    __tablename__ = "session_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+@dataclass(frozen=True)
+class KeypairRecord:
+    access_key: str
+    secret_key: str
+    created_at: float
+    max_sessions: int
+    is_admin: bool
+    is_active: bool
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    name: str
+    access_key: str
+    image: str
+    status: str
+    status_info: str
+    created_at: float
+    status_changed_at: float
+    terminated_at: float | None
+    idle_timeout: float
+    max_lifetime: float
+    workdir: str
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    session_id: str
+    at: float
+    kind: str
+    reason: str
+    message: str
+
+
+def _record(row: Any, cls: Any) -> Any:
+    return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+class Database:
+    """The service's tables behind a few typed calls (thread-safe)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self._sqlite_path: Path | None = None
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            connect_args["check_same_thread"] = False
+            connect_args["timeout"] = 30
+            if parsed.database and parsed.database != ":memory:":
+                self._sqlite_path = Path(parsed.database)
+                self._sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Created 0600 before SQLite opens it, so the secrets are never readable.
+                fd = os.open(self._sqlite_path, os.O_CREAT | os.O_RDWR, 0o600)
+                os.close(fd)
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        if self._sqlite_path is not None:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        # SQLite allows one writer; serialising here avoids "database is locked" retries.
+        self._lock = threading.Lock()
+        _Base.metadata.create_all(self.engine)
+        self._protect_files()
+
+    def _protect_files(self) -> None:
+        if self._sqlite_path is None:
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            path = Path(str(self._sqlite_path) + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o600)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._lock, Session(self.engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+        self._protect_files()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ keypairs
+
+    def add_keypair(self, record: KeypairRecord) -> None:
+        with self._session() as db:
+            db.add(_Keypair(**record.__dict__))
+
+    def get_keypair(self, access_key: str) -> KeypairRecord | None:
+        with self._session() as db:
+            row = db.get(_Keypair, access_key)
+            return None if row is None else _record(row, KeypairRecord)
+
+    def list_keypairs(self) -> list[KeypairRecord]:
+        with self._session() as db:
+            rows = db.scalars(select(_Keypair).order_by(_Keypair.created_at)).all()
+            return [_record(row, KeypairRecord) for row in rows]
+
+    def remove_keypair(self, access_key: str) -> bool:
+        with self._session() as db:
+            result = db.execute(delete(_Keypair).where(_Keypair.access_key == access_key))
+            return bool(getattr(result, "rowcount", 0))
+
+    # ------------------------------------------------------------------ sessions
+
+    def add_session(self, record: SessionRecord) -> None:
+        with self._session() as db:
+            db.add(_Session(**record.__dict__))
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        with self._session() as db:
+            db.execute(update(_Session).where(_Session.id == session_id).values(**fields))
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        with self._session() as db:
+            row = db.get(_Session, session_id)
+            return None if row is None else _record(row, SessionRecord)
+
+    def list_sessions(
+        self, access_key: str | None = None, statuses: list[str] | None = None
+    ) -> list[SessionRecord]:
+        query = select(_Session).order_by(_Session.created_at)
+        if access_key is not None:
+            query = query.where(_Session.access_key == access_key)
+        if statuses is not None:
+            query = query.where(_Session.status.in_(statuses))
+        with self._session() as db:
+            return [_record(row, SessionRecord) for row in db.scalars(query).all()]
+
+    # ------------------------------------------------------------------ events
+
+    def add_event(self, session_id: str, kind: str, reason: str = "", message: str = "") -> None:
+        with self._session() as db:
+            db.add(
+                _Event(
+                    session_id=session_id, at=time.time(), kind=kind, reason=reason, message=message
+                )
+            )
+
+    def list_events(self, session_id: str) -> list[EventRecord]:
+        query = select(_Event).where(_Event.session_id == session_id).order_by(_Event.id)
+        with self._session() as db:
+            return [_record(row, EventRecord) for row in db.scalars(query).all()]
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

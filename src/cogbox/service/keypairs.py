@@ -1,0 +1,33 @@
+"""API keypairs: an access key (public, names the caller) and a secret key (signs requests).
+
+The format follows Backend.AI's: a 20-character access key starting with "AKIA" and a
+40-character secret, so keys drop straight into `BACKEND_ACCESS_KEY`/`BACKEND_SECRET_KEY`.
+"""
+
+import secrets
+import string
+import time
+
+from cogbox.service.db import Database, KeypairRecord
+
+DEFAULT_MAX_SESSIONS = 8
+_UPPER_ALNUM = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+def create_keypair(
+    db: Database, *, max_sessions: int = DEFAULT_MAX_SESSIONS, is_admin: bool = False
+) -> KeypairRecord:
+    """A new active keypair, stored in `db`. `max_sessions` caps its concurrent sessions."""
+    if max_sessions < 1:
+        raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
+    record = KeypairRecord(
+        access_key="AKIA" + "".join(secrets.choice(_UPPER_ALNUM) for _ in range(16)),
+        secret_key="".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40)),
+        created_at=time.time(),
+        max_sessions=max_sessions,
+        is_admin=is_admin,
+        is_active=True,
+    )
+    db.add_keypair(record)
+    return record

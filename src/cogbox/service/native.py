@@ -1,0 +1,241 @@
+"""cogbox's native API under /v1: sessions, runs (request/response and WebSocket), files and
+session events, speaking the kernel's own event model (`event_to_dict`). See /openapi.json.
+
+    WebSocket /v1/sessions/{ref}/stream
+      client -> {"code": "...", "timeout": 30}   starts a run (one at a time)
+                {"input": "text"}                answers the running code's input()
+                {"interrupt": true}              interrupts it
+      server -> one JSON frame per event: {"kind": "stdout", "text": "..."}, ...,
+                {"kind": "finished", ...}; errors as {"kind": "problem", ...problem body}
+"""
+
+import asyncio
+import contextlib
+import json
+from typing import Any, TypeVar
+
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ValidationError
+
+from cogbox.kernel.events import Event, InputRequest, event_to_dict
+from cogbox.service.agent import BatchCommand
+from cogbox.service.backendai import keypair_of
+from cogbox.service.db import SessionRecord
+from cogbox.service.errors import ServiceError, bad_request
+from cogbox.service.models import (
+    BatchBody,
+    CreateSessionBody,
+    EventList,
+    ExecuteBody,
+    ExecuteResult,
+    FileInfo,
+    FileList,
+    SessionList,
+    event_info,
+    session_info,
+)
+from cogbox.service.sessions import CreateRequest, SessionManager
+
+PREFIX = "/v1"
+UPLOAD_LIMIT_BYTES = 256 << 20
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def routes(manager: SessionManager) -> web.RouteTableDef:
+    table = web.RouteTableDef()
+
+    async def session_of(request: web.Request) -> SessionRecord:
+        return await manager.find(keypair_of(request), request.match_info["ref"])
+
+    def info(record: SessionRecord) -> dict[str, Any]:
+        return session_info(record, manager.is_busy(record), manager.last_used(record)).model_dump()
+
+    @table.get(PREFIX + "/sessions")
+    async def list_sessions(request: web.Request) -> web.Response:
+        records = await manager.list_sessions(keypair_of(request))
+        return _json(SessionList.model_validate({"sessions": [info(r) for r in records]}))
+
+    @table.post(PREFIX + "/sessions")
+    async def create(request: web.Request) -> web.Response:
+        body = await _body(request, CreateSessionBody)
+        record, _ = await manager.create(
+            keypair_of(request),
+            CreateRequest(
+                image=body.image,
+                name=body.name,
+                idle_timeout=body.idle_timeout,
+                max_lifetime=body.max_lifetime,
+                env=body.env,
+            ),
+        )
+        return web.json_response(info(record), status=201)
+
+    @table.get(PREFIX + "/sessions/{ref}")
+    async def get(request: web.Request) -> web.Response:
+        return web.json_response(info(await session_of(request)))
+
+    @table.delete(PREFIX + "/sessions/{ref}")
+    async def destroy(request: web.Request) -> web.Response:
+        await manager.destroy(await session_of(request))
+        return web.Response(status=204)
+
+    @table.post(PREFIX + "/sessions/{ref}/execute")
+    async def execute(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        body = await _body(request, ExecuteBody)
+        return _json(await _run_to_end(manager, record, body.code, body.timeout))
+
+    @table.post(PREFIX + "/sessions/{ref}/batch")
+    async def batch(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        body = await _body(request, BatchBody)
+        command = BatchCommand(body.build, body.exec)
+        return _json(await _run_to_end(manager, record, command, body.timeout))
+
+    @table.post(PREFIX + "/sessions/{ref}/interrupt")
+    async def interrupt(request: web.Request) -> web.Response:
+        await manager.interrupt(await session_of(request))
+        return web.Response(status=204)
+
+    @table.post(PREFIX + "/sessions/{ref}/restart")
+    async def restart(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        await manager.restart(record)
+        return web.json_response(info(await manager.find(keypair_of(request), record.id)))
+
+    @table.get(PREFIX + "/sessions/{ref}/events")
+    async def events(request: web.Request) -> web.Response:
+        records = await manager.events(await session_of(request))
+        return _json(EventList(events=[event_info(r) for r in records]))
+
+    @table.get(PREFIX + "/sessions/{ref}/files")
+    async def list_files(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        entries = await manager.list_files(record, request.query.get("path", "."))
+        return _json(
+            FileList(
+                files=[
+                    FileInfo(name=e.name, kind=e.kind, size=e.size, mtime=e.mtime) for e in entries
+                ]
+            )
+        )
+
+    @table.get(PREFIX + "/sessions/{ref}/files/content")
+    async def download(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        data = await manager.download(record, _path_param(request))
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    @table.put(PREFIX + "/sessions/{ref}/files/content")
+    async def upload(request: web.Request) -> web.Response:
+        record = await session_of(request)
+        path = _path_param(request)
+        if request.content_length is not None and request.content_length > UPLOAD_LIMIT_BYTES:
+            raise ServiceError(
+                413, "too-large", f"uploads are limited to {UPLOAD_LIMIT_BYTES:,} bytes"
+            )
+        data = await request.read()
+        await manager.upload(record, path, data)
+        return web.Response(status=204)
+
+    @table.get(PREFIX + "/sessions/{ref}/stream")
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        record = await session_of(request)
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        await _serve_stream(ws, manager, record)
+        return ws
+
+    return table
+
+
+def _path_param(request: web.Request) -> str:
+    path = request.query.get("path")
+    if not path:
+        raise bad_request("give the file's path relative to /home/work as ?path=...")
+    return path
+
+
+async def _body(request: web.Request, model: type[_Model]) -> _Model:
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise bad_request(f"invalid request body: {problems}") from exc
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+async def _run_to_end(
+    manager: SessionManager,
+    record: SessionRecord,
+    code: str | BatchCommand,
+    timeout: float | None,
+) -> ExecuteResult:
+    """A whole run's events. No one can answer input() here: it gets an empty line."""
+    collected: list[dict[str, Any]] = []
+    events = manager.execute(record, code, timeout)
+    try:
+        async for event in events:
+            collected.append(event_to_dict(event))
+            if isinstance(event, InputRequest):
+                await manager.send_input(record, "")
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    last = collected[-1] if collected else {"kind": "finished", "status": "error"}
+    status = f"{last['kind']}/{last.get('status') or last.get('reason', '')}"
+    return ExecuteResult(status=status, events=collected)
+
+
+async def _serve_stream(
+    ws: web.WebSocketResponse, manager: SessionManager, record: SessionRecord
+) -> None:
+    run: asyncio.Task[None] | None = None
+
+    async def forward(code: str, timeout: float | None) -> None:
+        events = manager.execute(record, code, timeout)
+        try:
+            async for event in events:
+                await ws.send_json(_frame(event))
+        except ServiceError as exc:
+            await ws.send_json({"kind": "problem", **exc.body()})
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    try:
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            try:
+                frame = json.loads(message.data)
+                if not isinstance(frame, dict):
+                    raise ValueError("not an object")
+                if "code" in frame:
+                    body = ExecuteBody.model_validate(frame)
+                    if run is not None and not run.done():
+                        raise bad_request("a run is going: wait for its terminal event")
+                    run = asyncio.create_task(forward(body.code, body.timeout))
+                elif "input" in frame:
+                    await manager.send_input(record, str(frame["input"]))
+                elif frame.get("interrupt"):
+                    await manager.interrupt(record)
+                else:
+                    raise bad_request("send {code, timeout}, {input} or {interrupt: true}")
+            except ServiceError as exc:
+                await ws.send_json({"kind": "problem", **exc.body()})
+            except (ValueError, ValidationError) as exc:
+                await ws.send_json({"kind": "problem", **bad_request(f"bad frame: {exc}").body()})
+    finally:
+        if run is not None and not run.done():
+            run.cancel()  # closing the iterator interrupts the code
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
+
+
+def _frame(event: Event) -> dict[str, Any]:
+    return event_to_dict(event)

@@ -1,0 +1,431 @@
+"""The manager's view of sessions: who owns them, their limits, state, events and files.
+
+Every API surface goes through `SessionManager`; it enforces ownership (a keypair sees only
+its own sessions: others' are "not found"), per-keypair limits, idle and lifetime limits, and
+records each session's lifecycle in the database so a restart never forgets one.
+
+Session states: `starting`, `running`, `dead` (the kernel died, e.g. out of memory;
+`restart` revives it), `terminated` (destroyed or reaped), `lost` (the service restarted
+while it ran: the kernel is gone, its files are kept), `error` (it never started).
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cogbox.images.store import ImageNotFound
+from cogbox.kernel.errors import KernelError
+from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
+from cogbox.kernel.files import FileEntry, UnsafePathError
+from cogbox.service.agent import (
+    Agent,
+    BatchCommand,
+    KernelSpec,
+    list_stored_files,
+    read_stored_file,
+)
+from cogbox.service.config import ServiceConfig
+from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
+from cogbox.service.errors import ServiceError, bad_request, conflict, not_found
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ["starting", "running", "dead"]
+ENDED = ["terminated", "lost", "error"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]$")
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A new session: its image, optional name, and its own idle/lifetime limits."""
+
+    image: str
+    name: str | None = None
+    idle_timeout: float | None = None
+    max_lifetime: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    reuse_if_exists: bool = False
+
+
+@dataclass
+class _Live:
+    """What the manager keeps in memory about a session whose kernel it started."""
+
+    id: str
+    access_key: str
+    created_at: float
+    idle_timeout: float
+    max_lifetime: float
+    last_used: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    busy: int = 0
+    dead: bool = False
+
+
+class SessionManager:
+    """Sessions of all keypairs, backed by `db` and run by `agent`."""
+
+    def __init__(self, db: Database, agent: Agent, config: ServiceConfig) -> None:
+        self.db = db
+        self.agent = agent
+        self.config = config
+        self._live: dict[str, _Live] = {}
+        self._starting: dict[str, int] = {}  # access key -> sessions being started
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def _db(self, function: object, *args: object, **kwargs: object) -> object:
+        return await asyncio.to_thread(function, *args, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ lifecycle of the service
+
+    async def open(self) -> None:
+        """Account for sessions a previous run left active (marked lost), start the reaper."""
+        stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
+        for record in stale:
+            message = (
+                "the service restarted while this session was active: its kernel and "
+                "variables are gone; its files in /home/work are kept and downloadable"
+            )
+            await self._set_status(record.id, "lost", "service-restarted", message)
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def close(self) -> None:
+        """Stop the reaper and every kernel. Sessions stay active in the database, so the
+        next start reports them as lost rather than pretending they ended normally."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        self._live.clear()
+        await self.agent.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create(
+        self, keypair: KeypairRecord, request: CreateRequest
+    ) -> tuple[SessionRecord, bool]:
+        """Start a session (or, with `reuse_if_exists`, return the active one of that name).
+        The bool says whether a new session was made."""
+        name = request.name or f"cogbox-{secrets.token_hex(5)}"
+        if not _NAME.match(name):
+            raise bad_request(
+                f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        idle = request.idle_timeout or self.config.idle_timeout
+        lifetime = request.max_lifetime or self.config.max_lifetime
+        if idle <= 0 or lifetime <= 0:
+            raise bad_request("idle_timeout and max_lifetime must be positive numbers of seconds")
+        access = keypair.access_key
+        existing = [
+            r
+            for r in await asyncio.to_thread(self.db.list_sessions, access, ACTIVE)
+            if r.name == name
+        ]
+        if existing:
+            if request.reuse_if_exists and existing[0].image == request.image:
+                return existing[0], False
+            raise conflict(f"session name {name!r} is already used by an active session")
+        # Checked and reserved with no await in between, so concurrent creates cannot both
+        # pass the limit.
+        active = sum(1 for live in self._live.values() if live.access_key == access)
+        if active + self._starting.get(access, 0) >= keypair.max_sessions:
+            raise ServiceError(
+                429,
+                "too-many-sessions",
+                f"keypair {access} already has {keypair.max_sessions} active sessions (its "
+                "limit): destroy one before creating another",
+            )
+        self._starting[access] = self._starting.get(access, 0) + 1
+        try:
+            return await self._start(keypair, request, name, idle, lifetime), True
+        finally:
+            self._starting[access] -= 1
+
+    async def _start(
+        self,
+        keypair: KeypairRecord,
+        request: CreateRequest,
+        name: str,
+        idle: float,
+        lifetime: float,
+    ) -> SessionRecord:
+        session_id = str(uuid.uuid4())
+        workdir = self.config.sessions_dir / session_id / "home"
+        now = time.time()
+        record = SessionRecord(
+            id=session_id,
+            name=name,
+            access_key=keypair.access_key,
+            image=request.image,
+            status="starting",
+            status_info="",
+            created_at=now,
+            status_changed_at=now,
+            terminated_at=None,
+            idle_timeout=idle,
+            max_lifetime=lifetime,
+            workdir=str(workdir),
+        )
+        await asyncio.to_thread(self.db.add_session, record)
+        await asyncio.to_thread(
+            self.db.add_event, session_id, "created", "", f"image {request.image}"
+        )
+        try:
+            await self.agent.start(KernelSpec(session_id, request.image, workdir, request.env))
+        except ImageNotFound as exc:
+            await self._set_status(session_id, "error", "image-not-found", str(exc))
+            raise ServiceError(400, "image-not-found", str(exc)) from exc
+        except Exception as exc:
+            log.exception("session %s did not start", session_id)
+            await self._set_status(session_id, "error", "start-failed", str(exc))
+            raise ServiceError(
+                503, "kernel-start-failed", f"the session's kernel did not start: {exc}"
+            ) from exc
+        self._live[session_id] = _Live(
+            session_id, keypair.access_key, now, idle, lifetime, time.time()
+        )
+        await self._set_status(session_id, "running", "started", f"kernel of {request.image} ready")
+        result = await asyncio.to_thread(self.db.get_session, session_id)
+        assert result is not None
+        return result
+
+    async def find(self, keypair: KeypairRecord, ref: str) -> SessionRecord:
+        """The keypair's session with id or name `ref` (an active one first); 404 otherwise,
+        also when it belongs to another keypair."""
+        record = await asyncio.to_thread(self.db.get_session, ref) if len(ref) == 36 else None
+        if record is not None and record.access_key == keypair.access_key:
+            return record
+        named = [
+            r
+            for r in await asyncio.to_thread(self.db.list_sessions, keypair.access_key)
+            if r.name == ref
+        ]
+        if named:
+            active = [r for r in named if r.status in ACTIVE]
+            return (active or named)[-1]
+        raise not_found(f"no session {ref!r} for this keypair")
+
+    async def list_sessions(
+        self, keypair: KeypairRecord, statuses: list[str] | None = None
+    ) -> list[SessionRecord]:
+        return await asyncio.to_thread(self.db.list_sessions, keypair.access_key, statuses)
+
+    async def events(self, record: SessionRecord) -> list[EventRecord]:
+        return await asyncio.to_thread(self.db.list_events, record.id)
+
+    def is_busy(self, record: SessionRecord) -> bool:
+        live = self._live.get(record.id)
+        return live is not None and live.busy > 0
+
+    def last_used(self, record: SessionRecord) -> float | None:
+        live = self._live.get(record.id)
+        return None if live is None else live.last_used
+
+    def _running(self, record: SessionRecord) -> _Live:
+        live = self._live.get(record.id)
+        if live is None:
+            raise conflict(
+                f"session {record.name!r} is {record.status}"
+                + (f" ({record.status_info})" if record.status_info else "")
+                + ": it runs no kernel; create a new session"
+            )
+        return live
+
+    async def execute(
+        self, record: SessionRecord, code: str | BatchCommand, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """Run code in the session; runs of one session wait for each other, in order."""
+        live = self._running(record)
+        timeout = timeout or self.config.execution_timeout
+        live.busy += 1
+        try:
+            async with live.lock:
+                live.last_used = time.time()
+                if record.id not in self._live:
+                    raise conflict(f"session {record.name!r} ended while the run waited")
+                runs = self.agent.execute(record.id, code, timeout)
+                try:
+                    async for event in runs:
+                        await self._note(record, live, event)
+                        yield event
+                finally:
+                    await runs.aclose()  # type: ignore[attr-defined]
+                    live.last_used = time.time()
+        except KernelError as exc:
+            raise conflict(str(exc)) from exc
+        finally:
+            live.busy -= 1
+
+    async def _note(self, record: SessionRecord, live: _Live, event: Event) -> None:
+        """Record the events of a run that matter later: limits hit, the kernel's death."""
+        if isinstance(event, OutputTruncated):
+            await asyncio.to_thread(
+                self.db.add_event, record.id, "limit_hit", "output", event.message
+            )
+        elif isinstance(event, Finished) and event.status == "timeout":
+            await asyncio.to_thread(
+                self.db.add_event, record.id, "limit_hit", "exec_timeout", event.message
+            )
+        elif isinstance(event, KernelDied):
+            await self._mark_dead(record.id, live)
+
+    async def _mark_dead(self, session_id: str, live: _Live) -> None:
+        if live.dead:
+            return
+        live.dead = True
+        state = self.agent.state(session_id)
+        kind = "limit_hit" if state.limit_hit else "died"
+        await asyncio.to_thread(self.db.add_event, session_id, kind, state.reason, state.message)
+        await self._set_status(session_id, "dead", state.reason, state.message, event=None)
+
+    async def send_input(self, record: SessionRecord, text: str) -> None:
+        self._running(record)
+        await self.agent.send_input(record.id, text)
+
+    async def interrupt(self, record: SessionRecord) -> None:
+        self._running(record)
+        await self.agent.interrupt(record.id)
+        await asyncio.to_thread(self.db.add_event, record.id, "interrupted", "user", "")
+
+    async def restart(self, record: SessionRecord) -> None:
+        """A fresh kernel (variables lost, files kept); also revives a dead session."""
+        live = self._running(record)
+        await self.agent.interrupt(record.id)
+        async with live.lock:
+            try:
+                await self.agent.restart(record.id)
+            except KernelError as exc:
+                raise conflict(str(exc)) from exc
+            live.dead = False
+            live.last_used = time.time()
+        await self._set_status(record.id, "running", "restarted", "fresh kernel; files kept")
+
+    async def destroy(
+        self,
+        record: SessionRecord,
+        *,
+        kind: str = "destroyed",
+        reason: str = "user",
+        message: str = "destroyed by its owner",
+        keep_files: bool = False,
+    ) -> None:
+        """End the session's kernel. Its files are deleted unless `keep_files` (reaped
+        sessions keep theirs so the owner can still download them)."""
+        live = self._live.pop(record.id, None)
+        if live is not None:
+            with contextlib.suppress(KernelError):
+                await self.agent.interrupt(record.id)
+            await self.agent.stop(record.id)
+        if record.status in ACTIVE or live is not None:
+            await self._set_status(record.id, "terminated", reason, message, event=kind)
+        if not keep_files:
+            await asyncio.to_thread(shutil.rmtree, Path(record.workdir).parent, ignore_errors=True)
+
+    # ------------------------------------------------------------------ files
+
+    async def upload(self, record: SessionRecord, path: str, data: bytes) -> None:
+        self._running(record)
+        try:
+            await self.agent.upload(record.id, path, data)
+        except KernelError as exc:
+            raise _file_error(exc) from exc
+
+    async def download(self, record: SessionRecord, path: str) -> bytes:
+        """A file of /home/work: from the live kernel, or the saved work dir of an ended one."""
+        try:
+            if record.id in self._live:
+                return await self.agent.download(record.id, path)
+            return await asyncio.to_thread(read_stored_file, self._stored(record), path)
+        except KernelError as exc:
+            raise _file_error(exc) from exc
+
+    async def list_files(self, record: SessionRecord, path: str) -> list[FileEntry]:
+        try:
+            if record.id in self._live:
+                return await self.agent.list_files(record.id, path)
+            return await asyncio.to_thread(list_stored_files, self._stored(record), path)
+        except KernelError as exc:
+            raise _file_error(exc) from exc
+
+    def _stored(self, record: SessionRecord) -> Path:
+        workdir = Path(record.workdir)
+        if not workdir.is_dir():
+            raise not_found(f"session {record.name!r} is {record.status}; its files are gone")
+        return workdir
+
+    # ------------------------------------------------------------------ internals
+
+    async def _set_status(
+        self,
+        session_id: str,
+        status: str,
+        reason: str,
+        message: str,
+        *,
+        event: str | None = "",
+    ) -> None:
+        now = time.time()
+        fields: dict[str, object] = {
+            "status": status,
+            "status_info": reason,
+            "status_changed_at": now,
+        }
+        if status in ENDED:
+            fields["terminated_at"] = now
+        await asyncio.to_thread(self.db.update_session, session_id, **fields)
+        kind = status if event == "" else event
+        if kind is not None:
+            await asyncio.to_thread(self.db.add_event, session_id, kind, reason, message)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reaper_interval)
+            try:
+                await self.reap()
+            except Exception:
+                log.exception("the session reaper failed; retrying")
+
+    async def reap(self) -> None:
+        """End sessions past their lifetime or idle too long; notice kernels that died."""
+        now = time.time()
+        for live in list(self._live.values()):
+            record = await asyncio.to_thread(self.db.get_session, live.id)
+            if record is None:
+                continue
+            if now - live.created_at > live.max_lifetime:
+                await self.destroy(
+                    record,
+                    kind="lifetime_reached",
+                    reason="max_lifetime",
+                    message=f"ended: the session reached its maximum lifetime of "
+                    f"{live.max_lifetime:g} s (its files are kept)",
+                    keep_files=True,
+                )
+            elif live.busy == 0 and now - live.last_used > live.idle_timeout:
+                await self.destroy(
+                    record,
+                    kind="idle_reaped",
+                    reason="idle_timeout",
+                    message=f"ended: the session ran no code for {live.idle_timeout:g} s "
+                    "(its idle timeout; its files are kept)",
+                    keep_files=True,
+                )
+            elif live.busy == 0 and not live.dead and not self.agent.state(live.id).alive:
+                await self._mark_dead(live.id, live)
+
+
+def _file_error(exc: KernelError) -> ServiceError:
+    if isinstance(exc, UnsafePathError):
+        return ServiceError(400, "invalid-path", str(exc))
+    if "does not exist" in str(exc):
+        return not_found(str(exc))
+    return ServiceError(400, "file-error", str(exc))

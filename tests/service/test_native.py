@@ -1,0 +1,138 @@
+"""The native API (/v1): sessions keep state, runs return cogbox events, files, lifecycle."""
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import requests
+
+from cogbox.service.auth import signed_headers
+from tests.service.support import Client, Service, stdout_of
+
+
+def test_variables_live_from_one_run_to_the_next(alice: Client) -> None:
+    ref = alice.create()["id"]
+    alice.execute(ref, "x = 6 * 7")
+    result = alice.execute(ref, "print(x)")
+    assert (stdout_of(result), result["status"]) == ("42\n", "finished/ok")
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_run_events_are_the_kernel_event_model(alice: Client) -> None:
+    ref = alice.create()["id"]
+    result = alice.execute(ref, "import sys; print('out'); print('err', file=sys.stderr); 1/0")
+    kinds = [e["kind"] for e in result["events"]]
+    assert kinds == ["stdout", "stderr", "error", "finished"]
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_time_limit_is_recorded_as_a_session_event(alice: Client) -> None:
+    ref = alice.create()["id"]
+    result = alice.execute(ref, "import time; time.sleep(30)", timeout=1)
+    events = alice.request("GET", f"/v1/sessions/{ref}/events").json()["events"]
+    assert result["status"] == "finished/timeout"
+    assert ("limit_hit", "exec_timeout") in [(e["kind"], e["reason"]) for e in events]
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_upload_then_download_round_trip(alice: Client) -> None:
+    ref = alice.create()["id"]
+    put = alice.request(
+        "PUT",
+        f"/v1/sessions/{ref}/files/content",
+        params={"path": "data/in.bin"},
+        data=bytes(range(256)),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    seen = alice.execute(ref, "print(len(open('data/in.bin', 'rb').read()))")
+    got = alice.request("GET", f"/v1/sessions/{ref}/files/content", params={"path": "data/in.bin"})
+    assert (put.status_code, stdout_of(seen), got.content) == (204, "256\n", bytes(range(256)))
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_download_refuses_paths_out_of_the_work_dir(alice: Client) -> None:
+    ref = alice.create()["id"]
+    alice.execute(ref, "import os; os.symlink('/etc/shadow', 'link')")
+    codes = [
+        alice.request("GET", f"/v1/sessions/{ref}/files/content", params={"path": path}).status_code
+        for path in ("../../../../etc/passwd", "/etc/passwd", "link")
+    ]
+    assert codes == [400, 400, 400]
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_restart_keeps_files_and_clears_variables(alice: Client) -> None:
+    ref = alice.create()["id"]
+    alice.execute(ref, "x = 1; open('kept.txt', 'w').write('yes')")
+    restarted = alice.request("POST", f"/v1/sessions/{ref}/restart")
+    result = alice.execute(ref, "print(open('kept.txt').read(), 'x' in globals())")
+    assert (restarted.status_code, stdout_of(result)) == (200, "yes False\n")
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_idle_session_is_reaped_with_an_event(alice: Client) -> None:
+    ref = alice.create(idle_timeout=1)["id"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        info = alice.request("GET", f"/v1/sessions/{ref}").json()
+        if info["status"] == "terminated":
+            break
+        time.sleep(0.5)
+    events = alice.request("GET", f"/v1/sessions/{ref}/events").json()["events"]
+    assert (info["status"], events[-1]["kind"]) == ("terminated", "idle_reaped")
+    assert "idle timeout" in events[-1]["message"]
+
+
+def test_kernel_death_is_explained_and_restart_revives_it(alice: Client) -> None:
+    ref = alice.create()["id"]
+    result = alice.execute(ref, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    info = alice.request("GET", f"/v1/sessions/{ref}").json()
+    alice.request("POST", f"/v1/sessions/{ref}/restart")
+    again = alice.execute(ref, "print('back')")
+    assert (result["events"][-1]["kind"], info["status"], stdout_of(again)) == (
+        "kernel_died",
+        "dead",
+        "back\n",
+    )
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_websocket_streams_events_and_answers_input(alice: Client) -> None:
+    ref = alice.create()["id"]
+    path = f"/v1/sessions/{ref}/stream"
+
+    async def talk() -> list[dict[str, object]]:
+        headers = signed_headers(
+            access_key=alice.access_key,
+            secret_key=alice.secret_key,
+            method="GET",
+            path_with_query=path,
+            host=alice.url.removeprefix("http://"),
+            content_type="application/octet-stream",
+        )
+        del headers["Content-Type"]
+        frames: list[dict[str, object]] = []
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(alice.url + path, headers=headers) as ws,
+        ):
+            await ws.send_json({"code": "name = input('who? '); print('hi', name)"})
+            async for message in ws:
+                frame = json.loads(message.data)
+                frames.append(frame)
+                if frame["kind"] == "input_request":
+                    await ws.send_json({"input": "ada"})
+                if frame["kind"] == "finished":
+                    break
+        return frames
+
+    frames = asyncio.run(talk())
+    assert [f["kind"] for f in frames] == ["input_request", "stdout", "finished"]
+    assert frames[1]["text"] == "hi ada\n"
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+
+
+def test_openapi_document_is_served_unsigned(service: Service) -> None:
+    document = requests.get(service.url + "/openapi.json", timeout=10).json()
+    assert "/v1/sessions/{ref}/execute" in document["paths"]

@@ -6,6 +6,7 @@ import click
 
 from cogbox.cli.image import image
 from cogbox.cli.jail import jail
+from cogbox.cli.kernelspec import kernelspec
 from cogbox.cli.keypair import keypair
 from cogbox.cli.policy import policy
 from cogbox.cli.run import run
@@ -25,6 +26,7 @@ cli.add_command(jail)
 cli.add_command(run)
 cli.add_command(serve)
 cli.add_command(keypair)
+cli.add_command(kernelspec)
 
 
 def main() -> None:

@@ -5,15 +5,14 @@
     kernel.jail       # the cogbox.jail.launcher.Jail it runs in: poll(), exit, send_signal()
     kernel.stop()     # ask it to shut down, then kill and clean up its jail
 
-The jail's pid 1 is `jail_init.py` (run by the image's own Python), which starts the kernel
-in its own process group and forwards the signals runc passes on to it: SIGINT interrupts
-the running code without ending the jail. The environment never holds `JPY_PARENT_PID`:
+The jail's pid 1 is its init (tini, see cogbox.jail.launcher), which runs the kernel in its
+own process group and forwards the signals runc passes on to it: SIGINT interrupts the
+running code without ending the jail. The environment never holds `JPY_PARENT_PID`:
 in a PID namespace the kernel would take its parent for dead and quit.
 """
 
 import contextlib
 import queue
-import shutil
 import signal
 import subprocess
 import time
@@ -34,7 +33,6 @@ from cogbox.kernel.errors import KernelError
 
 START_TIMEOUT_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 2.0
-_INIT_SCRIPT = "init.py"
 _POLL_MS = 50
 _LOG_TAIL_BYTES = 2000
 
@@ -108,9 +106,6 @@ class KernelProcess:
         command = kernel_command(image)
         runtime.clear_sockets()
         argv = command.argv
-        if policy.forks_allowed:
-            shutil.copyfile(Path(__file__).with_name("jail_init.py"), runtime.path / _INIT_SCRIPT)
-            argv = [command.python, f"{JAIL_RUNTIME_DIR}/{_INIT_SCRIPT}", *argv]
         requested = {key: value for key, value in (env or {}).items() if key != "JPY_PARENT_PID"}
         spec = JailSpec(
             image=image,
@@ -193,7 +188,7 @@ class KernelProcess:
         return self.jail.poll()
 
     def interrupt(self) -> None:
-        """SIGINT to the kernel (through runc and jail_init): the running code stops."""
+        """SIGINT to the kernel (through runc and the jail's init): the running code stops."""
         self.jail.send_signal(signal.SIGINT)
 
     def log_tail(self) -> str:

@@ -11,6 +11,7 @@ from cogbox.cli.keypair import keypair
 from cogbox.cli.policy import policy
 from cogbox.cli.run import run
 from cogbox.cli.serve import serve
+from cogbox.cli.session import session
 from cogbox.errors import CogboxError
 
 
@@ -27,6 +28,7 @@ cli.add_command(run)
 cli.add_command(serve)
 cli.add_command(keypair)
 cli.add_command(kernelspec)
+cli.add_command(session)
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TextIO
 
 import click
+from rich.console import Console
+from rich.status import Status
 
 from cogbox.jail.policy import load_policy
 from cogbox.kernel.events import (
@@ -43,12 +45,22 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
     help="Jail policy.yml to use instead of the image's own.",
 )
 @click.option("--timeout", type=float, help="Time limit of the run, in seconds.")
+@click.option(
+    "--endpoint",
+    envvar="COGBOX_ENDPOINT",
+    help="Run through a cogbox service at this URL instead of locally.",
+)
+@click.option("--access-key", envvar=["COGBOX_ACCESS_KEY", "BACKEND_ACCESS_KEY"])
+@click.option("--secret-key", envvar=["COGBOX_SECRET_KEY", "BACKEND_SECRET_KEY"])
 def run(
     image_name: str,
     code: str | None,
     file: Path | None,
     policy_file: Path | None,
     timeout: float | None,
+    endpoint: str | None,
+    access_key: str | None,
+    secret_key: str | None,
 ) -> None:
     """Run CODE (-c) or FILE ("-" for stdin) in a new session of an image, then end it.
 
@@ -67,6 +79,10 @@ def run(
     # SIGTERM (a supervisor, `timeout`) ends us through `with`, so the jail is removed too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     status = EXIT_OK
+    if endpoint:
+        if policy is not None:
+            raise click.UsageError("--policy applies to local runs only; the service decides")
+        sys.exit(_run_remote(endpoint, access_key, secret_key, image_name, code, timeout))
     with start_session(image_name, policy) as session:
         try:
             for event in session.execute(code, timeout=timeout, on_input=_ask):
@@ -75,6 +91,45 @@ def run(
             click.echo("\ninterrupted", err=True)
             status = EXIT_INTERRUPTED
     sys.exit(status)
+
+
+def _run_remote(
+    endpoint: str,
+    access_key: str | None,
+    secret_key: str | None,
+    image_name: str,
+    code: str,
+    timeout: float | None,
+) -> int:
+    """The same run through `cogbox serve` at `endpoint`, with a spinner while it starts."""
+    from cogbox.service.client import Endpoint, run_remote
+
+    spinner = Console(stderr=True).status("starting a session...")
+    status = EXIT_OK
+    try:
+        for event in run_remote(
+            Endpoint.resolve(endpoint, access_key, secret_key),
+            image_name,
+            code,
+            timeout=timeout,
+            on_input=_ask,
+            on_progress=lambda message: _spin(spinner, message),
+        ):
+            status = _show(event, status)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted", err=True)
+        status = EXIT_INTERRUPTED
+    finally:
+        spinner.stop()
+    return status
+
+
+def _spin(spinner: Status, message: str) -> None:
+    if message:
+        spinner.update(message)
+        spinner.start()
+    else:
+        spinner.stop()
 
 
 def _read(file: Path) -> str:

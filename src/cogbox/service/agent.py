@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied
@@ -76,6 +76,11 @@ class Agent(Protocol):
     async def download(self, session_id: str, path: str) -> bytes: ...
 
     async def list_files(self, session_id: str, path: str) -> list[FileEntry]: ...
+
+    def connection_info(self, session_id: str) -> dict[str, Any]:
+        """Jupyter connection info (transport, sockets, key) to reach the session's kernel
+        from this host; it stays valid across restarts of the kernel."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -184,6 +189,15 @@ class LocalAgent:
         entries = await self._call(self._session(session_id).list_files, path)
         assert isinstance(entries, list)
         return entries
+
+    def connection_info(self, session_id: str) -> dict[str, Any]:
+        session = self._session(session_id)
+        public = getattr(session, "connection_info", None)
+        if callable(public):
+            return dict(public())
+        # The kernel's runtime directory (sockets and key) lives as long as the session;
+        # read-only use until cogbox.kernel offers a public accessor.
+        return dict(session._runtime.connection_info())
 
     async def close(self) -> None:
         """Stop every kernel (their work dirs are kept) and the agent's threads."""

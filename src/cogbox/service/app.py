@@ -2,11 +2,13 @@
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
-from cogbox.service import backendai, native
+from cogbox.service import backendai, jupyter, native
 from cogbox.service.agent import Agent, LocalAgent
 from cogbox.service.auth import RequestVerifier
 from cogbox.service.config import ServiceConfig
@@ -28,6 +30,7 @@ def create_app(
     database = db or Database(config.database_url)
     manager = SessionManager(database, agent or LocalAgent(), config)
     verifier = RequestVerifier(database, config.max_clock_skew)
+    gateway = jupyter.JupyterGateway(manager)
 
     @web.middleware
     async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -43,13 +46,15 @@ def create_app(
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("unexpected error in %s %s", request.method, request.path)
+            log.exception("unexpected error in %s %s", request.method, redact(request.path))
             error = ServiceError(500, "internal-error", "internal error; see the service log")
             return web.json_response(error.body(), status=500)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (request.method, request.path) not in _UNSIGNED:
+        if jupyter.is_jupyter_path(request.path):
+            request["keypair"] = await verifier.verify_token(jupyter.token_of(request))
+        elif (request.method, request.path) not in _UNSIGNED:
             request["keypair"] = await verifier.verify(
                 method=request.method,
                 path_with_query=request.raw_path,
@@ -71,13 +76,19 @@ def create_app(
     app.router.add_get("/openapi.json", openapi)
     app.router.add_routes(native.routes(manager))
     app.router.add_routes(backendai.routes(manager, config.query_wait))
+    app.router.add_routes(jupyter.routes(gateway))
 
     async def lifecycle(app: web.Application) -> object:
         await manager.open()
         yield
+        gateway.close()
         await manager.close()
         database.close()
 
+    async def disconnect(app: web.Application) -> None:
+        await gateway.disconnect_all()
+
+    app.on_shutdown.append(disconnect)
     app.cleanup_ctx.append(lifecycle)  # type: ignore[arg-type]
     return app
 
@@ -85,4 +96,32 @@ def create_app(
 def serve(config: ServiceConfig) -> None:
     """Run the service until SIGINT/SIGTERM; kernels are stopped on the way out."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        print=None,
+        access_log_class=AccessLogger,
+    )
+
+
+_SECRETS = re.compile(r"(^/t/|[?&]token=)[^/?&]+")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request, with Jupyter tokens (in paths or queries) blanked out."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.3fs',
+            request.remote,
+            request.method,
+            redact(request.path_qs),
+            response.status,
+            time,
+        )
+
+
+def redact(path: str) -> str:
+    """`path` with Jupyter tokens (in a /t/<token>/ prefix or a token= query) blanked out."""
+    return _SECRETS.sub(r"\1***", path)

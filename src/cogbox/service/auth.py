@@ -12,7 +12,17 @@
 The body is not signed (Backend.AI's clients hash an empty body since API v4.20181215); TLS
 or a loopback listener protects it. A request is refused if its date is more than the
 allowed skew from the server's clock, or if its signature was already seen within that
-window (a replay).
+window (a replay). Seen signatures are kept in the database until their date can no longer
+pass the skew check, so a replay is refused across restarts of the service too.
+
+Jupyter's clients cannot sign requests; they send `Authorization: token <T>` (or
+`?token=<T>`). Each keypair has one such token, derived from its secret key so the secret
+itself never travels:
+
+    token = access key + "." + hex(HMAC-SHA256(secret, "cogbox-jupyter-token-v1"))[:40]
+
+It is a bearer credential for the keypair's sessions (the Jupyter surface only): treat it
+like the secret key, and deactivate the keypair to revoke it.
 """
 
 import asyncio
@@ -32,6 +42,14 @@ _AUTHORIZATION = re.compile(
 )
 _VERSION = re.compile(r"^v\d+\.\d{8}$")
 _KEYPAIR_CACHE_SECONDS = 5.0
+_TOKEN_CONTEXT = b"cogbox-jupyter-token-v1"
+_TOKEN_HEX_CHARS = 40
+
+
+def jupyter_token(access_key: str, secret_key: str) -> str:
+    """The Jupyter token of a keypair (see the module's doc): what Jupyter clients send."""
+    mac = hmac.new(secret_key.encode(), _TOKEN_CONTEXT, "sha256").hexdigest()
+    return f"{access_key}.{mac[:_TOKEN_HEX_CHARS]}"
 
 
 def signature(
@@ -113,7 +131,6 @@ class RequestVerifier:
     def __init__(self, db: Database, max_skew: float) -> None:
         self._db = db
         self._max_skew = max_skew
-        self._seen: dict[str, float] = {}  # signature -> when it may be forgotten
         self._keypairs: dict[str, tuple[float, KeypairRecord]] = {}
 
     async def verify(
@@ -171,20 +188,29 @@ class RequestVerifier:
                 "signature mismatch: check the secret key, the endpoint's host:port and the "
                 "client's clock"
             )
-        self._remember(given)
-        return keypair
-
-    def _remember(self, sig: str) -> None:
-        now = time.time()
-        if len(self._seen) > 10_000:
-            self._seen = {s: until for s, until in self._seen.items() if until > now}
-        until = self._seen.get(sig)
-        if until is not None and until > now:
+        # A signature stays refusable for as long as its date stays acceptable.
+        until = date.timestamp() + self._max_skew + 1
+        if not await asyncio.to_thread(self._db.remember_signature, given, until):
             raise ServiceError(
                 401, "replayed-request", "this signed request was already used: sign each anew"
             )
-        # A signature stays refusable for as long as its date stays acceptable.
-        self._seen[sig] = now + 2 * self._max_skew
+        return keypair
+
+    async def verify_token(self, token: str | None) -> KeypairRecord:
+        """The keypair whose Jupyter token `token` is; raises a 401 ServiceError otherwise."""
+        if not token:
+            raise unauthorized(
+                "missing Jupyter token: send 'Authorization: token <TOKEN>' (print yours with "
+                "`cogbox session token`)"
+            )
+        access_key, _, mac = token.partition(".")
+        keypair = await self._keypair(access_key) if access_key and mac else None
+        if keypair is None or not keypair.is_active:
+            raise unauthorized("unknown or revoked Jupyter token")
+        expected = jupyter_token(keypair.access_key, keypair.secret_key)
+        if not hmac.compare_digest(expected.encode(), token.encode()):
+            raise unauthorized("unknown or revoked Jupyter token")
+        return keypair
 
     async def _keypair(self, access_key: str) -> KeypairRecord | None:
         cached = self._keypairs.get(access_key)

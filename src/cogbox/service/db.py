@@ -1,4 +1,5 @@
-"""Persistence: keypairs, sessions and their events in SQL (SQLite by default, or PostgreSQL).
+"""Persistence: keypairs, sessions, their events and recently seen request signatures, in
+SQL (SQLite by default, or PostgreSQL).
 
 A sync SQLAlchemy engine; the async service calls it through `asyncio.to_thread`. Callers see
 plain frozen records, never ORM objects. Times are Unix seconds (floats), portable across
@@ -28,7 +29,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+_PURGE_INTERVAL_SECONDS = 60.0
 
 
 class _Base(DeclarativeBase):
@@ -59,6 +63,15 @@ class _Session(_Base):
     idle_timeout: Mapped[float] = mapped_column(Float)
     max_lifetime: Mapped[float] = mapped_column(Float)
     workdir: Mapped[str] = mapped_column(Text)
+
+
+class _SeenSignature(_Base):
+    """A signed request's signature, refused again until `expires_at` (replay protection
+    that survives a restart of the service)."""
+
+    __tablename__ = "seen_signatures"
+    signature: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class _Event(_Base):
@@ -133,6 +146,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite allows one writer; serialising here avoids "database is locked" retries.
         self._lock = threading.Lock()
+        self._next_purge = 0.0
         _Base.metadata.create_all(self.engine)
         self._protect_files()
 
@@ -200,6 +214,28 @@ class Database:
             query = query.where(_Session.status.in_(statuses))
         with self._session() as db:
             return [_record(row, SessionRecord) for row in db.scalars(query).all()]
+
+    # ------------------------------------------------------------------ replay protection
+
+    def remember_signature(self, signature: str, expires_at: float) -> bool:
+        """Record `signature` until `expires_at`; False if it is already recorded and has
+        not expired (the request is a replay). Expired signatures are purged as it goes."""
+        now = time.time()
+        try:
+            with self._session() as db:
+                row = db.get(_SeenSignature, signature)
+                if row is not None and row.expires_at > now:
+                    return False
+                if row is None:
+                    db.add(_SeenSignature(signature=signature, expires_at=expires_at))
+                else:
+                    row.expires_at = expires_at
+                if now >= self._next_purge:
+                    self._next_purge = now + _PURGE_INTERVAL_SECONDS
+                    db.execute(delete(_SeenSignature).where(_SeenSignature.expires_at <= now))
+                return True
+        except IntegrityError:
+            return False  # another service process on this database recorded it just now
 
     # ------------------------------------------------------------------ events
 

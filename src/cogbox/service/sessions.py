@@ -20,8 +20,11 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
+from cogbox.jail.launcher import reap_stale_jails
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, UnsafePathError
@@ -87,7 +90,20 @@ class SessionManager:
     # ------------------------------------------------------------------ lifecycle of the service
 
     async def open(self) -> None:
-        """Account for sessions a previous run left active (marked lost), start the reaper."""
+        """Account for sessions a previous run left active (marked lost), start the reaper.
+
+        If the previous run was killed (SIGKILL, a crash), its jails are still there and a
+        session's /home/work may still sit in the jail's quota filesystem: the launcher's
+        reaper stops those jails and copies /home/work back first, so the lost sessions'
+        files can be downloaded.
+        """
+        try:
+            reaped = await asyncio.to_thread(reap_stale_jails)
+        except (OSError, CogboxError):
+            log.exception("could not reap the jails of a previous run")
+        else:
+            if reaped:
+                log.info("removed %d jails a previous run left: %s", len(reaped), reaped)
         stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
         for record in stale:
             message = (
@@ -229,6 +245,28 @@ class SessionManager:
     def last_used(self, record: SessionRecord) -> float | None:
         live = self._live.get(record.id)
         return None if live is None else live.last_used
+
+    def touch(self, record: SessionRecord) -> None:
+        """Note that the session was used (outside `execute`): it is not idle."""
+        live = self._live.get(record.id)
+        if live is not None:
+            live.last_used = time.time()
+
+    def has_kernel(self, record: SessionRecord) -> bool:
+        """Whether the manager runs a kernel for the session (possibly a dead one)."""
+        return record.id in self._live
+
+    def kernel_alive(self, record: SessionRecord) -> bool:
+        live = self._live.get(record.id)
+        return live is not None and not live.dead and self.agent.state(record.id).alive
+
+    def connection_info(self, record: SessionRecord) -> dict[str, Any]:
+        """How to reach the session's kernel's sockets from this host (Jupyter's format)."""
+        self._running(record)
+        try:
+            return self.agent.connection_info(record.id)
+        except KernelError as exc:
+            raise conflict(str(exc)) from exc
 
     def _running(self, record: SessionRecord) -> _Live:
         live = self._live.get(record.id)

@@ -1,0 +1,194 @@
+"""`cogbox session`: persistent sessions on a cogbox service, from the command line.
+
+    export COGBOX_ENDPOINT=http://127.0.0.1:8090 COGBOX_ACCESS_KEY=... COGBOX_SECRET_KEY=...
+    cogbox session create cntk --name train
+    cogbox session exec train -c "x = 6 * 7"
+    cogbox session exec train -c "print(x)"      # 42: variables live between runs
+    cogbox session ls
+    cogbox session rm train
+
+Backend.AI's BACKEND_ENDPOINT/_ACCESS_KEY/_SECRET_KEY work too.
+"""
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, _ask, _show
+from cogbox.service.client import (
+    ACCESS_KEY_ENVS,
+    ENDPOINT_ENVS,
+    SECRET_KEY_ENVS,
+    Endpoint,
+    ServiceClient,
+)
+
+_T = TypeVar("_T")
+_ENDED = {"terminated", "lost", "error"}
+
+
+@click.group()
+@click.option("--endpoint", envvar=list(ENDPOINT_ENVS), help="The service's URL.")
+@click.option("--access-key", envvar=list(ACCESS_KEY_ENVS), help="Your keypair's access key.")
+@click.option("--secret-key", envvar=list(SECRET_KEY_ENVS), help="Your keypair's secret key.")
+@click.pass_context
+def session(
+    ctx: click.Context, endpoint: str | None, access_key: str | None, secret_key: str | None
+) -> None:
+    """Sessions on a cogbox service (`cogbox serve`): create, list, run code, remove."""
+    ctx.obj = (endpoint, access_key, secret_key)
+
+
+async def _with_client(endpoint: Endpoint, work: Callable[[ServiceClient], Awaitable[_T]]) -> _T:
+    async with ServiceClient(endpoint) as client:
+        return await work(client)
+
+
+def _endpoint(ctx: click.Context) -> Endpoint:
+    parent = ctx.find_object(tuple)
+    url, access_key, secret_key = parent if parent else (None, None, None)
+    return Endpoint.resolve(url, access_key, secret_key)
+
+
+def _run(ctx: click.Context, work: Callable[[ServiceClient], Awaitable[_T]]) -> _T:
+    return asyncio.run(_with_client(_endpoint(ctx), work))
+
+
+@contextmanager
+def _progress(message: str) -> Iterator[None]:
+    """A spinner on a terminal's stderr while something slow happens; nothing otherwise."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(message):
+        yield
+
+
+@session.command()
+@click.argument("image")
+@click.option("--name", help="A name to refer to the session by (default: generated).")
+@click.option("--idle-timeout", type=float, help="Seconds without runs before it is reaped.")
+@click.option("--max-lifetime", type=float, help="Seconds it may live at most.")
+@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE", help="Environment.")
+@click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
+@click.pass_context
+def create(
+    ctx: click.Context,
+    image: str,
+    name: str | None,
+    idle_timeout: float | None,
+    max_lifetime: float | None,
+    env_pairs: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Start a session of IMAGE; prints its name and id."""
+    env = {}
+    for pair in env_pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
+        env[key] = value
+    with _progress(f"starting a session of {image}..."):
+        created = _run(
+            ctx,
+            lambda client: client.create_session(
+                image, name=name, idle_timeout=idle_timeout, max_lifetime=max_lifetime, env=env
+            ),
+        )
+    if as_json:
+        click.echo(json.dumps(created, indent=1))
+    else:
+        click.echo(f"{created['name']}\t{created['id']}\t{created['status']}")
+
+
+@session.command(name="ls")
+@click.option("--all", "show_all", is_flag=True, help="Also sessions that ended.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sessions as JSON.")
+@click.pass_context
+def list_sessions(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List your sessions (active ones, unless --all)."""
+    sessions = _run(ctx, lambda client: client.list_sessions())
+    if not show_all:
+        sessions = [s for s in sessions if s["status"] not in _ENDED]
+    if as_json:
+        click.echo(json.dumps(sessions, indent=1))
+        return
+    table = Table("NAME", "ID", "IMAGE", "STATUS", "CREATED", "INFO", box=None)
+    for s in sessions:
+        table.add_row(
+            s["name"], s["id"], s["image"], s["status"], s["created_at"][:19], s["status_info"]
+        )
+    Console(width=200).print(table)
+
+
+@session.command(name="exec")
+@click.argument("ref")
+@click.option("-c", "--code", help="Code to run (instead of FILE).")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--timeout", type=float, help="Time limit of the run, in seconds.")
+@click.pass_context
+def exec_code(
+    ctx: click.Context, ref: str, code: str | None, file: Path | None, timeout: float | None
+) -> None:
+    """Run CODE (-c) or FILE ("-" for stdin) in session REF (its name or id).
+
+    Output is streamed live; variables stay for the next run. Exit status as `cogbox run`:
+    0 ok, 1 the code raised, 3 the kernel died, 124 --timeout passed, 130 Ctrl-C.
+    """
+    if (code is None) == (file is None):
+        raise click.UsageError("give either -c CODE or FILE")
+    if code is None:
+        assert file is not None
+        try:
+            code = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"cannot read {file}: {exc}", param_hint="FILE") from exc
+    run_code: str = code
+
+    async def stream(client: ServiceClient) -> int:
+        status = EXIT_OK
+        async for event in client.execute(ref, run_code, timeout=timeout, on_input=_ask):
+            status = _show(event, status)
+        return status
+
+    try:
+        status = _run(ctx, stream)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted", err=True)
+        status = EXIT_INTERRUPTED
+    sys.exit(status)
+
+
+@session.command(name="rm")
+@click.argument("refs", nargs=-1, required=True)
+@click.pass_context
+def remove(ctx: click.Context, refs: tuple[str, ...]) -> None:
+    """End sessions REFS (names or ids); their files are deleted."""
+
+    async def destroy(client: ServiceClient) -> None:
+        for ref in refs:
+            await client.destroy_session(ref)
+            click.echo(f"removed {ref}")
+
+    _run(ctx, destroy)
+
+
+@session.command()
+@click.pass_context
+def token(ctx: click.Context) -> None:
+    """Print your keypair's token for the service's Jupyter API (/api/kernels).
+
+    Jupyter clients send it as `Authorization: token <TOKEN>`; for jupyter_server's gateway
+    client also set JUPYTER_GATEWAY_WS_URL=ws://HOST:PORT/t/<TOKEN> (its WebSocket sends
+    no headers).
+    """
+    click.echo(_endpoint(ctx).jupyter_token)

@@ -1,0 +1,335 @@
+"""A small client of a cogbox service's native API (/v1), for the CLI and scripts.
+
+    endpoint = Endpoint.resolve()      # COGBOX_ENDPOINT / COGBOX_ACCESS_KEY / ... or BACKEND_*
+    async with ServiceClient(endpoint) as client:
+        session = await client.create_session("python")
+        async for event in client.execute(session["id"], "print(6 * 7)"):
+            ...                        # cogbox.kernel.events: Stdout("42\\n"), Finished(...)
+
+Requests are signed by `cogbox.service.auth.signed_headers`, the same code the service
+verifies with. `run_remote` is `cogbox run` against a service: a fresh session, one run
+streamed live, the session destroyed at the end (also on Ctrl-C).
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncGenerator, Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from yarl import URL
+
+from cogbox.errors import CogboxError
+from cogbox.kernel.events import (
+    Display,
+    Error,
+    Event,
+    Finished,
+    InputRequest,
+    KernelDied,
+    OutputTruncated,
+    Result,
+    Stderr,
+    Stdout,
+)
+from cogbox.service.auth import jupyter_token, signed_headers
+
+ENDPOINT_ENVS = ("COGBOX_ENDPOINT", "BACKEND_ENDPOINT")
+ACCESS_KEY_ENVS = ("COGBOX_ACCESS_KEY", "BACKEND_ACCESS_KEY")
+SECRET_KEY_ENVS = ("COGBOX_SECRET_KEY", "BACKEND_SECRET_KEY")
+_JSON = "application/json"
+_OCTETS = "application/octet-stream"  # what an empty body (and a WebSocket upgrade) signs as
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.kind: cls
+    for cls in (
+        Stdout,
+        Stderr,
+        Display,
+        Result,
+        Error,
+        InputRequest,
+        OutputTruncated,
+        Finished,
+        KernelDied,
+    )
+}
+
+InputHandler = Callable[[InputRequest], str]
+ProgressHandler = Callable[[str], None]
+
+
+class ServiceClientError(CogboxError):
+    """The service refused a request, or could not be reached; the message says which."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a cogbox service is and the keypair to sign requests with."""
+
+    url: str
+    access_key: str
+    secret_key: str
+
+    @classmethod
+    def resolve(
+        cls, url: str | None = None, access_key: str | None = None, secret_key: str | None = None
+    ) -> "Endpoint":
+        """The given values, else COGBOX_ENDPOINT/_ACCESS_KEY/_SECRET_KEY, else Backend.AI's
+        BACKEND_ENDPOINT/_ACCESS_KEY/_SECRET_KEY. Raises ServiceClientError naming what is
+        missing."""
+        url = url or _env(ENDPOINT_ENVS)
+        access_key = access_key or _env(ACCESS_KEY_ENVS)
+        secret_key = secret_key or _env(SECRET_KEY_ENVS)
+        missing = [
+            name
+            for name, value in (
+                ("--endpoint / COGBOX_ENDPOINT", url),
+                ("--access-key / COGBOX_ACCESS_KEY", access_key),
+                ("--secret-key / COGBOX_SECRET_KEY", secret_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise ServiceClientError(
+                f"missing {', '.join(missing)} (Backend.AI's BACKEND_* variables work too; "
+                "make a keypair with `cogbox keypair create`)"
+            )
+        assert url and access_key and secret_key
+        if not url.startswith(("http://", "https://")):
+            raise ServiceClientError(f"the endpoint {url!r} must start with http:// or https://")
+        return cls(url.rstrip("/"), access_key, secret_key)
+
+    @property
+    def jupyter_token(self) -> str:
+        """The keypair's token for the service's Jupyter API (/api/kernels)."""
+        return jupyter_token(self.access_key, self.secret_key)
+
+
+def _env(names: tuple[str, ...]) -> str | None:
+    return next((os.environ[name] for name in names if os.environ.get(name)), None)
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event a service sent as JSON (the inverse of `event_to_dict`)."""
+    kind = data.get("kind")
+    cls = _EVENT_TYPES.get(str(kind))
+    if cls is None:
+        raise ServiceClientError(f"the service sent an unknown event kind {kind!r}")
+    names = {f.name for f in fields(cls)}
+    event: Event = cls(**{key: value for key, value in data.items() if key in names})
+    return event
+
+
+class ServiceClient:
+    """Signed calls to one service's native API; use as `async with`."""
+
+    def __init__(self, endpoint: Endpoint, *, timeout: float = 300.0) -> None:
+        self.endpoint = endpoint
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._http: aiohttp.ClientSession | None = None
+        base = URL(endpoint.url)
+        port = "" if base.is_default_port() else f":{base.port}"
+        self._host = f"{base.raw_host}{port}"
+        self._prefix = base.raw_path.rstrip("/")
+
+    async def __aenter__(self) -> "ServiceClient":
+        self._http = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create_session(
+        self,
+        image: str,
+        *,
+        name: str | None = None,
+        idle_timeout: float | None = None,
+        max_lifetime: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"image": image, "env": env or {}}
+        for key, value in (
+            ("name", name),
+            ("idle_timeout", idle_timeout),
+            ("max_lifetime", max_lifetime),
+        ):
+            if value is not None:
+                body[key] = value
+        return dict(await self._call("POST", "/v1/sessions", body))
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        return list((await self._call("GET", "/v1/sessions"))["sessions"])
+
+    async def get_session(self, ref: str) -> dict[str, Any]:
+        return dict(await self._call("GET", f"/v1/sessions/{ref}"))
+
+    async def destroy_session(self, ref: str) -> None:
+        await self._call("DELETE", f"/v1/sessions/{ref}")
+
+    async def download(self, ref: str, path: str) -> bytes:
+        query = urlencode({"path": path})
+        data = await self._call("GET", f"/v1/sessions/{ref}/files/content?{query}", raw=True)
+        assert isinstance(data, bytes)
+        return data
+
+    async def execute(
+        self,
+        ref: str,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_input: Callable[[InputRequest], Any] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """One run over the session's WebSocket, its events as they come, ending with the
+        terminal event. `on_input` answers input() (called in a thread, so the socket stays
+        served while it waits); without it the code gets an empty line."""
+        path = f"/v1/sessions/{ref}/stream"
+        try:
+            ws = await self._session().ws_connect(
+                self._url(path), headers=self._headers("GET", path, _OCTETS), heartbeat=30.0
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            await self.get_session(ref)  # raises the service's own explanation (no such session)
+            raise ServiceClientError(
+                f"the service refused the stream of session {ref!r} (HTTP {exc.status})",
+                exc.status,
+            ) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise ServiceClientError(
+                f"cannot reach the cogbox service at {self.endpoint.url}: {exc}"
+            ) from exc
+        async with ws:
+            await ws.send_json({"code": code, **({"timeout": timeout} if timeout else {})})
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                data = json.loads(message.data)
+                if data.get("kind") == "problem":
+                    raise _error(int(data.get("status", 0)), data)
+                event = event_from_dict(data)
+                yield event
+                if isinstance(event, InputRequest):
+                    answer = await asyncio.to_thread(on_input, event) if on_input else ""
+                    await ws.send_json({"input": str(answer)})
+                if isinstance(event, Finished | KernelDied):
+                    return
+        raise ServiceClientError("the service closed the stream before the run finished")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("use ServiceClient as `async with ServiceClient(...) as client`")
+        return self._http
+
+    def _url(self, path: str) -> str:
+        return self.endpoint.url + path
+
+    def _headers(self, method: str, path: str, content_type: str) -> dict[str, str]:
+        headers = signed_headers(
+            access_key=self.endpoint.access_key,
+            secret_key=self.endpoint.secret_key,
+            method=method,
+            path_with_query=self._prefix + path,
+            host=self._host,
+            content_type=content_type,
+        )
+        headers["Host"] = self._host
+        return headers
+
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, raw: bool = False
+    ) -> Any:
+        content_type = _JSON if body is not None else _OCTETS
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            async with self._session().request(
+                method,
+                self._url(path),
+                data=data,
+                headers=self._headers(method, path, content_type),
+            ) as response:
+                payload = await response.read()
+                if response.status >= 400:
+                    try:
+                        problem = json.loads(payload)
+                    except ValueError:
+                        problem = {"msg": payload.decode(errors="replace")[:500]}
+                    raise _error(response.status, problem)
+        except aiohttp.ClientConnectionError as exc:
+            raise ServiceClientError(
+                f"cannot reach the cogbox service at {self.endpoint.url}: {exc}"
+            ) from exc
+        if raw:
+            return payload
+        return json.loads(payload) if payload else None
+
+
+def _error(status: int, problem: dict[str, Any]) -> ServiceClientError:
+    code = str(problem.get("error") or "")
+    message = str(problem.get("msg") or problem.get("title") or "request refused")
+    return ServiceClientError(f"the service refused: {message} (HTTP {status})", status, code)
+
+
+def run_remote(
+    endpoint: Endpoint,
+    image: str,
+    code: str,
+    *,
+    timeout: float | None = None,
+    on_input: InputHandler | None = None,
+    on_progress: ProgressHandler | None = None,
+) -> Iterator[Event]:
+    """`cogbox run` on a service: start a session of `image`, run `code` in it, yield its
+    events live, then destroy the session (also when the caller stops early or on Ctrl-C).
+
+    `on_progress` is told what is happening before the first event ("starting a session of
+    cntk"), and "" once the session runs: a CLI shows a spinner in between.
+    """
+    loop = asyncio.new_event_loop()
+    client = ServiceClient(endpoint)
+    session_id: str | None = None
+    events: AsyncGenerator[Event, None] | None = None
+    try:
+        loop.run_until_complete(client.__aenter__())
+        if on_progress is not None:
+            on_progress(f"starting a session of {image} at {endpoint.url}")
+        try:
+            created = loop.run_until_complete(client.create_session(image))
+        finally:
+            if on_progress is not None:
+                on_progress("")
+        session_id = str(created["id"])
+        events = client.execute(session_id, code, timeout=timeout, on_input=on_input)
+        while True:
+            try:
+                event = loop.run_until_complete(anext(events))
+            except StopAsyncIteration:
+                break
+            yield event
+    finally:
+        try:
+            if events is not None:
+                # Still running if Ctrl-C cut it short: then it cannot be closed; the
+                # destroy below ends the run on the service anyway.
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(events.aclose())
+            if session_id is not None:
+                loop.run_until_complete(client.destroy_session(session_id))
+        finally:
+            loop.run_until_complete(client.__aexit__())
+            loop.close()

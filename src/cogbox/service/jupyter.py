@@ -1,0 +1,502 @@
+"""Jupyter Server's kernels API on cogbox sessions, so Jupyter's own clients use them.
+
+    GET    /api                                  {"version": ...}
+    GET    /api/kernelspecs                      one spec per ready image, named cogbox-<image>
+    GET    /api/kernelspecs/{name}               one of them
+    GET    /api/kernels                          this keypair's active sessions, as kernels
+    POST   /api/kernels                          {"name": "cogbox-cntk"}: 201 + kernel model
+    GET    /api/kernels/{id}                     {id, name, last_activity, execution_state,
+                                                  connections}
+    DELETE /api/kernels/{id}                     204; the session ends (its files too)
+    POST   /api/kernels/{id}/interrupt           204
+    POST   /api/kernels/{id}/restart             200 + model; variables lost, files kept
+    WS     /api/kernels/{id}/channels            Jupyter messages of every channel, as JSON
+    WS     /t/{token}/api/kernels/{id}/channels  the same, for clients that send no headers
+
+A kernel is a session: its id is the session's id, so the native and Backend.AI APIs see
+it too. Auth is the keypair's Jupyter token (`cogbox.service.auth.jupyter_token`, printed by
+`cogbox session token`) as `Authorization: token <T>` or `?token=<T>`; a keypair sees only
+its own kernels. jupyter_server's `GatewayKernelClient` (used by nbclient through
+`GatewayKernelManager`) opens its WebSocket with no headers at all: give it the token in
+the path, `JUPYTER_GATEWAY_WS_URL=ws://HOST:PORT/t/<T>`.
+
+The WebSocket speaks Jupyter Server's default framing: one JSON text frame per message
+(`header`, `parent_header`, `metadata`, `content`, `channel`), or the binary frame with
+buffer offsets for messages that carry buffers. Each connection gets its own sockets on the
+kernel (a DEALER identity of its own on shell/stdin, a SUB on iopub), and messages are
+relayed as they are: signed with the kernel's key on the way in, checked on the way out,
+so clients never need the key. A client message without `channel` goes to shell (as in
+Jupyter Server), except `input_reply`, which only makes sense on stdin.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import struct
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from aiohttp import WSMsgType, web
+from jupyter_client.jsonutil import json_default
+from jupyter_client.session import Session as Signer
+
+from cogbox.images.store import ImageStore
+from cogbox.service.backendai import json_body, keypair_of
+from cogbox.service.db import SessionRecord
+from cogbox.service.errors import ServiceError, bad_request, not_found
+from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
+
+API_VERSION = "2.14.0"  # the Jupyter Server REST API this surface follows
+TOKEN_PREFIX = "/t/"
+KERNEL_NAME_PREFIX = "cogbox-"
+_ALIASES = {"python3": "python"}  # a notebook's default kernel name -> our image
+_CHANNELS = ("shell", "control", "stdin", "iopub")
+_NUDGE_SECONDS = 5.0
+_WATCH_SECONDS = 1.0
+_BATCH = 64  # most messages taken from one socket before the others get a turn
+_RECONNECT_MS = 100
+_DROPPED_ENV = {"KERNEL_WORKING_DIR", "KERNEL_USERNAME"}  # meaningless inside the jail
+log = logging.getLogger(__name__)
+
+
+def kernel_name(image: str) -> str:
+    return KERNEL_NAME_PREFIX + image
+
+
+def image_of(name: str) -> str:
+    """The image a kernel name asks for: cogbox-<image>, a bare image name, or python3."""
+    name = _ALIASES.get(name, name)
+    return name.removeprefix(KERNEL_NAME_PREFIX)
+
+
+def token_of(request: web.Request) -> str | None:
+    """The Jupyter token a request carries: in the path, the Authorization header or ?token."""
+    if "token" in request.match_info:
+        return request.match_info["token"]
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() in ("token", "bearer") and value.strip():
+        return value.strip()
+    return request.query.get("token")
+
+
+def is_jupyter_path(path: str) -> bool:
+    return path == "/api" or path.startswith(("/api/", TOKEN_PREFIX))
+
+
+@dataclass
+class _KernelActivity:
+    """What the open WebSockets have seen of a kernel."""
+
+    connections: int = 0
+    execution_state: str = "idle"
+    last_activity: float = 0.0
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+
+class JupyterGateway:
+    """The Jupyter surface's state: open WebSockets and what they saw, per kernel."""
+
+    def __init__(self, manager: SessionManager, store: ImageStore | None = None) -> None:
+        self.manager = manager
+        self.store = store or ImageStore()
+        self._context = zmq.asyncio.Context()
+        self._activity: dict[str, _KernelActivity] = {}
+
+    def activity(self, kernel_id: str) -> _KernelActivity:
+        return self._activity.setdefault(kernel_id, _KernelActivity())
+
+    def model(self, record: SessionRecord) -> dict[str, Any]:
+        """Jupyter Server's kernel model of a session."""
+        seen = self._activity.get(record.id) or _KernelActivity()
+        if record.status == "starting":
+            state = "starting"
+        elif record.status != "running" or not self.manager.kernel_alive(record):
+            state = "dead"
+        elif self.manager.is_busy(record):
+            state = "busy"
+        else:
+            state = seen.execution_state
+        last = max(
+            seen.last_activity,
+            self.manager.last_used(record) or 0.0,
+            record.status_changed_at,
+        )
+        return {
+            "id": record.id,
+            "name": kernel_name(record.image),
+            # Exactly this format: jupyter_server's gateway client parses it with strptime.
+            "last_activity": datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "execution_state": state,
+            "connections": seen.connections,
+        }
+
+    def kernelspecs(self) -> dict[str, Any]:
+        images = sorted({image.name for image in self.store.images() if image.ready})
+        specs = {kernel_name(name): self._spec(name) for name in images}
+        default = kernel_name("python") if "python" in images else next(iter(specs), "")
+        return {"default": default, "kernelspecs": specs}
+
+    def _spec(self, image_name: str) -> dict[str, Any]:
+        image = self.store.find(image_name)
+        manifest = image.manifest if image is not None else {}
+        description = str(manifest.get("description") or image_name)
+        return {
+            "name": kernel_name(image_name),
+            "spec": {
+                "argv": [],  # started by the service, never by the client
+                "env": {},
+                "display_name": f"{description} (cogbox)",
+                "language": str(manifest.get("kernel", {}).get("runtime_type") or "python"),
+                "interrupt_mode": "signal",
+                "metadata": {"cogbox": {"image": image_name}},
+            },
+            "resources": {},
+        }
+
+    async def disconnect_all(self) -> None:
+        """Close every WebSocket (the service is stopping: it waits for open handlers)."""
+        for seen in list(self._activity.values()):
+            for ws in list(seen.sockets):
+                with contextlib.suppress(Exception):
+                    await ws.close(code=1001, message=b"the service is stopping")
+
+    def close(self) -> None:
+        self._context.destroy(linger=0)
+
+    async def disconnect(self, kernel_id: str) -> None:
+        """Close the kernel's WebSockets (it was shut down)."""
+        seen = self._activity.pop(kernel_id, None)
+        for ws in list(seen.sockets if seen else ()):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000, message=b"the kernel was shut down")
+
+    async def serve_channels(self, ws: web.WebSocketResponse, record: SessionRecord) -> None:
+        """Relay between an open WebSocket and the session's kernel until either ends."""
+        info = self.manager.connection_info(record)
+        sockets = _KernelSockets(self._context, info)
+        seen = self.activity(record.id)
+        seen.connections += 1
+        seen.sockets.add(ws)
+        try:
+            nudges = await sockets.nudge(_NUDGE_SECONDS)
+            relay = _Relay(ws, sockets, nudges, record, self)
+            await relay.run()
+        finally:
+            seen.connections -= 1
+            seen.sockets.discard(ws)
+            sockets.close()
+
+
+class _KernelSockets:
+    """One WebSocket's own sockets on a kernel, and the signer for the kernel's key."""
+
+    def __init__(self, context: zmq.asyncio.Context, info: dict[str, Any]) -> None:
+        self.signer = Signer(
+            key=str(info.get("key", "")).encode(),
+            signature_scheme=str(info.get("signature_scheme") or "hmac-sha256"),
+        )
+        identity = secrets.token_hex(8).encode()
+        # stdin shares shell's identity: the kernel sends input_request to the sender of the
+        # execute_request.
+        kinds = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
+        self.by_channel: dict[str, zmq.asyncio.Socket] = {}
+        for channel, kind in kinds.items():
+            sock = context.socket(kind)
+            sock.linger = 0
+            sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)  # a restarted kernel is found fast
+            if channel in ("shell", "stdin"):
+                sock.setsockopt(zmq.IDENTITY, identity)
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(_endpoint(info, channel))
+            self.by_channel[channel] = sock
+        self.channel_of = {sock: name for name, sock in self.by_channel.items()}
+
+    async def nudge(self, timeout: float) -> set[str]:
+        """Wait until iopub receives (a SUB socket misses what is published before its
+        subscription arrives), by asking kernel_info until a status message comes back.
+        Returns the ids of the requests it sent, whose replies are not the client's."""
+        ids: set[str] = set()
+        iopub = self.by_channel["iopub"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            request = self.signer.msg("kernel_info_request")
+            ids.add(request["header"]["msg_id"])
+            await self.by_channel["shell"].send_multipart(self.signer.serialize(request))
+            if await iopub.poll(500):
+                break
+        return ids
+
+    async def send(self, channel: str, msg: dict[str, Any], buffers: list[bytes]) -> None:
+        frames = self.signer.serialize(msg)
+        await self.by_channel[channel].send_multipart([*frames, *buffers])
+
+    async def read(self, sock: zmq.asyncio.Socket) -> list[dict[str, Any]]:
+        """The messages queued on `sock` (at most a batch), verified and decoded."""
+        messages: list[dict[str, Any]] = []
+        for _ in range(_BATCH):
+            if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+                break
+            frames = await sock.recv_multipart()
+            try:
+                _, rest = self.signer.feed_identities(frames)
+                msg = self.signer.deserialize(rest)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("dropped a kernel message that did not verify: %s", exc)
+                continue
+            msg["channel"] = self.channel_of[sock]
+            messages.append(msg)
+        return messages
+
+    def close(self) -> None:
+        for sock in self.by_channel.values():
+            sock.close(linger=0)
+
+
+class _Relay:
+    """Messages both ways between one WebSocket and its kernel sockets."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        sockets: _KernelSockets,
+        nudges: set[str],
+        record: SessionRecord,
+        gateway: JupyterGateway,
+    ) -> None:
+        self.ws = ws
+        self.sockets = sockets
+        self.nudges = nudges
+        self.record = record
+        self.gateway = gateway
+        self.seen = gateway.activity(record.id)
+
+    async def run(self) -> None:
+        inbound = asyncio.create_task(self._from_client())
+        outbound = asyncio.create_task(self._to_client())
+        try:
+            await asyncio.wait([inbound, outbound], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (inbound, outbound):
+                task.cancel()
+            for task in (inbound, outbound):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _from_client(self) -> None:
+        async for message in self.ws:
+            if message.type == WSMsgType.TEXT:
+                decoded = _from_json(message.data)
+            elif message.type == WSMsgType.BINARY:
+                decoded = _from_binary(message.data)
+            else:
+                break
+            if decoded is None:
+                log.warning("dropped a malformed message from a Jupyter client")
+                continue
+            msg, buffers = decoded
+            channel = msg.pop("channel", None) or _default_channel(msg)
+            if channel not in ("shell", "control", "stdin"):
+                continue  # iopub and hb are not the client's to send on
+            self._touch()
+            try:
+                await self.sockets.send(channel, msg, buffers)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("dropped a Jupyter message the kernel cannot take: %s", exc)
+
+    async def _to_client(self) -> None:
+        poller = zmq.asyncio.Poller()
+        for sock in self.sockets.by_channel.values():
+            poller.register(sock, zmq.POLLIN)
+        told_dead = False
+        while not self.ws.closed:
+            ready = await poller.poll(_WATCH_SECONDS * 1000)
+            for sock, _ in ready:
+                for msg in await self.sockets.read(sock):
+                    if msg["parent_header"].get("msg_id") in self.nudges:
+                        continue
+                    self._note(msg)
+                    await _send(self.ws, msg)
+            if not self.gateway.manager.has_kernel(self.record):
+                await self.ws.close(code=1000, message=b"the kernel was shut down")
+                return
+            alive = self.gateway.manager.kernel_alive(self.record)
+            if not alive and not told_dead:
+                # As Jupyter Server does: the client learns of the death on iopub.
+                await _send(self.ws, _status_message(self.sockets.signer, "dead"))
+                self.seen.execution_state = "dead"
+            told_dead = not alive
+
+    def _note(self, msg: dict[str, Any]) -> None:
+        self._touch()
+        if msg["channel"] == "iopub" and msg["msg_type"] == "status":
+            self.seen.execution_state = str(msg["content"].get("execution_state", "idle"))
+
+    def _touch(self) -> None:
+        self.seen.last_activity = time.time()
+        self.gateway.manager.touch(self.record)
+
+
+def routes(gateway: JupyterGateway) -> web.RouteTableDef:
+    """Jupyter Server's kernels and kernelspecs routes, served by `gateway`."""
+    table = web.RouteTableDef()
+    manager = gateway.manager
+
+    async def kernel_of(request: web.Request) -> SessionRecord:
+        kernel_id = request.match_info["kernel_id"]
+        record = await manager.find(keypair_of(request), kernel_id)
+        if record.status not in ACTIVE:
+            raise not_found(f"kernel {kernel_id} ended ({record.status}: {record.status_info})")
+        return record
+
+    @table.get("/api")
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": API_VERSION})
+
+    @table.get("/api/kernelspecs")
+    async def kernelspecs(request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(gateway.kernelspecs))
+
+    @table.get("/api/kernelspecs/{name}")
+    async def kernelspec(request: web.Request) -> web.Response:
+        specs = (await asyncio.to_thread(gateway.kernelspecs))["kernelspecs"]
+        name = kernel_name(image_of(request.match_info["name"]))
+        if name not in specs:
+            raise not_found(f"no kernelspec {request.match_info['name']!r}; see /api/kernelspecs")
+        return web.json_response(specs[name])
+
+    @table.get("/api/kernels")
+    async def list_kernels(request: web.Request) -> web.Response:
+        records = await manager.list_sessions(keypair_of(request), ACTIVE)
+        return web.json_response([gateway.model(record) for record in records])
+
+    @table.post("/api/kernels")
+    async def start(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        name = body.get("name") or kernel_name("python")
+        env = body.get("env") or {}
+        if not isinstance(name, str):
+            raise bad_request("'name' must be a kernelspec name, e.g. 'cogbox-python'")
+        if not isinstance(env, dict):
+            raise bad_request("'env' must be an object of strings")
+        record, _ = await manager.create(
+            keypair_of(request),
+            CreateRequest(
+                image=image_of(name),
+                env={str(k): str(v) for k, v in env.items() if k not in _DROPPED_ENV},
+            ),
+        )
+        response = web.json_response(gateway.model(record), status=201)
+        response.headers["Location"] = f"/api/kernels/{record.id}"
+        return response
+
+    @table.get("/api/kernels/{kernel_id}")
+    async def get(request: web.Request) -> web.Response:
+        return web.json_response(gateway.model(await kernel_of(request)))
+
+    @table.delete("/api/kernels/{kernel_id}")
+    async def shutdown(request: web.Request) -> web.Response:
+        record = await kernel_of(request)
+        await manager.destroy(record, message="shut down by its owner (Jupyter API)")
+        await gateway.disconnect(record.id)
+        return web.Response(status=204)
+
+    @table.post("/api/kernels/{kernel_id}/interrupt")
+    async def interrupt(request: web.Request) -> web.Response:
+        await manager.interrupt(await kernel_of(request))
+        return web.Response(status=204)
+
+    @table.post("/api/kernels/{kernel_id}/restart")
+    async def restart(request: web.Request) -> web.Response:
+        record = await kernel_of(request)
+        await manager.restart(record)
+        gateway.activity(record.id).execution_state = "idle"
+        return web.json_response(gateway.model(await kernel_of(request)))
+
+    async def channels(request: web.Request) -> web.WebSocketResponse:
+        record = await kernel_of(request)
+        if not manager.has_kernel(record):
+            raise ServiceError(409, "conflict", f"kernel {record.id} runs no kernel process")
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 << 20)
+        await ws.prepare(request)
+        await gateway.serve_channels(ws, record)
+        return ws
+
+    table.get("/api/kernels/{kernel_id}/channels")(channels)
+    table.get(TOKEN_PREFIX + "{token}/api/kernels/{kernel_id}/channels")(channels)
+    return table
+
+
+def _endpoint(info: dict[str, Any], channel: str) -> str:
+    transport = str(info.get("transport") or "tcp")
+    join = ":" if transport == "tcp" else "-"
+    return f"{transport}://{info['ip']}{join}{info[f'{channel}_port']}"
+
+
+def _default_channel(msg: dict[str, Any]) -> str:
+    header = msg.get("header")
+    kind = header.get("msg_type") if isinstance(header, dict) else None
+    return "stdin" if kind == "input_reply" else "shell"
+
+
+def _from_json(text: str) -> tuple[dict[str, Any], list[bytes]] | None:
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return None
+    return _checked(msg, [])
+
+
+def _checked(msg: object, buffers: list[bytes]) -> tuple[dict[str, Any], list[bytes]] | None:
+    if not isinstance(msg, dict):
+        return None
+    for key in ("header", "parent_header", "metadata", "content"):
+        msg.setdefault(key, {})
+        if not isinstance(msg[key], dict):
+            return None
+    msg.pop("buffers", None)
+    return msg, buffers
+
+
+def _from_binary(data: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
+    """Jupyter's legacy binary frame: count, offsets (big-endian uint32), JSON, buffers."""
+    try:
+        (count,) = struct.unpack("!I", data[:4])
+        offsets = list(struct.unpack(f"!{count}I", data[4 : 4 * (count + 1)]))
+        offsets.append(len(data))
+        parts = [data[offsets[i] : offsets[i + 1]] for i in range(count)]
+        msg = json.loads(parts[0])
+    except (struct.error, ValueError, IndexError):
+        return None
+    return _checked(msg, parts[1:])
+
+
+def _to_binary(msg: dict[str, Any], buffers: list[bytes]) -> bytes:
+    parts = [json.dumps(msg, default=json_default).encode(), *buffers]
+    offsets = [4 * (len(parts) + 1)]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + len(part))
+    return struct.pack(f"!{len(parts) + 1}I", len(parts), *offsets) + b"".join(parts)
+
+
+async def _send(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+    buffers = [bytes(buffer) for buffer in msg.pop("buffers", None) or []]
+    if ws.closed:
+        return
+    with contextlib.suppress(ConnectionResetError):
+        if buffers:
+            await ws.send_bytes(_to_binary(msg, buffers))
+        else:
+            await ws.send_str(json.dumps(msg, default=json_default))
+
+
+def _status_message(signer: Signer, state: str) -> dict[str, Any]:
+    msg = signer.msg("status", {"execution_state": state})
+    msg["channel"] = "iopub"
+    return msg

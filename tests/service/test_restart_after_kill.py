@@ -1,0 +1,71 @@
+"""A SIGKILL of `cogbox serve` loses no work: at the next start the killed run's jails are
+reaped (/home/work copied back out of the jail's quota filesystem), its sessions are listed
+`lost` with their files downloadable, and a signed request seen before the kill is still
+refused as a replay.
+
+Attack family (replay test): bugs in the service's own API (replayed signed requests)."""
+
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from cogbox.images.store import Image
+from tests.service.support import Service, needs_runc
+
+
+@dataclass
+class AfterKill:
+    session_id: str
+    listed: list[tuple[str, str]]
+    download: requests.Response
+    replayed: requests.Response
+    first_use_status: int
+
+
+@pytest.fixture(scope="module")
+def after_kill(
+    python_image: Image, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AfterKill]:
+    if not needs_runc():
+        pytest.skip("sessions need root and runc")
+    directory: Path = tmp_path_factory.mktemp("killed")
+    service = Service(directory, f"sqlite:///{directory / 'cogbox.db'}").start()
+    try:
+        client = service.keypair()
+        ref = client.create()["id"]
+        client.execute(ref, "open('results.txt', 'w').write('trained')")
+        # A signed request, used once before the kill and replayed after the restart.
+        prepared = requests.Request("GET", service.url + "/v1/sessions", auth=client.signer)
+        request = prepared.prepare()
+        first = requests.Session().send(request, timeout=30)
+        assert service.process is not None
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait(30)
+        service.start()
+        listed = client.request("GET", "/v1/sessions").json()["sessions"]
+        download = client.request(
+            "GET", f"/v1/sessions/{ref}/files/content", params={"path": "results.txt"}
+        )
+        replayed = requests.Session().send(request, timeout=30)
+        yield AfterKill(
+            ref, [(s["id"], s["status"]) for s in listed], download, replayed, first.status_code
+        )
+    finally:
+        service.stop()
+
+
+def test_session_is_listed_lost_after_the_service_was_killed(after_kill: AfterKill) -> None:
+    assert after_kill.listed == [(after_kill.session_id, "lost")]
+
+
+def test_files_of_a_session_survive_a_sigkill_of_the_service(after_kill: AfterKill) -> None:
+    assert (after_kill.download.status_code, after_kill.download.content) == (200, b"trained")
+
+
+def test_signed_request_replayed_after_a_restart_is_refused(after_kill: AfterKill) -> None:
+    assert (after_kill.first_use_status, after_kill.replayed.status_code) == (200, 401)
+    assert after_kill.replayed.json()["error"] == "replayed-request"

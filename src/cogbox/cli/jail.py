@@ -8,7 +8,7 @@ from types import FrameType
 import click
 
 from cogbox.images.store import ImageStore
-from cogbox.jail.launcher import Jail, JailSpec, reap_stale_jails
+from cogbox.jail.launcher import RUNTIMES, Jail, JailSpec, reap_stale_jails
 from cogbox.jail.policy import default_policy, load_policy
 
 
@@ -31,12 +31,20 @@ def jail() -> None:
     help="Host directory shown as /home/work (default: a temporary one, deleted after).",
 )
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Request a variable.")
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default="runc",
+    show_default=True,
+    help="OCI runtime: runc, or runsc (gVisor, a user-space kernel: the stronger boundary).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     image_name: str,
     policy_file: Path | None,
     workdir: Path | None,
     env_pairs: tuple[str, ...],
+    runtime: str,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND in IMAGE's jail, streaming its output; exit with its status.
@@ -62,7 +70,7 @@ def run(
         workdir.mkdir(parents=True, exist_ok=True)
 
     spec = JailSpec(image, policy, list(command), workdir=workdir, env=env)
-    runner = Jail()
+    runner = Jail(runtime=runtime)
 
     # runc runs in its own session; pass the terminal's Ctrl-C and a TERM on to the command.
     def forward(signum: int, _frame: FrameType | None) -> None:

@@ -326,7 +326,9 @@ class Jail:
             "run",
             "--bundle", str(self.bundle),
             "--pid-file", str(pid_file),
-            "--no-new-keyring",  # session keyrings are not namespaced: never share the host's
+            # Session keyrings are not namespaced: never share the host's. (gVisor has no
+            # host keyring to share, and no such flag.)
+            *(["--no-new-keyring"] if self.runtime == "runc" else []),
             self.id,
         ]  # fmt: skip
         # close_fds (the default) keeps every host fd but 0-2 away from runc and the jail;
@@ -355,12 +357,20 @@ class Jail:
 
     def _runtime_command(self) -> list[str]:
         assert self.bundle is not None
-        return [
+        command = [
             self.runtime,
             "--root", str(self.runtime_root),
             "--log", str(self.bundle / "runtime.log"),
             "--log-format", "json",
         ]  # fmt: skip
+        if self.runtime == "runsc" and self._spec is not None:
+            # gVisor brings its own network stack ("none": loopback only), and applies the
+            # policy's seccomp whitelist inside its kernel only when asked to.
+            command.append(
+                "--network=host" if self._spec.policy.network == "host" else "--network=none"
+            )
+            command.append("--oci-seccomp")
+        return command
 
     def _wait_started(self, pid_file: Path) -> None:
         # runc writes the pid file once the command runs; if runc exits first, the start

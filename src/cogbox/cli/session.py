@@ -63,14 +63,15 @@ def _run(ctx: click.Context, work: Callable[[ServiceClient], Awaitable[_T]]) -> 
 
 
 @contextmanager
-def _progress(message: str) -> Iterator[None]:
-    """A spinner on a terminal's stderr while something slow happens; nothing otherwise."""
+def _progress(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal's stderr while something slow happens; nothing otherwise.
+    Yields a function that changes the spinner's text (e.g. to an image build's step)."""
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield
+        yield lambda _: None
         return
-    with console.status(message):
-        yield
+    with console.status(message) as status:
+        yield lambda text: status.update(text or message)
 
 
 @session.command()
@@ -90,18 +91,27 @@ def create(
     env_pairs: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Start a session of IMAGE; prints its name and id."""
+    """Start a session of IMAGE; prints its name and id.
+
+    If the service has no image IMAGE built yet, it builds it from its recipe first (the
+    spinner shows the build's steps); that can take minutes.
+    """
     env = {}
     for pair in env_pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
         env[key] = value
-    with _progress(f"starting a session of {image}..."):
+    with _progress(f"starting a session of {image}...") as show:
         created = _run(
             ctx,
             lambda client: client.create_session(
-                image, name=name, idle_timeout=idle_timeout, max_lifetime=max_lifetime, env=env
+                image,
+                name=name,
+                idle_timeout=idle_timeout,
+                max_lifetime=max_lifetime,
+                env=env,
+                on_progress=show,
             ),
         )
     if as_json:

@@ -3,18 +3,24 @@
 `Agent` is the seam between the manager (auth, bookkeeping, APIs) and where kernels run.
 `LocalAgent` runs them on this host through `cogbox.kernel.session`; a remote agent (another
 node, reached over the network) can implement the same protocol later without the manager
-changing. Blocking kernel calls run in the agent's own threads, never on the event loop.
+changing. Blocking kernel calls and image builds run in the agent's own threads, never on
+the event loop.
 """
 
 import asyncio
 import contextlib
+import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cogbox.config import recipes_dir
+from cogbox.images.builder import build_image
+from cogbox.images.recipe import LoadedRecipe, load_recipe
+from cogbox.images.store import ImageNotFound, ImageStore
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied
 from cogbox.kernel.files import FileEntry, list_dir, read_file
@@ -22,6 +28,10 @@ from cogbox.kernel.session import Session, start_session
 
 _MAX_THREADS = 128
 _DONE = object()
+_REPORT_WAIT_S = 30.0
+
+BuildProgress = Callable[[str], Awaitable[None]]
+"""Told each step of an image build as it starts ("install Python packages")."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,12 @@ class BatchCommand:
 
 class Agent(Protocol):
     """Where kernels run. Every method may raise KernelError with a message for the user."""
+
+    async def prepare_image(self, image: str, progress: BuildProgress) -> None:
+        """Make sure a ready `image` exists where kernels run, building it from its recipe
+        if needed (`progress` hears each build step; not called when no build is needed).
+        Raises ImageNotFound when there is neither an image nor a recipe of that name."""
+        ...
 
     async def start(self, spec: KernelSpec) -> None: ...
 
@@ -88,9 +104,12 @@ class Agent(Protocol):
 class LocalAgent:
     """Kernels in jails on this host, one `cogbox.kernel.session.Session` each."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: ImageStore | None = None, recipes: Path | None = None) -> None:
         self._sessions: dict[str, Session] = {}
         self._threads = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="cogbox-agent")
+        self._store = store or ImageStore()
+        self._recipes = recipes
+        self._builds: dict[str, _Build] = {}
 
     async def _call(self, function: object, *args: object) -> object:
         loop = asyncio.get_running_loop()
@@ -101,6 +120,45 @@ class LocalAgent:
         if session is None:
             raise KernelError(f"no kernel runs for session {session_id}")
         return session
+
+    async def prepare_image(self, image: str, progress: BuildProgress) -> None:
+        """Builds run one per image: a second caller joins the running build (hearing its
+        latest step at once, then the rest) instead of starting its own."""
+        if await self._call(self._store.find, image) is not None:
+            return
+        build = self._builds.get(image)
+        if build is None:
+            build = _Build()
+            self._builds[image] = build
+            build.task = asyncio.create_task(self._build(image, build))
+            build.task.add_done_callback(lambda _: self._builds.pop(image, None))
+        await build.join(progress)
+
+    async def _build(self, image: str, build: "_Build") -> None:
+        recipes = self._recipes or recipes_dir()
+        folder = recipes / image
+        if "/" in image or image.startswith(".") or not (folder / "recipe.yml").is_file():
+            known = sorted(p.parent.name for p in recipes.glob("*/recipe.yml"))
+            raise ImageNotFound(
+                f"no image or recipe named {image!r}; known recipes in {recipes}: "
+                + (", ".join(known) or "none")
+            )
+        loaded = await self._call(load_recipe, folder)
+        assert isinstance(loaded, LoadedRecipe)
+        if loaded.name != image:
+            raise ImageNotFound(
+                f"the recipe {folder / 'recipe.yml'} is named {loaded.name!r}, not {image!r}: "
+                "make its name match its folder"
+            )
+        loop = asyncio.get_running_loop()
+
+        def report(step: str) -> None:  # in the build's thread
+            future = asyncio.run_coroutine_threadsafe(build.announce(step), loop)
+            # Waiting keeps the steps in order; a stuck listener cannot stall the build.
+            with contextlib.suppress(Exception):
+                future.result(_REPORT_WAIT_S)
+
+        await self._call(build_image, loaded, self._store, report)
 
     async def start(self, spec: KernelSpec) -> None:
         spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -206,6 +264,35 @@ class LocalAgent:
             return_exceptions=True,
         )
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _Build:
+    """One running image build and who listens to its steps."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.latest = ""
+        self._listeners: list[BuildProgress] = []
+
+    async def announce(self, step: str) -> None:
+        self.latest = step
+        for listener in list(self._listeners):
+            try:
+                await listener(step)
+            except Exception:  # one listener failing must not fail the build or the others
+                logging.getLogger(__name__).exception("a build progress listener failed")
+
+    async def join(self, progress: BuildProgress) -> None:
+        assert self.task is not None
+        if self.latest:
+            await progress(self.latest)
+        self._listeners.append(progress)
+        try:
+            # Shielded: a caller that goes away (client disconnect) leaves the build running
+            # for the others and for its next request.
+            await asyncio.shield(self.task)
+        finally:
+            self._listeners.remove(progress)
 
 
 def read_stored_file(workdir: Path, path: str) -> bytes:

@@ -14,7 +14,9 @@
     POST   /admin/gql                         GraphQL subset: `keypair`, `compute_session_list`
 
 `{ref}` is a session's id or name. Statuses map to Backend.AI's: running -> RUNNING,
-starting -> PREPARING, terminated -> TERMINATED, dead/lost/error -> ERROR (with status_info).
+building/starting -> PREPARING, terminated -> TERMINATED, dead/lost/error -> ERROR (with
+status_info). `POST /session` of an image not built yet builds it first and answers when the
+session runs; meanwhile the session shows as PREPARING.
 """
 
 import asyncio
@@ -42,6 +44,7 @@ from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
 API_VERSION = "v7.20230615"
 UPLOAD_LIMIT_BYTES = 256 << 20
 _STATUS = {
+    "building": "PREPARING",
     "starting": "PREPARING",
     "running": "RUNNING",
     "dead": "ERROR",

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -43,6 +44,7 @@ ACCESS_KEY_ENVS = ("COGBOX_ACCESS_KEY", "BACKEND_ACCESS_KEY")
 SECRET_KEY_ENVS = ("COGBOX_SECRET_KEY", "BACKEND_SECRET_KEY")
 _JSON = "application/json"
 _OCTETS = "application/octet-stream"  # what an empty body (and a WebSocket upgrade) signs as
+_POLL_S = 0.5  # how often a create call that waits looks at the image build's progress
 _EVENT_TYPES: dict[str, type[Any]] = {
     cls.kind: cls
     for cls in (
@@ -160,7 +162,13 @@ class ServiceClient:
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
         env: dict[str, str] | None = None,
+        on_progress: ProgressHandler | None = None,
     ) -> dict[str, Any]:
+        """Start a session of `image` and return it once it runs. If the service builds the
+        image first, that can take minutes: `on_progress` is told each build step
+        ("building image cntk: install Python packages") while the call waits."""
+        if on_progress is not None and name is None:
+            name = f"cogbox-{secrets.token_hex(5)}"  # so the build can be watched by name
         body: dict[str, Any] = {"image": image, "env": env or {}}
         for key, value in (
             ("name", name),
@@ -169,7 +177,32 @@ class ServiceClient:
         ):
             if value is not None:
                 body[key] = value
-        return dict(await self._call("POST", "/v1/sessions", body))
+        # No overall time limit: building an image on demand may take many minutes.
+        create = asyncio.ensure_future(
+            self._call("POST", "/v1/sessions", body, timeout=aiohttp.ClientTimeout())
+        )
+        if on_progress is not None:
+            assert name is not None
+            await self._watch_build(create, name, image, on_progress)
+        return dict(await create)
+
+    async def _watch_build(
+        self, create: "asyncio.Future[Any]", name: str, image: str, on_progress: ProgressHandler
+    ) -> None:
+        """Report the build steps of session `name` until `create` is answered."""
+        shown = ""
+        while not create.done():
+            await asyncio.wait({create}, timeout=_POLL_S)
+            if create.done():
+                return
+            try:
+                session = await self.get_session(name)
+            except ServiceClientError:
+                continue  # not recorded yet, or a passing failure: the create call decides
+            step = str(session.get("progress") or "")
+            if session.get("status") == "building" and step and step != shown:
+                shown = step
+                on_progress(f"building image {image}: {step} ...")
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "/v1/sessions"))["sessions"])
@@ -252,7 +285,13 @@ class ServiceClient:
         return headers
 
     async def _call(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, raw: bool = False
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        raw: bool = False,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         content_type = _JSON if body is not None else _OCTETS
         data = json.dumps(body).encode() if body is not None else None
@@ -262,6 +301,7 @@ class ServiceClient:
                 self._url(path),
                 data=data,
                 headers=self._headers(method, path, content_type),
+                timeout=timeout or self._timeout,
             ) as response:
                 payload = await response.read()
                 if response.status >= 400:
@@ -298,7 +338,9 @@ def run_remote(
     events live, then destroy the session (also when the caller stops early or on Ctrl-C).
 
     `on_progress` is told what is happening before the first event ("starting a session of
-    cntk"), and "" once the session runs: a CLI shows a spinner in between.
+    cntk", then each step if the service builds the image first: "building image cntk:
+    install Python packages ..."), and "" once the session runs: a CLI shows a spinner in
+    between.
     """
     loop = asyncio.new_event_loop()
     client = ServiceClient(endpoint)
@@ -309,7 +351,7 @@ def run_remote(
         if on_progress is not None:
             on_progress(f"starting a session of {image} at {endpoint.url}")
         try:
-            created = loop.run_until_complete(client.create_session(image))
+            created = loop.run_until_complete(client.create_session(image, on_progress=on_progress))
         finally:
             if on_progress is not None:
                 on_progress("")

@@ -114,7 +114,7 @@ class JupyterGateway:
     def model(self, record: SessionRecord) -> dict[str, Any]:
         """Jupyter Server's kernel model of a session."""
         seen = self._activity.get(record.id) or _KernelActivity()
-        if record.status == "starting":
+        if record.status in ("building", "starting"):
             state = "starting"
         elif record.status != "running" or not self.manager.kernel_alive(record):
             state = "dead"

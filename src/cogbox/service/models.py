@@ -35,8 +35,13 @@ class SessionInfo(BaseModel):
     id: str
     name: str
     image: str
-    status: str = Field(description="starting, running, dead, terminated, lost or error")
+    status: str = Field(description="building, starting, running, dead, terminated, lost or error")
     status_info: str
+    progress: str = Field(
+        default="",
+        description="while building: the image build's current step, e.g. "
+        "'install Python packages'",
+    )
     created_at: str
     status_changed_at: str
     terminated_at: str | None
@@ -52,7 +57,10 @@ class SessionList(BaseModel):
 
 class EventInfo(BaseModel):
     at: str
-    kind: str = Field(description="created, running, died, limit_hit, idle_reaped, lost, ...")
+    kind: str = Field(
+        description="created, building, image_build (one per build step, its text in "
+        "message), starting, running, died, limit_hit, idle_reaped, lost, ..."
+    )
     reason: str
     message: str
 
@@ -91,13 +99,16 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-def session_info(record: SessionRecord, busy: bool, last_used: float | None) -> SessionInfo:
+def session_info(
+    record: SessionRecord, busy: bool, last_used: float | None, progress: str = ""
+) -> SessionInfo:
     return SessionInfo(
         id=record.id,
         name=record.name,
         image=record.image,
         status=record.status,
         status_info=record.status_info,
+        progress=progress,
         created_at=iso(record.created_at) or "",
         status_changed_at=iso(record.status_changed_at) or "",
         terminated_at=iso(record.terminated_at),

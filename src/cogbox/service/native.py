@@ -48,7 +48,9 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
         return await manager.find(keypair_of(request), request.match_info["ref"])
 
     def info(record: SessionRecord) -> dict[str, Any]:
-        return session_info(record, manager.is_busy(record), manager.last_used(record)).model_dump()
+        return session_info(
+            record, manager.is_busy(record), manager.last_used(record), manager.build_step(record)
+        ).model_dump()
 
     @table.get(PREFIX + "/sessions")
     async def list_sessions(request: web.Request) -> web.Response:

@@ -4,9 +4,11 @@ Every API surface goes through `SessionManager`; it enforces ownership (a keypai
 its own sessions: others' are "not found"), per-keypair limits, idle and lifetime limits, and
 records each session's lifecycle in the database so a restart never forgets one.
 
-Session states: `starting`, `running`, `dead` (the kernel died, e.g. out of memory;
-`restart` revives it), `terminated` (destroyed or reaped), `lost` (the service restarted
-while it ran: the kernel is gone, its files are kept), `error` (it never started).
+Session states: `building` (its image is built from its recipe first; each build step is
+recorded as an `image_build` event), `starting`, `running`, `dead` (the kernel died, e.g.
+out of memory; `restart` revives it), `terminated` (destroyed or reaped), `lost` (the
+service restarted while it ran: the kernel is gone, its files are kept), `error` (it never
+started).
 """
 
 import asyncio
@@ -41,7 +43,7 @@ from cogbox.service.errors import ServiceError, bad_request, conflict, not_found
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ["starting", "running", "dead"]
+ACTIVE = ["building", "starting", "running", "dead"]
 ENDED = ["terminated", "lost", "error"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]$")
 
@@ -82,6 +84,7 @@ class SessionManager:
         self.config = config
         self._live: dict[str, _Live] = {}
         self._starting: dict[str, int] = {}  # access key -> sessions being started
+        self._build_steps: dict[str, str] = {}  # session id -> latest step of its image build
         self._reaper: asyncio.Task[None] | None = None
 
     async def _db(self, function: object, *args: object, **kwargs: object) -> object:
@@ -196,10 +199,13 @@ class SessionManager:
             self.db.add_event, session_id, "created", "", f"image {request.image}"
         )
         try:
+            await self._prepare_image(session_id, request.image)
             await self.agent.start(KernelSpec(session_id, request.image, workdir, request.env))
+        except ServiceError:
+            raise
         except ImageNotFound as exc:
             await self._set_status(session_id, "error", "image-not-found", str(exc))
-            raise ServiceError(400, "image-not-found", str(exc)) from exc
+            raise ServiceError(404, "image-not-found", str(exc)) from exc
         except Exception as exc:
             log.exception("session %s did not start", session_id)
             await self._set_status(session_id, "error", "start-failed", str(exc))
@@ -213,6 +219,48 @@ class SessionManager:
         result = await asyncio.to_thread(self.db.get_session, session_id)
         assert result is not None
         return result
+
+    async def _prepare_image(self, session_id: str, image: str) -> None:
+        """Build the session's image first if it is not built yet: the session is `building`
+        meanwhile and records each step. Raises ServiceError if the build fails or the
+        session was destroyed while it waited."""
+        building = False
+
+        async def progress(step: str) -> None:
+            nonlocal building
+            self._build_steps[session_id] = step
+            if not building:
+                building = True
+                await self._set_status(
+                    session_id, "building", "image-build", f"building image {image} first"
+                )
+            await asyncio.to_thread(self.db.add_event, session_id, "image_build", image, step)
+
+        try:
+            await self.agent.prepare_image(image, progress)
+        except ImageNotFound:
+            raise
+        except CogboxError as exc:
+            log.warning("building image %s for session %s failed: %s", image, session_id, exc)
+            await self._set_status(session_id, "error", "image-build-failed", str(exc))
+            raise ServiceError(
+                503, "image-build-failed", f"building image {image!r} failed: {exc}"
+            ) from exc
+        finally:
+            self._build_steps.pop(session_id, None)
+        if not building:
+            return
+        record = await asyncio.to_thread(self.db.get_session, session_id)
+        if record is None or record.status not in ACTIVE:
+            raise conflict(
+                f"session {session_id} was destroyed while its image {image!r} was built "
+                "(the image is kept)"
+            )
+        await self._set_status(session_id, "starting", "image-built", f"image {image} built")
+
+    def build_step(self, record: SessionRecord) -> str:
+        """The latest step of the image build a `building` session waits on, else ""."""
+        return self._build_steps.get(record.id, "")
 
     async def find(self, keypair: KeypairRecord, ref: str) -> SessionRecord:
         """The keypair's session with id or name `ref` (an active one first); 404 otherwise,

@@ -12,6 +12,7 @@ from cogbox.cli.policy import policy
 from cogbox.cli.run import run
 from cogbox.cli.serve import serve
 from cogbox.cli.session import session
+from cogbox.cli.shell import shell
 from cogbox.errors import CogboxError
 
 
@@ -29,6 +30,7 @@ cli.add_command(serve)
 cli.add_command(keypair)
 cli.add_command(kernelspec)
 cli.add_command(session)
+cli.add_command(shell)
 
 
 def main() -> None:

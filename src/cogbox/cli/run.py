@@ -85,8 +85,8 @@ def run(
         sys.exit(_run_remote(endpoint, access_key, secret_key, image_name, code, timeout))
     with start_session(image_name, policy) as session:
         try:
-            for event in session.execute(code, timeout=timeout, on_input=_ask):
-                status = _show(event, status)
+            for event in session.execute(code, timeout=timeout, on_input=answer_input):
+                status = show_event(event, status)
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             status = EXIT_INTERRUPTED
@@ -112,10 +112,10 @@ def _run_remote(
             image_name,
             code,
             timeout=timeout,
-            on_input=_ask,
+            on_input=answer_input,
             on_progress=lambda message: _spin(spinner, message),
         ):
-            status = _show(event, status)
+            status = show_event(event, status)
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         status = EXIT_INTERRUPTED
@@ -139,7 +139,7 @@ def _read(file: Path) -> str:
         raise click.BadParameter(f"cannot read {file}: {exc}", param_hint="FILE") from exc
 
 
-def _show(event: Event, status: int) -> int:
+def show_event(event: Event, status: int) -> int:
     """Print one event where it belongs; returns the exit status so far."""
     if isinstance(event, Stdout):
         _write(sys.stdout, event.text)
@@ -169,7 +169,7 @@ def _show(event: Event, status: int) -> int:
     return status
 
 
-def _ask(request: InputRequest) -> str:
+def answer_input(request: InputRequest) -> str:
     """Answer the code's input() from our stdin (an empty answer at end of input)."""
     if request.password and sys.stdin.isatty():
         return getpass.getpass(request.prompt)

@@ -22,7 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, _ask, _show
+from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
 from cogbox.service.client import (
     ACCESS_KEY_ENVS,
     ENDPOINT_ENVS,
@@ -166,8 +166,8 @@ def exec_code(
 
     async def stream(client: ServiceClient) -> int:
         status = EXIT_OK
-        async for event in client.execute(ref, run_code, timeout=timeout, on_input=_ask):
-            status = _show(event, status)
+        async for event in client.execute(ref, run_code, timeout=timeout, on_input=answer_input):
+            status = show_event(event, status)
         return status
 
     try:

@@ -9,17 +9,28 @@ Measured in one run, side by side:
 - cold start to first output: `start_session` until the first Stdout of a run that prints
   (for cntk, the run imports cntk first), against the same program run bare in the same
   root filesystem (bubblewrap, `cogbox.images.rootfs.run_in_rootfs`);
-- round trip of `1+1` through `Session.execute` (request to Finished, all events read);
+- round trip of `1+1` through `Session.execute` (request to Finished, all events read),
+  against the image's own kernel started bare in the same root filesystem (bubblewrap, no
+  jail, TCP on loopback): what the jail adds, apart from what the image's ipykernel costs;
+- cold start of that bare kernel to the first output, as a second reference;
 - memory of an idle kernel: the PSS of every process of its jail (smaps_rollup).
 """
 
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-from cogbox.images.rootfs import run_in_rootfs
+from jail_overhead import bare_command  # type: ignore[import-not-found]  # same folder
+from jupyter_client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
+
+from cogbox.images.plan import JAIL_RUNTIME_DIR
+from cogbox.images.rootfs import BASE_ENV, run_in_rootfs
 from cogbox.images.store import Image, ImageStore
 from cogbox.kernel.events import Stdout
 from cogbox.kernel.launch import kernel_command
@@ -77,6 +88,65 @@ def bare_start(image: Image) -> float:
     if "ready" not in result.stdout:
         raise RuntimeError(f"bare run failed: {result.stderr}")
     return took
+
+
+class BareKernel:
+    """The image's kernel command, run with bubblewrap in its root filesystem: no jail."""
+
+    def __init__(self, image: Image) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="cogbox-bare-"))
+        _, info = write_connection_file(str(self.folder / "kernel.json"), ip="127.0.0.1")
+        argv = kernel_command(image).argv
+        argv[argv.index("-f") + 1] = f"{JAIL_RUNTIME_DIR}/kernel.json"
+        # jail_overhead's bare sandbox: read-only root, tmpfs /tmp and /home/work, own PIDs.
+        command = bare_command(image, {**BASE_ENV, "HOME": "/home/work", **image.env}, [])
+        command += ["--bind", str(self.folder), JAIL_RUNTIME_DIR, *argv]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.client = BlockingKernelClient()
+        self.client.load_connection_info(info)
+        self.client.start_channels()
+
+    def execute(self, code: str) -> None:
+        """Run `code` and read every message until the kernel is idle again."""
+        self.client.execute_interactive(code, output_hook=lambda _: None, timeout=60)
+
+    def close(self) -> None:
+        self.client.shutdown()
+        self.client.stop_channels()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def bare_kernel_start(image: Image) -> float:
+    started = time.perf_counter()
+    kernel = BareKernel(image)
+    try:
+        kernel.client.wait_for_ready(60)
+        kernel.execute(FIRST_OUTPUT[image.name])
+        return time.perf_counter() - started
+    finally:
+        kernel.close()
+
+
+def bare_kernel_round_trips(image: Image, count: int) -> list[float]:
+    kernel = BareKernel(image)
+    try:
+        kernel.client.wait_for_ready(60)
+        for _ in range(20):
+            kernel.execute("1+1")
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            kernel.execute("1+1")
+            times.append(time.perf_counter() - started)
+        return times
+    finally:
+        kernel.close()
 
 
 def pool_acquire(pool: KernelPool, code: str) -> tuple[float, float]:
@@ -141,9 +211,11 @@ def main() -> None:
     for name, image in images.items():
         cold: list[float] = []
         bare: list[float] = []
+        kernel: list[float] = []
         for _ in range(COLD_RUNS):
             bare.append(bare_start(image))
             cold.append(cold_start(image))
+            kernel.append(bare_kernel_start(image))
         target = "<= 500 ms" if name == "python" else "<= 1.2x bare"
         ratio = p50(cold) / p50(bare)
         rows.append(
@@ -155,8 +227,18 @@ def main() -> None:
                 target,
             )
         )
+        rows.append(
+            (
+                f"same, against the image's kernel started bare (no jail), {name}",
+                f"{ms(p50(cold))}",
+                f"bare kernel {ms(p50(kernel))}",
+                f"{p50(cold) / p50(kernel):.2f}x bare kernel",
+                "",
+            )
+        )
         notes.append(
             f"{name}: cold {', '.join(ms(v) for v in cold)}; bare {', '.join(ms(v) for v in bare)}"
+            f"; bare kernel {', '.join(ms(v) for v in kernel)}"
         )
 
     # Warm pool.
@@ -191,12 +273,13 @@ def main() -> None:
             times = round_trips(session, ROUND_TRIPS)
             time.sleep(1)
             pss = jail_pss_bytes(session)
+        bare_times = bare_kernel_round_trips(image, ROUND_TRIPS)
         rows.append(
             (
                 f"round trip of `1+1`, {name}",
                 f"{ms(p50(times))} (p90 {ms(p90(times))})",
-                "",
-                "",
+                f"bare kernel {ms(p50(bare_times))}",
+                f"{p50(times) / p50(bare_times):.2f}x bare kernel",
                 "p50 <= 5 ms",
             )
         )

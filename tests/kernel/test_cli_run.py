@@ -61,6 +61,17 @@ def test_cntk_image_captures_output_written_to_fd_1(cntk_image: Image) -> None:
     assert "straight to fd 1" in result.stdout
 
 
+def test_python2_kernel_waits_for_flushes_without_polling(cntk_image: Image) -> None:
+    # Python 2's timed Event.wait polls with sleeps; the kernel is started with an untimed
+    # flush wait, and the helper name it used is not left in the user's namespace.
+    code = (
+        "import ipykernel.iostream as i\n"
+        "print('%s %s' % (i.OutStream.flush_timeout, '_io' in dir()))"
+    )
+    proc = cogbox_run("--image", "cntk", "-c", code)
+    assert proc.stdout == "None False\n", proc.stderr
+
+
 def test_uncaught_exception_exits_1_with_the_traceback(python_image: Image) -> None:
     result = cogbox_run("--image", "python", "-c", "print('before')\nraise KeyError('nope')")
     assert (result.returncode, result.stdout) == (1, "before\n")

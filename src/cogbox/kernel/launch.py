@@ -67,7 +67,16 @@ def kernel_command(image: Image) -> KernelCommand:
     argv = [python, "-m", "ipykernel_launcher", "-f", f"{JAIL_RUNTIME_DIR}/{CONNECTION_FILE}"]
     if "wurlitzer" in packages and _major(version) < 6:
         argv.append("--ext=wurlitzer")
+    if _major(version) < 5:
+        # ipykernel 4 waits for each stdout/stderr flush with Event.wait(timeout), which
+        # Python 2 implements by polling with sleeps: 5-6 ms of every run's round trip. An
+        # untimed wait blocks on a lock instead; a kernel that hangs there is still caught
+        # by the session's time limit and death detection.
+        argv.append(f"--IPKernelApp.exec_lines={_UNTIMED_FLUSH}")
     return KernelCommand(python=python, argv=argv, ipykernel_version=version)
+
+
+_UNTIMED_FLUSH = '["import ipykernel.iostream as _io; _io.OutStream.flush_timeout = None; del _io"]'
 
 
 def _major(version: str) -> int:

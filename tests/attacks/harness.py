@@ -76,6 +76,24 @@ PYTHON3 = "/usr/bin/python3"
 PYTHON2 = "/usr/bin/python2.7"
 
 
+# Forks sleeping children until fork fails; prints how many it made, then the error.
+FORK_BOMB = """
+import time
+children = []
+def bomb():
+    for _ in range(500):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+error = attempt("fork bomb", bomb)
+print("FORKED %d" % len(children))
+sys.stdout.flush()
+raise error
+"""
+
+
 def attack_policy(image: Image, *, pids: int = ATTACK_PIDS, **limits: Any) -> Policy:
     """The image's own policy with the suite's small limits (and `limits` on top of them)."""
     document = yaml.safe_load(image.policy_path.read_text()) or {}

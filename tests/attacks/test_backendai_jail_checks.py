@@ -13,7 +13,7 @@ import pytest
 from cogbox.images.store import Image
 from cogbox.jail.launcher import ExitReason
 from cogbox.jail.policy import Policy
-from tests.attacks.harness import jail_python, stdout, text
+from tests.attacks.harness import FORK_BOMB, jail_python, stdout, text
 
 # What Python 3 raises as PermissionError: EPERM or EACCES.
 PERMISSION_ERRNOS = ("[Errno 1]", "[Errno 13]")
@@ -104,22 +104,7 @@ print("THREADS RAN %d" % len(done))
 
 def test_fork_bomb_stops_at_max_child_procs(cntk_image: Image, cntk_policy: Policy) -> None:
     assert cntk_policy.max_child_procs == 32
-    code = """
-import time
-children = []
-def bomb():
-    for _ in range(500):
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(30)
-            os._exit(0)
-        children.append(pid)
-error = attempt("fork bomb", bomb)
-print("FORKED %d" % len(children))
-sys.stdout.flush()
-raise error
-"""
-    result = jail_python(cntk_image, code, policy=cntk_policy)
+    result = jail_python(cntk_image, FORK_BOMB, policy=cntk_policy)
 
     out = stdout(result)
     assert "BLOCKED fork bomb: OSError [Errno 11] Resource temporarily unavailable" in out, text(

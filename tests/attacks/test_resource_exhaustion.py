@@ -16,6 +16,7 @@ from cogbox.images.store import Image
 from cogbox.jail.launcher import ExitReason
 from tests.attacks.harness import (
     ATTACK_PIDS,
+    FORK_BOMB,
     Neighbour,
     assert_blocked,
     attack_policy,
@@ -44,23 +45,7 @@ def _tree_bytes(path: Path) -> int:
 
 def test_fork_bomb_is_stopped_by_pids_limit(python_image: Image, neighbour: Neighbour) -> None:
     marker = _marker()
-    code = f"""
-# {marker}
-import time
-children = []
-def bomb():
-    for _ in range(500):
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(30)
-            os._exit(0)
-        children.append(pid)
-error = attempt("fork bomb", bomb)
-print("FORKED %d" % len(children))
-sys.stdout.flush()
-raise error
-"""
-    result = jail_python(python_image, code)
+    result = jail_python(python_image, f"# {marker}\n" + FORK_BOMB)
 
     assert_blocked(result, "fork bomb", "BlockingIOError", 11)
     forked = int(stdout(result).split("FORKED ")[1].split()[0])

@@ -11,8 +11,6 @@ from cogbox.images.builder import build_image
 from cogbox.images.recipe import load_recipe
 from cogbox.images.store import Image, ImageStore
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="building images needs root")
-
 
 def _built(name: str) -> Image:
     if os.geteuid() != 0:

@@ -6,10 +6,9 @@ the result's `notEnforced`, so that a caller never mistakes the fragment for the
 
 from typing import Any
 
-from cogbox.jail.policy import TMPDIR, WORKDIR, Policy
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
 from cogbox.jail.seccomp import render_docker_profile
 
-SANDBOX_UID = 1000
 SHM_DIR = "/dev/shm"
 
 
@@ -38,8 +37,8 @@ def render_kubernetes(policy: Policy, *, image: str, profile_name: str) -> dict[
         "workingDir": WORKDIR,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": SANDBOX_UID,
-            "runAsGroup": SANDBOX_UID,
+            "runAsUser": JAIL_UID,
+            "runAsGroup": JAIL_GID,
             "allowPrivilegeEscalation": False,
             "privileged": False,
             "capabilities": {"drop": ["ALL"]},
@@ -84,9 +83,9 @@ def render_kubernetes(policy: Policy, *, image: str, profile_name: str) -> dict[
             "restartPolicy": "Never",
             "securityContext": {
                 "runAsNonRoot": True,
-                "runAsUser": SANDBOX_UID,
-                "runAsGroup": SANDBOX_UID,
-                "fsGroup": SANDBOX_UID,
+                "runAsUser": JAIL_UID,
+                "runAsGroup": JAIL_GID,
+                "fsGroup": JAIL_GID,
                 "seccompProfile": seccomp,
             },
             "containers": [container],

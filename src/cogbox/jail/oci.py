@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cogbox.jail.policy import TMPDIR, WORKDIR, Policy
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
 from cogbox.jail.seccomp import render_oci_seccomp
 
 OCI_VERSION = "1.0.2"
@@ -81,8 +81,8 @@ def render_oci_spec(
     args: list[str],
     env: dict[str, str],
     cwd: str = WORKDIR,
-    uid: int = 1000,
-    gid: int = 1000,
+    uid: int = JAIL_UID,
+    gid: int = JAIL_GID,
     binds: Sequence[Bind] = (),
     hostname: str = "cogbox",
     cgroups_path: str | None = None,

@@ -31,6 +31,9 @@ from cogbox.jail.syscalls import DEFAULT_ALLOWED_SYSCALLS, syscall_name_problem
 from cogbox.yamlsource import YamlDocument
 
 WORKDIR = "/home/work"
+# The user code runs as, in every jail (the images' work user): never root.
+JAIL_UID = 1000
+JAIL_GID = 1000
 TMPDIR = "/tmp"
 # Writable mounts the sandbox user (uid 1000) owns the contents of; everything else it sees is
 # the read-only, root-owned image or kernel filesystems.

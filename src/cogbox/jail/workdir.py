@@ -27,9 +27,8 @@ import subprocess
 from pathlib import Path
 
 from cogbox.errors import CogboxError
+from cogbox.jail.policy import JAIL_GID, JAIL_UID
 
-JAIL_UID = 1000
-JAIL_GID = 1000
 _MIN_IMAGE_BYTES = 4 << 20  # mkfs.ext4 cannot make a useful filesystem much smaller
 # ext4 refuses a write (delayed allocation reserves room for metadata) while some free
 # blocks remain; below this share of the quota free, a failed run is called "quota full".

@@ -12,20 +12,21 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
 
+from cogbox.images.plan import JAIL_RUNTIME_DIR  # where the jail sees the runtime directory
+from cogbox.jail.policy import JAIL_GID, JAIL_UID
 from cogbox.kernel.errors import KernelError
 
-JAIL_RUNTIME_DIR = "/run/cogbox"  # where the jail sees the runtime directory
 CONNECTION_FILE = "kernel.json"
 SOCKET_PREFIX = "k"  # sockets are "<dir>/k-<port>"
 _PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the final NUL
-JAIL_UID = 1000
-JAIL_GID = 1000
 
 
 def runtime_base() -> Path:
@@ -101,3 +102,10 @@ class RuntimeDir:
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         self.log.unlink(missing_ok=True)
+
+
+def channel_endpoint(info: Mapping[str, Any], channel: str) -> str:
+    """The ZMQ address of `channel` ("shell", "iopub", ...) in a kernel's connection info."""
+    transport = str(info.get("transport") or "tcp")
+    join = ":" if transport == "tcp" else "-"  # tcp://ip:port, ipc://path-port
+    return f"{transport}://{info['ip']}{join}{info[f'{channel}_port']}"

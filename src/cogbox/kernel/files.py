@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from cogbox.kernel.connection import JAIL_GID, JAIL_UID
+from cogbox.jail.policy import JAIL_GID, JAIL_UID
 from cogbox.kernel.errors import KernelError
 
 DOWNLOAD_LIMIT_BYTES = 256 << 20

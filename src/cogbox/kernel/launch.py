@@ -24,11 +24,12 @@ import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 from zmq.utils.monitor import recv_monitor_message
 
+from cogbox.images.plan import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image
 from cogbox.jail.launcher import Jail, JailError, JailExit, JailSpec
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy
-from cogbox.kernel.connection import CONNECTION_FILE, JAIL_RUNTIME_DIR, RuntimeDir
+from cogbox.kernel.connection import CONNECTION_FILE, RuntimeDir
 from cogbox.kernel.errors import KernelError
 
 START_TIMEOUT_SECONDS = 60.0

@@ -45,7 +45,7 @@ from jupyter_client.session import Session as Signer
 
 from cogbox.errors import CogboxError
 from cogbox.jail.policy import load_policy
-from cogbox.kernel.connection import RuntimeDir
+from cogbox.kernel.connection import RuntimeDir, channel_endpoint
 from cogbox.kernel.launch import KernelProcess
 from cogbox.kernel.session import new_workdir, resolve_image
 
@@ -218,12 +218,8 @@ def _ignore_signals() -> None:
 
 
 def _endpoints(info: dict[str, Any]) -> dict[str, str]:
-    transport = str(info.get("transport", "tcp"))
-    ip = str(info["ip"])
-    join = ":" if transport == "tcp" else "-"
     return {
-        name: f"{transport}://{ip}{join}{info[f'{name}_port']}"
-        for name in ("shell", "control", "stdin", "iopub", "hb")
+        name: channel_endpoint(info, name) for name in ("shell", "control", "stdin", "iopub", "hb")
     }
 
 

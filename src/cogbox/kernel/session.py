@@ -29,11 +29,12 @@ from typing import Any
 import zmq
 
 from cogbox.config import data_dir
+from cogbox.images.plan import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image, ImageStore
 from cogbox.jail.launcher import JailExit
-from cogbox.jail.policy import Policy, default_policy, load_policy
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy, default_policy, load_policy
 from cogbox.kernel import files
-from cogbox.kernel.connection import JAIL_GID, JAIL_RUNTIME_DIR, JAIL_UID, RuntimeDir
+from cogbox.kernel.connection import RuntimeDir
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import (
     Display,

@@ -47,6 +47,7 @@ from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session as Signer
 
 from cogbox.images.store import ImageStore
+from cogbox.kernel.connection import channel_endpoint
 from cogbox.service.backendai import json_body, keypair_of
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, not_found
@@ -214,7 +215,7 @@ class _KernelSockets:
                 sock.setsockopt(zmq.IDENTITY, identity)
             if kind == zmq.SUB:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
-            sock.connect(_endpoint(info, channel))
+            sock.connect(channel_endpoint(info, channel))
             self.by_channel[channel] = sock
         self.channel_of = {sock: name for name, sock in self.by_channel.items()}
 
@@ -431,12 +432,6 @@ def routes(gateway: JupyterGateway) -> web.RouteTableDef:
     table.get("/api/kernels/{kernel_id}/channels")(channels)
     table.get(TOKEN_PREFIX + "{token}/api/kernels/{kernel_id}/channels")(channels)
     return table
-
-
-def _endpoint(info: dict[str, Any], channel: str) -> str:
-    transport = str(info.get("transport") or "tcp")
-    join = ":" if transport == "tcp" else "-"
-    return f"{transport}://{info['ip']}{join}{info[f'{channel}_port']}"
 
 
 def _default_channel(msg: dict[str, Any]) -> str:

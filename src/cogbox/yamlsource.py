@@ -23,6 +23,9 @@ class YamlDocument:
             where = f"{source}:{mark.line + 1}" if mark is not None else source
             raise ValueError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
         self._lines: dict[Location, int] = {}
+        # PyYAML keeps the last of two equal keys: a silently dropped setting. Loaders refuse
+        # the document when this is not empty: (location of the key, line of its repeat).
+        self.duplicates: list[tuple[Location, int]] = []
         if node is not None:
             self._index(node, ())
         if self.data is None:
@@ -35,8 +38,13 @@ class YamlDocument:
     def _index(self, node: yaml.Node, loc: Location) -> None:
         self._lines[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
             for key, value in node.value:
                 child = (*loc, key.value)
+                if key.value in seen:
+                    self.duplicates.append((child, key.start_mark.line + 1))
+                    continue
+                seen.add(key.value)
                 self._index(value, child)
                 self._lines[child] = key.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):

@@ -77,3 +77,9 @@ def test_digest_follows_recipe_files_and_policy(recipes: Path) -> None:
         policy.write("\n# edited\n")
     after_policy = build_digest(load_recipe(recipes / "cntk"))
     assert len({before, after_file, after_policy}) == 3
+
+
+def test_key_given_twice_is_refused_with_the_line_of_the_repeat(recipes: Path) -> None:
+    _edit(recipes / "python", "description:", "description: first\ndescription:")
+    with pytest.raises(RecipeError, match=r"recipe.yml:4: description: is given twice"):
+        load_recipe(recipes / "python")

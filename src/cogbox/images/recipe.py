@@ -189,6 +189,14 @@ def load_recipe(folder: Path) -> LoadedRecipe:
         raise RecipeError(str(exc)) from exc
     if not isinstance(doc.data, dict):
         raise RecipeError(f"{path}:1: a recipe must be a mapping of fields")
+    if doc.duplicates:
+        raise RecipeError(
+            "invalid recipe:\n"
+            + "\n".join(
+                f"{path}:{line}: {'.'.join(map(str, loc))}: is given twice"
+                for loc, line in doc.duplicates
+            )
+        )
     try:
         recipe = Recipe.model_validate(doc.data)
     except ValidationError as exc:

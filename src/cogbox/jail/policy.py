@@ -8,12 +8,11 @@ that names the file, the line and the field; nothing is silently ignored.
 import math
 import posixpath
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -410,7 +409,7 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
     if not isinstance(document.data, dict):
         raise PolicyError(source, [f"{source}:1: a policy must be a mapping of fields"])
 
-    issues = list(_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader)))
+    issues = [_Issue(loc, "is given twice", line) for loc, line in document.duplicates]
     if not issues:
         try:
             written = _PolicyDoc.model_validate(document.data)
@@ -670,22 +669,3 @@ def _field_path(loc: Loc) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path
-
-
-def _duplicate_keys(root: yaml.Node | None) -> Iterator[_Issue]:
-    # PyYAML keeps the last of two equal keys; a silently dropped setting is what we refuse.
-    def walk(node: yaml.Node, loc: Loc) -> Iterator[_Issue]:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                name = str(key.value)
-                if name in seen:
-                    yield _Issue((*loc, name), "is given twice", key.start_mark.line + 1)
-                seen.add(name)
-                yield from walk(value, (*loc, name))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                yield from walk(item, (*loc, index))
-
-    if root is not None:
-        yield from walk(root, ())

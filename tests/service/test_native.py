@@ -21,7 +21,10 @@ def test_variables_live_from_one_run_to_the_next(alice: Client) -> None:
 
 def test_run_events_are_the_kernel_event_model(alice: Client) -> None:
     ref = alice.create()["id"]
-    result = alice.execute(ref, "import sys; print('out'); print('err', file=sys.stderr); 1/0")
+    # stdout and stderr are separate streams: flushing one before writing the other fixes
+    # the order in which the kernel publishes them.
+    code = "import sys; print('out'); sys.stdout.flush(); print('err', file=sys.stderr); 1/0"
+    result = alice.execute(ref, code)
     kinds = [e["kind"] for e in result["events"]]
     assert kinds == ["stdout", "stderr", "error", "finished"]
     alice.request("DELETE", f"/v1/sessions/{ref}")

@@ -212,6 +212,10 @@ class SessionManager:
             raise ServiceError(
                 503, "kernel-start-failed", f"the session's kernel did not start: {exc}"
             ) from exc
+        finally:
+            # Kept until the kernel is up, long after the status left `building`: a reader
+            # that saw `building` in the database always finds its step here.
+            self._build_steps.pop(session_id, None)
         self._live[session_id] = _Live(
             session_id, keypair.access_key, now, idle, lifetime, time.time()
         )
@@ -246,8 +250,6 @@ class SessionManager:
             raise ServiceError(
                 503, "image-build-failed", f"building image {image!r} failed: {exc}"
             ) from exc
-        finally:
-            self._build_steps.pop(session_id, None)
         if not building:
             return
         record = await asyncio.to_thread(self.db.get_session, session_id)
@@ -260,7 +262,7 @@ class SessionManager:
 
     def build_step(self, record: SessionRecord) -> str:
         """The latest step of the image build a `building` session waits on, else ""."""
-        return self._build_steps.get(record.id, "")
+        return self._build_steps.get(record.id, "") if record.status == "building" else ""
 
     async def find(self, keypair: KeypairRecord, ref: str) -> SessionRecord:
         """The keypair's session with id or name `ref` (an active one first); 404 otherwise,

@@ -5,7 +5,7 @@ Prints a markdown table and writes benchmarks/results/kernel_start.md. Not a pyt
 
 Measured in one run, side by side:
 - warm pool: `KernelPool.acquire()` on a full pool, and acquire to the first output (the
-  cntk pool warms its kernels up with `__import__('cntk')`);
+  cntk recipe's `kernel.preload` has pooled kernels import cntk ahead of time);
 - cold start to first output: `start_session` until the first Stdout of a run that prints
   (for cntk, the run imports cntk first), against the same program run bare in the same
   root filesystem (bubblewrap, `cogbox.images.rootfs.run_in_rootfs`);
@@ -243,8 +243,7 @@ def main() -> None:
 
     # Warm pool.
     for name, image in images.items():
-        warmup = "__import__('cntk')" if name == "cntk" else None
-        with KernelPool(image, size=2, warmup=warmup) as pool:
+        with KernelPool(image, size=2) as pool:  # warmed up with the recipe's kernel.preload
             results = [pool_acquire(pool, FIRST_OUTPUT[name]) for _ in range(POOL_RUNS)]
         acquired = [a for a, _ in results]
         ready = [r for _, r in results]

@@ -11,7 +11,7 @@ import pytest
 
 from cogbox.config import data_dir
 from cogbox.images.store import Image
-from tests.service.support import Client, Service, needs_runc
+from tests.service.support import Client, Service, running_service
 
 CLIENT_SPEC = "backend.ai-client==23.3.*"
 CNTK_SQUARED_ERROR = """\
@@ -46,14 +46,8 @@ def backendai() -> Path:
 def bai_service(
     python_image: Image, cntk_image: Image, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    if not needs_runc():
-        pytest.skip("sessions need root and runc")
-    directory = tmp_path_factory.mktemp("bai")
-    service = Service(directory, f"sqlite:///{directory / 'cogbox.db'}").start()
-    try:
+    with running_service(tmp_path_factory.mktemp("bai")) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 from cogbox.images.store import Image
 from cogbox.service.auth import jupyter_token
-from tests.service.support import Client, Service, needs_runc
+from tests.service.support import Client, Service, running_service
 
 CELLS = [
     "x = 6 * 7",
@@ -32,10 +32,11 @@ def gateway(
     python_image: Image, cntk_image: Image, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Client]:
     """A `cogbox serve` process, and jupyter_server's GatewayClient configured for it."""
-    if not needs_runc():
-        pytest.skip("sessions need root and runc")
-    directory = tmp_path_factory.mktemp("jupyter-gateway")
-    service = Service(directory, f"sqlite:///{directory / 'cogbox.db'}").start()
+    with running_service(tmp_path_factory.mktemp("jupyter-gateway")) as service:
+        yield from _gateway_client(service)
+
+
+def _gateway_client(service: Service) -> Iterator[Client]:
     keys = service.keypair()
     token = jupyter_token(keys.access_key, keys.secret_key)
     GatewayClient.clear_instance()
@@ -50,7 +51,6 @@ def gateway(
         yield keys
     finally:
         GatewayClient.clear_instance()
-        service.stop()
 
 
 def _run_notebook(sources: list[str], kernel_name: str) -> list[list[dict[str, Any]]]:

@@ -83,3 +83,9 @@ def test_key_given_twice_is_refused_with_the_line_of_the_repeat(recipes: Path) -
     _edit(recipes / "python", "description:", "description: first\ndescription:")
     with pytest.raises(RecipeError, match=r"recipe.yml:4: description: is given twice"):
         load_recipe(recipes / "python")
+
+
+def test_preload_must_name_python_modules(recipes: Path) -> None:
+    _edit(recipes / "cntk", "preload: [cntk]", "preload: [cntk, 'os; rm -rf /']")
+    with pytest.raises(RecipeError, match=r"kernel.preload.*'os; rm -rf /' is not a Python module"):
+        load_recipe(recipes / "cntk")

@@ -1,5 +1,6 @@
 """Running `cogbox serve` as a real process, and a signing HTTP client for it."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -8,11 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 
 from cogbox.service.auth import signed_headers
@@ -146,3 +149,16 @@ def stdout_of(result: dict[str, Any]) -> str:
 
 def needs_runc() -> bool:
     return shutil.which("runc") is not None and os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def running_service(directory: Path, *args: str, **options: Any) -> Iterator[Service]:
+    """A service on a fresh SQLite database in `directory`, started with the command line
+    `args`, stopped at the end; the test is skipped where sessions cannot run."""
+    if not needs_runc():
+        pytest.skip("sessions need root and runc")
+    service = Service(directory, f"sqlite:///{directory / 'cogbox.db'}", **options).start(*args)
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -21,7 +21,7 @@ import requests
 
 from cogbox.config import REPO_IMAGES_DIR
 from cogbox.images.store import Image, ImageNotFound, ImageStore
-from tests.service.support import Client, Service, needs_runc, stdout_of
+from tests.service.support import Client, Service, running_service, stdout_of
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +47,13 @@ def recipes(image_name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service(
     python_image: Image, recipes: Path, image_name: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    if not needs_runc():
-        pytest.skip("sessions need root and runc")
     if shutil.which("debootstrap") is None:
         pytest.skip("building images needs debootstrap (run scripts/setup)")
     directory = tmp_path_factory.mktemp("service")
-    running = Service(
-        directory,
-        f"sqlite:///{directory / 'cogbox.db'}",
-        extra_env={"COGBOX_IMAGES_DIR": str(recipes)},
-    ).start()
     try:
-        yield running
+        with running_service(directory, extra_env={"COGBOX_IMAGES_DIR": str(recipes)}) as running:
+            yield running
     finally:
-        running.stop()
         with contextlib.suppress(ImageNotFound):
             ImageStore().remove(image_name)
 

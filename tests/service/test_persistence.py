@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from cogbox.images.store import Image
+from cogbox.service.db import Database
 from tests.service.support import Service, free_port, needs_runc
 
 
@@ -87,3 +89,48 @@ def test_postgresql_session_is_lost_after_restart_and_its_files_are_kept(
     if not needs_runc():
         pytest.skip("sessions need root and runc")
     _session_survives_restart_as_lost(Service(tmp_path, postgres_url))
+
+
+# The keypairs and sessions tables as the first release made them (no memory columns).
+_FIRST_RELEASE_TABLES = [
+    "CREATE TABLE keypairs (access_key VARCHAR(64) PRIMARY KEY, secret_key VARCHAR(128), "
+    "created_at FLOAT, max_sessions INTEGER, is_admin BOOLEAN, is_active BOOLEAN)",
+    "CREATE TABLE sessions (id VARCHAR(36) PRIMARY KEY, name VARCHAR(128), "
+    "access_key VARCHAR(64), image VARCHAR(256), status VARCHAR(32), status_info TEXT, "
+    "created_at FLOAT, status_changed_at FLOAT, terminated_at FLOAT, idle_timeout FLOAT, "
+    "max_lifetime FLOAT, workdir TEXT)",
+    "INSERT INTO keypairs VALUES ('AKIAOLD', 'secret', 1.0, 3, false, true)",
+    "INSERT INTO sessions VALUES ('00000000-0000-0000-0000-000000000000', 'old', 'AKIAOLD', "
+    "'python', 'terminated', '', 1.0, 2.0, 2.0, 60.0, 600.0, '/nowhere')",
+]
+
+
+def _upgrade_keeps_rows(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for statement in _FIRST_RELEASE_TABLES:
+            connection.execute(text(statement))
+    engine.dispose()
+    db = Database(url)
+    try:
+        keypair = db.get_keypair("AKIAOLD")
+        session = db.get_session("00000000-0000-0000-0000-000000000000")
+        assert keypair is not None and session is not None
+        assert (keypair.max_sessions, keypair.max_memory_bytes) == (3, None)
+        assert (session.name, session.memory_bytes) == ("old", None)
+        db.update_session(session.id, memory_bytes=5 << 30)  # BIGINT: past 2**31
+        assert (db.get_session(session.id) or session).memory_bytes == 5 << 30
+    finally:
+        db.close()
+
+
+def test_a_first_release_sqlite_database_gains_the_new_columns(tmp_path: Path) -> None:
+    _upgrade_keeps_rows(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+def test_a_first_release_postgresql_database_gains_the_new_columns(postgres_url: str) -> None:
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text("CREATE DATABASE first_release"))
+    engine.dispose()
+    _upgrade_keeps_rows(postgres_url.rsplit("/", 1)[0] + "/first_release")

@@ -8,6 +8,7 @@ import click
 from cogbox.service.config import default_database_url
 from cogbox.service.db import Database
 from cogbox.service.keypairs import DEFAULT_MAX_SESSIONS, create_keypair
+from cogbox.sizes import format_size, parse_size
 
 _database_option = click.option(
     "--database-url",
@@ -33,14 +34,33 @@ def keypair() -> None:
     show_default=True,
     help="Most sessions the keypair may have at once.",
 )
+@click.option(
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    help="Most memory (e.g. 8g) its sessions may hold together, counting each session's "
+    "memory limit. Default: no cap.",
+)
 @click.option("--admin", is_flag=True, help="Mark the keypair as an administrator's.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_database_option
-def create(max_sessions: int, admin: bool, as_json: bool, database_url: str | None) -> None:
+def create(
+    max_sessions: int,
+    max_memory: str | None,
+    admin: bool,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
     """Create a keypair and print it (the secret is shown only here)."""
     if max_sessions < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-sessions")
-    record = create_keypair(_db(database_url), max_sessions=max_sessions, is_admin=admin)
+    try:
+        memory = None if max_memory is None else parse_size(max_memory)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-memory") from exc
+    record = create_keypair(
+        _db(database_url), max_sessions=max_sessions, max_memory_bytes=memory, is_admin=admin
+    )
     if as_json:
         click.echo(
             json.dumps(
@@ -48,6 +68,7 @@ def create(max_sessions: int, admin: bool, as_json: bool, database_url: str | No
                     "access_key": record.access_key,
                     "secret_key": record.secret_key,
                     "max_sessions": record.max_sessions,
+                    "max_memory_bytes": record.max_memory_bytes,
                 }
             )
         )
@@ -66,6 +87,7 @@ def list_keypairs(as_json: bool, database_url: str | None) -> None:
             "access_key": r.access_key,
             "created_at": datetime.fromtimestamp(r.created_at, UTC).isoformat(),
             "max_sessions": r.max_sessions,
+            "max_memory_bytes": r.max_memory_bytes,
             "is_admin": r.is_admin,
             "is_active": r.is_active,
         }
@@ -75,7 +97,12 @@ def list_keypairs(as_json: bool, database_url: str | None) -> None:
         click.echo(json.dumps(rows))
         return
     for row in rows:
-        click.echo(f"{row['access_key']}  max_sessions={row['max_sessions']}  {row['created_at']}")
+        cap = row["max_memory_bytes"]
+        memory = format_size(cap) if isinstance(cap, int) else "no cap"
+        click.echo(
+            f"{row['access_key']}  max_sessions={row['max_sessions']}  max_memory={memory}  "
+            f"{row['created_at']}"
+        )
 
 
 @keypair.command(name="rm")

@@ -6,6 +6,19 @@ from cogbox.service import ServiceConfig
 from cogbox.service import serve as run_service
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+DEFAULT_POOLS = ("python=1", "cntk=1")
+
+
+def _parse_pools(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, int]:
+    pools: dict[str, int] = {}
+    for value in values:
+        image, _, count = value.partition("=")
+        if not image or not count.isdigit():
+            raise click.BadParameter(f"{value!r}: use IMAGE=N, e.g. cntk=2", ctx, param)
+        pools[image] = int(count)
+    return pools
 
 
 @click.command()
@@ -31,6 +44,17 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
     help="Seconds a session may live at most.",
 )
 @click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    default=DEFAULT_POOLS,
+    show_default=True,
+    metavar="IMAGE=N",
+    callback=_parse_pools,
+    help="Keep N started kernels of IMAGE ready, so new sessions start at once (0: none; "
+    "repeat for several images). Pools fill once the image is built.",
+)
+@click.option(
     "--allow-remote", is_flag=True, help="Allow a non-loopback --host (put TLS in front of it)."
 )
 def serve(
@@ -39,6 +63,7 @@ def serve(
     database_url: str | None,
     idle_timeout: float,
     max_lifetime: float,
+    pools: dict[str, int],
     allow_remote: bool,
 ) -> None:
     """Serve Backend.AI's client API (at /) and cogbox's native API (at /v1).
@@ -52,7 +77,7 @@ def serve(
             param_hint="--host",
         )
     config = ServiceConfig(
-        host=host, port=port, idle_timeout=idle_timeout, max_lifetime=max_lifetime
+        host=host, port=port, idle_timeout=idle_timeout, max_lifetime=max_lifetime, pools=pools
     )
     if database_url:
         config = config.model_copy(update={"database_url": database_url})

@@ -80,6 +80,9 @@ def _progress(message: str) -> Iterator[Callable[[str], None]]:
 @click.option("--idle-timeout", type=float, help="Seconds without runs before it is reaped.")
 @click.option("--max-lifetime", type=float, help="Seconds it may live at most.")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE", help="Environment.")
+@click.option(
+    "--memory", metavar="SIZE", help="Its memory limit, e.g. 1g (default: the image policy's)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
 @click.pass_context
 def create(
@@ -89,6 +92,7 @@ def create(
     idle_timeout: float | None,
     max_lifetime: float | None,
     env_pairs: tuple[str, ...],
+    memory: str | None,
     as_json: bool,
 ) -> None:
     """Start a session of IMAGE; prints its name and id.
@@ -111,6 +115,7 @@ def create(
                 idle_timeout=idle_timeout,
                 max_lifetime=max_lifetime,
                 env=env,
+                memory=memory,
                 on_progress=show,
             ),
         )

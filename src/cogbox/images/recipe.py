@@ -20,6 +20,7 @@ DEBIAN_SUITES: dict[str, tuple[int, int]] = {
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)$")
 _DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class RecipeError(CogboxError):
@@ -114,6 +115,16 @@ class KernelInfo(_Strict):
     features: list[str] = ["batch", "query", "uid-match"]
     min_cpu: float = Field(1, gt=0)
     min_memory: str = "256m"
+    # Modules a pooled kernel imports before it is handed out, so importing them is instant.
+    preload: list[str] = []
+
+    @field_validator("preload")
+    @classmethod
+    def _modules(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _MODULE.match(name):
+                raise ValueError(f"{name!r} is not a Python module name")
+        return names
 
     @field_validator("min_memory")
     @classmethod

@@ -214,6 +214,11 @@ class Policy(BaseModel):
     network: Literal["none", "host"]
     readonly_binds: tuple[ReadonlyBind, ...]
 
+    def with_limits(self, **changes: Any) -> "Policy":
+        """This policy with some resolved limits replaced, e.g. `memory_bytes=1 << 30`."""
+        limits = Limits.model_validate({**self.limits.model_dump(), **changes})
+        return self.model_copy(update={"limits": limits})
+
     @property
     def forks_allowed(self) -> bool:
         """False when `fork_allowance: 0`: only threads may be created (seccomp on clone)."""

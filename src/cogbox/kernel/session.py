@@ -102,9 +102,10 @@ def resolve_image(
     return image, policy
 
 
-def new_workdir(session_id: str) -> Path:
-    """A fresh, empty /home/work for a session, owned by the jail's user."""
-    workdir = data_dir() / "sessions" / session_id / "home"
+def new_workdir(session_id: str, root: Path | None = None) -> Path:
+    """A fresh, empty /home/work for a session, owned by the jail's user: `home` in the
+    session's own folder in `root` (default: `sessions/` in the data dir)."""
+    workdir = (root or data_dir() / "sessions") / session_id / "home"
     workdir.mkdir(parents=True, mode=0o755)
     with contextlib.suppress(PermissionError):
         os.chown(workdir, JAIL_UID, JAIL_GID)
@@ -176,6 +177,15 @@ class Session:
         """
         self._check_idle(timeout)
         return self._run(_Request(code), timeout, on_input)
+
+    def warm_up(self, code: str) -> None:
+        """Run `code` out of the user's sight (not counted in the execution history), e.g.
+        to import a heavy library before anyone asks; KernelError if it fails."""
+        self._check_idle(None)
+        events = list(self._run(_Request(code, store_history=False), None, None))
+        last = events[-1] if events else None
+        if not isinstance(last, Finished) or last.status != "ok":
+            raise KernelError(f"the warm-up code {code!r} failed: {events}")
 
     def execute_batch(
         self, build: str | None, exec: str, *, timeout: float | None = None

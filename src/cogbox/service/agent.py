@@ -11,20 +11,23 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from cogbox.config import recipes_dir
+from cogbox.errors import CogboxError
 from cogbox.images.builder import build_image
 from cogbox.images.recipe import LoadedRecipe, load_recipe
 from cogbox.images.store import ImageNotFound, ImageStore
+from cogbox.jail.policy import default_policy, load_policy
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied
 from cogbox.kernel.files import FileEntry, list_dir, read_file
-from cogbox.kernel.session import Session, start_session
+from cogbox.kernel.pool import KernelPool
+from cogbox.kernel.session import Session, resolve_image, start_session
 
 _MAX_THREADS = 128
 _DONE = object()
@@ -42,6 +45,7 @@ class KernelSpec:
     image: str
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
+    memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,15 @@ class KernelState:
     reason: str = ""
     message: str = ""
     limit_hit: bool = False
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A warm pool: started kernels of `image` kept ready (`size`), `ready` of them now."""
+
+    image: str
+    size: int
+    ready: int
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,21 @@ class Agent(Protocol):
         Raises ImageNotFound when there is neither an image nor a recipe of that name."""
         ...
 
-    async def start(self, spec: KernelSpec) -> None: ...
+    async def memory_limit(self, image: str) -> int:
+        """The memory limit of `image`'s own jail policy (its recipe's, if not built yet).
+        Raises ImageNotFound when there is neither an image nor a recipe of that name."""
+        ...
+
+    async def open(self) -> None:
+        """Get ready to start kernels (e.g. fill warm pools)."""
+        ...
+
+    def pools(self) -> list[PoolState]: ...
+
+    async def start(self, spec: KernelSpec) -> Path:
+        """Start the session's kernel; returns the host folder that holds its /home/work:
+        `spec.workdir`, or the folder of a pre-started (pooled) kernel."""
+        ...
 
     def execute(
         self, session_id: str, code: str | BatchCommand, timeout: float | None
@@ -102,14 +129,31 @@ class Agent(Protocol):
 
 
 class LocalAgent:
-    """Kernels in jails on this host, one `cogbox.kernel.session.Session` each."""
+    """Kernels in jails on this host, one `cogbox.kernel.session.Session` each.
 
-    def __init__(self, store: ImageStore | None = None, recipes: Path | None = None) -> None:
+    `pools` asks for warm pools: image name -> how many started kernels to keep ready (see
+    cogbox.kernel.pool). A session is handed a pooled kernel when one is ready and it wants
+    nothing a pooled kernel lacks (its own environment, another memory limit); otherwise its
+    kernel starts cold. Pooled kernels' /home/work folders live in `workdirs`.
+    """
+
+    def __init__(
+        self,
+        store: ImageStore | None = None,
+        recipes: Path | None = None,
+        *,
+        pools: Mapping[str, int] | None = None,
+        workdirs: Path | None = None,
+    ) -> None:
         self._sessions: dict[str, Session] = {}
         self._threads = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="cogbox-agent")
         self._store = store or ImageStore()
         self._recipes = recipes
         self._builds: dict[str, _Build] = {}
+        self._pool_sizes = {image: size for image, size in (pools or {}).items() if size > 0}
+        self._workdirs = workdirs
+        self._pools: dict[str, KernelPool] = {}
+        self._pools_lock = threading.Lock()  # starts run in several of the agent's threads
 
     async def _call(self, function: object, *args: object) -> object:
         loop = asyncio.get_running_loop()
@@ -134,7 +178,8 @@ class LocalAgent:
             build.task.add_done_callback(lambda _: self._builds.pop(image, None))
         await build.join(progress)
 
-    async def _build(self, image: str, build: "_Build") -> None:
+    def _recipe(self, image: str) -> LoadedRecipe:
+        """The recipe of `image` (ImageNotFound, naming the known ones, if there is none)."""
         recipes = self._recipes or recipes_dir()
         folder = recipes / image
         if "/" in image or image.startswith(".") or not (folder / "recipe.yml").is_file():
@@ -143,13 +188,17 @@ class LocalAgent:
                 f"no image or recipe named {image!r}; known recipes in {recipes}: "
                 + (", ".join(known) or "none")
             )
-        loaded = await self._call(load_recipe, folder)
-        assert isinstance(loaded, LoadedRecipe)
+        loaded = load_recipe(folder)
         if loaded.name != image:
             raise ImageNotFound(
                 f"the recipe {folder / 'recipe.yml'} is named {loaded.name!r}, not {image!r}: "
                 "make its name match its folder"
             )
+        return loaded
+
+    async def _build(self, image: str, build: "_Build") -> None:
+        loaded = await self._call(self._recipe, image)
+        assert isinstance(loaded, LoadedRecipe)
         loop = asyncio.get_running_loop()
 
         def report(step: str) -> None:  # in the build's thread
@@ -160,13 +209,76 @@ class LocalAgent:
 
         await self._call(build_image, loaded, self._store, report)
 
-    async def start(self, spec: KernelSpec) -> None:
+    async def memory_limit(self, image: str) -> int:
+        limit = await self._call(self._memory_limit, image)
+        assert isinstance(limit, int)
+        return limit
+
+    def _memory_limit(self, image: str) -> int:
+        found = self._store.find(image)
+        if found is not None:
+            return resolve_image(found)[1].limits.memory_bytes
+        policy = self._recipe(image).policy_path
+        return (load_policy(policy) if policy.is_file() else default_policy()).limits.memory_bytes
+
+    async def open(self) -> None:
+        for image in self._pool_sizes:
+            await self._call(self._pool, image)
+
+    def _pool(self, image: str) -> KernelPool | None:
+        """The warm pool of `image` if one is wanted and the image is built, made (or
+        remade, after the image was rebuilt) on first use."""
+        size = self._pool_sizes.get(image)
+        if not size:
+            return None
+        with self._pools_lock:
+            return self._current_pool(image, size)
+
+    def _current_pool(self, image: str, size: int) -> KernelPool | None:
+        current = self._store.find(image)
+        pool = self._pools.get(image)
+        if pool is not None and (current is None or pool.image.digest != current.digest):
+            pool.close()  # kernels of an image that is gone or was rebuilt
+            del self._pools[image]
+            pool = None
+        if pool is None and current is not None:
+            try:
+                pool = KernelPool(current, size, store=self._store, workdirs=self._workdirs)
+            except CogboxError as exc:  # e.g. a broken policy: sessions start cold and say why
+                logging.getLogger(__name__).warning("no warm pool for %s: %s", image, exc)
+                return None
+            self._pools[image] = pool
+        return pool
+
+    def pools(self) -> list[PoolState]:
+        return [
+            PoolState(image, size, pool.ready_count if (pool := self._pools.get(image)) else 0)
+            for image, size in sorted(self._pool_sizes.items())
+        ]
+
+    def _acquire(self, spec: KernelSpec) -> Session | None:
+        pool = self._pool(spec.image)
+        if pool is None or spec.env:
+            return None
+        if spec.memory_bytes not in (None, pool.policy.limits.memory_bytes):
+            return None
+        return pool.try_acquire()
+
+    def _start_session(self, spec: KernelSpec) -> Session:
+        session = self._acquire(spec)
+        if session is not None:
+            return session
         spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        session = await self._call(
-            lambda: start_session(spec.image, workdir=spec.workdir, env=spec.env)
-        )
+        image, policy = resolve_image(spec.image, store=self._store)
+        if spec.memory_bytes is not None:
+            policy = policy.with_limits(memory_bytes=spec.memory_bytes)
+        return start_session(image, policy, spec.workdir, env=spec.env)
+
+    async def start(self, spec: KernelSpec) -> Path:
+        session = await self._call(self._start_session, spec)
         assert isinstance(session, Session)
         self._sessions[spec.session_id] = session
+        return session.workdir
 
     async def execute(
         self, session_id: str, code: str | BatchCommand, timeout: float | None
@@ -261,8 +373,10 @@ class LocalAgent:
         """Stop every kernel (their work dirs are kept) and the agent's threads."""
         await asyncio.gather(
             *(self.stop(session_id) for session_id in list(self._sessions)),
+            *(self._call(pool.close) for pool in self._pools.values()),
             return_exceptions=True,
         )
+        self._pools.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 

@@ -28,7 +28,8 @@ def create_app(
 ) -> web.Application:
     """The service as an aiohttp app; it opens the database and agent when it starts."""
     database = db or Database(config.database_url)
-    manager = SessionManager(database, agent or LocalAgent(), config)
+    agent = agent or LocalAgent(pools=config.pools, workdirs=config.sessions_dir)
+    manager = SessionManager(database, agent, config)
     verifier = RequestVerifier(database, config.max_clock_skew)
     gateway = jupyter.JupyterGateway(manager)
 

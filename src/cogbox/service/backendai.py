@@ -38,7 +38,7 @@ from cogbox.service.agent import BatchCommand
 from cogbox.service.console import console_items, exit_code, result_body, run_status
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
-from cogbox.service.models import iso
+from cogbox.service.models import iso, session_memory
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
 
 API_VERSION = "v7.20230615"
@@ -79,6 +79,12 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
             raise bad_request("'name' must be a string")
         if not isinstance(env, dict):
             raise bad_request("'config.environ' must be an object of strings")
+        resources = (config.get("resources") if isinstance(config, dict) else None) or {}
+        memory = resources.get("mem") if isinstance(resources, dict) else None
+        try:
+            memory_bytes = None if memory is None else session_memory(memory)
+        except ValueError as exc:
+            raise bad_request(f"'config.resources.mem': {exc}") from exc
         image = image.split(":", 1)[0].rsplit("/", 1)[-1]  # "cntk:latest", "lablup/cntk"
         record, created = await manager.create(
             keypair_of(request),
@@ -87,6 +93,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
                 name=name,
                 env={str(k): str(v) for k, v in env.items()},
                 reuse_if_exists=bool(body.get("reuseIfExists", True)),
+                memory_bytes=memory_bytes,
             ),
         )
         return web.json_response(

@@ -162,9 +162,11 @@ class ServiceClient:
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
         env: dict[str, str] | None = None,
+        memory: str | int | None = None,
         on_progress: ProgressHandler | None = None,
     ) -> dict[str, Any]:
-        """Start a session of `image` and return it once it runs. If the service builds the
+        """Start a session of `image` and return it once it runs (`memory`: its memory
+        limit, bytes or a size like "1g"; default: the image policy's). If the service builds the
         image first, that can take minutes: `on_progress` is told each build step
         ("building image cntk: install Python packages") while the call waits."""
         if on_progress is not None and name is None:
@@ -174,6 +176,7 @@ class ServiceClient:
             ("name", name),
             ("idle_timeout", idle_timeout),
             ("max_lifetime", max_lifetime),
+            ("memory", memory),
         ):
             if value is not None:
                 body[key] = value

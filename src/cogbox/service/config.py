@@ -38,3 +38,5 @@ class ServiceConfig(BaseModel):
     # Backend.AI's clients wait on a query-mode execute call this long before "continued".
     query_wait: float = 10.0
     execution_timeout: float | None = None
+    # Warm pools: image -> started kernels kept ready for new sessions (cogbox.kernel.pool).
+    pools: dict[str, int] = Field(default_factory=dict)

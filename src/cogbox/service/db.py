@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     Integer,
@@ -25,7 +26,9 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -47,6 +50,8 @@ class _Keypair(_Base):
     max_sessions: Mapped[int] = mapped_column(Integer)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Added after the first release: nullable, so older databases gain them in place.
+    max_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class _Session(_Base):
@@ -63,6 +68,7 @@ class _Session(_Base):
     idle_timeout: Mapped[float] = mapped_column(Float)
     max_lifetime: Mapped[float] = mapped_column(Float)
     workdir: Mapped[str] = mapped_column(Text)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class _SeenSignature(_Base):
@@ -92,6 +98,7 @@ class KeypairRecord:
     max_sessions: int
     is_admin: bool
     is_active: bool
+    max_memory_bytes: int | None = None  # the memory all its active sessions may hold
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ class SessionRecord:
     idle_timeout: float
     max_lifetime: float
     workdir: str
+    memory_bytes: int | None = None  # its jail's memory limit
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,7 @@ class Database:
         self._lock = threading.Lock()
         self._next_purge = 0.0
         _Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._protect_files()
 
     def _protect_files(self) -> None:
@@ -251,6 +260,21 @@ class Database:
         query = select(_Event).where(_Event.session_id == session_id).order_by(_Event.id)
         with self._session() as db:
             return [_record(row, EventRecord) for row in db.scalars(query).all()]
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a database made by an older cogbox up to date: columns added since are all
+    nullable, so adding them in place keeps every row."""
+    existing = inspect(engine)
+    with engine.begin() as connection:
+        for table in _Base.metadata.sorted_tables:
+            have = {column["name"] for column in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(
+                        text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+                    )
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

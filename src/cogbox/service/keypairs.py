@@ -16,11 +16,18 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 
 
 def create_keypair(
-    db: Database, *, max_sessions: int = DEFAULT_MAX_SESSIONS, is_admin: bool = False
+    db: Database,
+    *,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_memory_bytes: int | None = None,
+    is_admin: bool = False,
 ) -> KeypairRecord:
-    """A new active keypair, stored in `db`. `max_sessions` caps its concurrent sessions."""
+    """A new active keypair, stored in `db`. `max_sessions` caps its concurrent sessions,
+    `max_memory_bytes` (None: no cap) the memory limits of those sessions added up."""
     if max_sessions < 1:
         raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
+    if max_memory_bytes is not None and max_memory_bytes < 1:
+        raise ValueError(f"max_memory_bytes must be positive, got {max_memory_bytes}")
     record = KeypairRecord(
         access_key="AKIA" + "".join(secrets.choice(_UPPER_ALNUM) for _ in range(16)),
         secret_key="".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40)),
@@ -28,6 +35,7 @@ def create_keypair(
         max_sessions=max_sessions,
         is_admin=is_admin,
         is_active=True,
+        max_memory_bytes=max_memory_bytes,
     )
     db.add_keypair(record)
     return record

@@ -3,9 +3,27 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cogbox.service.db import EventRecord, SessionRecord
+from cogbox.sizes import format_size, parse_size
+
+MIN_SESSION_MEMORY = 64 << 20  # a kernel needs about 50 MiB before it runs anything
+MAX_SESSION_MEMORY = 1 << 40
+
+
+def session_memory(value: object) -> int:
+    """A session's memory limit in bytes, from bytes or a size like "1g"; ValueError if it
+    is not a size or out of the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"memory must be a number of bytes or a size like '1g', got {value!r}")
+    size = parse_size(value)
+    if not MIN_SESSION_MEMORY <= size <= MAX_SESSION_MEMORY:
+        raise ValueError(
+            f"memory must be between {format_size(MIN_SESSION_MEMORY)} and "
+            f"{format_size(MAX_SESSION_MEMORY)}, got {value!r}"
+        )
+    return size
 
 
 class _Strict(BaseModel):
@@ -18,6 +36,22 @@ class CreateSessionBody(_Strict):
     idle_timeout: float | None = Field(default=None, gt=0, le=10**7)
     max_lifetime: float | None = Field(default=None, gt=0, le=10**8)
     env: dict[str, str] = Field(default_factory=dict)
+    memory: int | str | None = Field(
+        default=None,
+        description="the session's memory limit, in bytes or as a size like '1g' "
+        f"({format_size(MIN_SESSION_MEMORY)} to {format_size(MAX_SESSION_MEMORY)}); "
+        "default: the image policy's. It counts against the keypair's memory cap.",
+        examples=["1g"],
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_size(cls, value: int | str | None) -> int | None:
+        return None if value is None else session_memory(value)
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else session_memory(self.memory)
 
 
 class ExecuteBody(_Strict):
@@ -47,8 +81,19 @@ class SessionInfo(BaseModel):
     terminated_at: str | None
     idle_timeout: float
     max_lifetime: float
+    memory_bytes: int | None = Field(description="the memory limit of the session's jail")
     busy: bool
     last_used_at: str | None
+
+
+class PoolInfo(BaseModel):
+    image: str
+    size: int = Field(description="started kernels the pool keeps ready")
+    ready: int = Field(description="how many are ready now")
+
+
+class PoolList(BaseModel):
+    pools: list[PoolInfo]
 
 
 class SessionList(BaseModel):
@@ -114,6 +159,7 @@ def session_info(
         terminated_at=iso(record.terminated_at),
         idle_timeout=record.idle_timeout,
         max_lifetime=record.max_lifetime,
+        memory_bytes=record.memory_bytes,
         busy=busy,
         last_used_at=iso(last_used),
     )

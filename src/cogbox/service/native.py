@@ -30,6 +30,8 @@ from cogbox.service.models import (
     ExecuteResult,
     FileInfo,
     FileList,
+    PoolInfo,
+    PoolList,
     SessionList,
     event_info,
     session_info,
@@ -52,6 +54,11 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
             record, manager.is_busy(record), manager.last_used(record), manager.build_step(record)
         ).model_dump()
 
+    @table.get(PREFIX + "/pools")
+    async def list_pools(request: web.Request) -> web.Response:
+        pools = [PoolInfo(**vars(state)) for state in manager.agent.pools()]
+        return _json(PoolList(pools=pools))
+
     @table.get(PREFIX + "/sessions")
     async def list_sessions(request: web.Request) -> web.Response:
         records = await manager.list_sessions(keypair_of(request))
@@ -68,6 +75,7 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
                 idle_timeout=body.idle_timeout,
                 max_lifetime=body.max_lifetime,
                 env=body.env,
+                memory_bytes=body.memory_bytes,
             ),
         )
         return web.json_response(info(record), status=201)

@@ -12,6 +12,7 @@ from cogbox.service.models import (
     ExecuteBody,
     ExecuteResult,
     FileList,
+    PoolList,
     Problem,
     SessionInfo,
     SessionList,
@@ -25,6 +26,7 @@ _MODELS: list[type[BaseModel]] = [
     ExecuteBody,
     ExecuteResult,
     FileList,
+    PoolList,
     Problem,
     SessionInfo,
     SessionList,
@@ -104,7 +106,10 @@ def openapi_document() -> dict[str, Any]:
     s = PREFIX + "/sessions"
     one = s + "/{ref}"
     create = _op("create a session", 201, SessionInfo, CreateSessionBody, ref=False)
-    create["responses"]["429"] = {"description": "keypair's session limit", **_json(Problem)}
+    create["responses"]["429"] = {
+        "description": "keypair's session or memory limit",
+        **_json(Problem),
+    }
     create["responses"]["503"] = {"description": "the kernel did not start", **_json(Problem)}
     return {
         "openapi": "3.1.0",
@@ -128,6 +133,11 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"backendai": []}],
         "paths": {
+            PREFIX + "/pools": {
+                "get": _op(
+                    "the warm pools: kernels kept ready for new sessions", 200, PoolList, ref=False
+                )
+            },
             s: {
                 "get": _op("list this keypair's sessions", 200, SessionList, ref=False),
                 "post": create,

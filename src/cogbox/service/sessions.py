@@ -40,6 +40,7 @@ from cogbox.service.agent import (
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, conflict, not_found
+from cogbox.sizes import format_size
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class CreateRequest:
     max_lifetime: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     reuse_if_exists: bool = False
+    memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
 
 
 @dataclass
@@ -70,6 +72,7 @@ class _Live:
     idle_timeout: float
     max_lifetime: float
     last_used: float
+    memory_bytes: int
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     busy: int = 0
     dead: bool = False
@@ -83,7 +86,7 @@ class SessionManager:
         self.agent = agent
         self.config = config
         self._live: dict[str, _Live] = {}
-        self._starting: dict[str, int] = {}  # access key -> sessions being started
+        self._starting: dict[str, list[int]] = {}  # access key -> memory of sessions starting
         self._build_steps: dict[str, str] = {}  # session id -> latest step of its image build
         self._reaper: asyncio.Task[None] | None = None
 
@@ -114,7 +117,17 @@ class SessionManager:
                 "variables are gone; its files in /home/work are kept and downloadable"
             )
             await self._set_status(record.id, "lost", "service-restarted", message)
+        await asyncio.to_thread(self._remove_unused_pool_workdirs)
+        await self.agent.open()
         self._reaper = asyncio.create_task(self._reap_forever())
+
+    def _remove_unused_pool_workdirs(self) -> None:
+        """Delete the folders of pooled kernels that a previous run started but never handed
+        to a session (a run that was killed had no chance to)."""
+        kept = {Path(record.workdir).parent for record in self.db.list_sessions()}
+        for folder in self.config.sessions_dir.glob("pool-*"):
+            if folder not in kept:
+                shutil.rmtree(folder, ignore_errors=True)
 
     async def close(self) -> None:
         """Stop the reaper and every kernel. Sessions stay active in the database, so the
@@ -153,21 +166,42 @@ class SessionManager:
             if request.reuse_if_exists and existing[0].image == request.image:
                 return existing[0], False
             raise conflict(f"session name {name!r} is already used by an active session")
+        try:
+            memory = request.memory_bytes or await self.agent.memory_limit(request.image)
+        except ImageNotFound as exc:
+            raise ServiceError(404, "image-not-found", str(exc)) from exc
         # Checked and reserved with no await in between, so concurrent creates cannot both
-        # pass the limit.
-        active = sum(1 for live in self._live.values() if live.access_key == access)
-        if active + self._starting.get(access, 0) >= keypair.max_sessions:
+        # pass a limit.
+        self._check_limits(keypair, memory)
+        starting = self._starting.setdefault(access, [])
+        starting.append(memory)
+        try:
+            return await self._start(keypair, request, name, idle, lifetime, memory), True
+        finally:
+            starting.remove(memory)
+
+    def _check_limits(self, keypair: KeypairRecord, memory: int) -> None:
+        """Refuse (429) a session that would take `keypair` past its session count or
+        memory limit, counting its active sessions and those still starting."""
+        access = keypair.access_key
+        held = [live.memory_bytes for live in self._live.values() if live.access_key == access]
+        held += self._starting.get(access, [])
+        if len(held) >= keypair.max_sessions:
             raise ServiceError(
                 429,
                 "too-many-sessions",
                 f"keypair {access} already has {keypair.max_sessions} active sessions (its "
                 "limit): destroy one before creating another",
             )
-        self._starting[access] = self._starting.get(access, 0) + 1
-        try:
-            return await self._start(keypair, request, name, idle, lifetime), True
-        finally:
-            self._starting[access] -= 1
+        cap = keypair.max_memory_bytes
+        if cap is not None and sum(held) + memory > cap:
+            raise ServiceError(
+                429,
+                "memory-limit",
+                f"keypair {access} may hold {format_size(cap)} of memory in all its sessions; "
+                f"its {len(held)} active sessions hold {format_size(sum(held))} and this one "
+                f"needs {format_size(memory)}: destroy a session or ask for less memory",
+            )
 
     async def _start(
         self,
@@ -176,6 +210,7 @@ class SessionManager:
         name: str,
         idle: float,
         lifetime: float,
+        memory: int,
     ) -> SessionRecord:
         session_id = str(uuid.uuid4())
         workdir = self.config.sessions_dir / session_id / "home"
@@ -193,6 +228,7 @@ class SessionManager:
             idle_timeout=idle,
             max_lifetime=lifetime,
             workdir=str(workdir),
+            memory_bytes=memory,
         )
         await asyncio.to_thread(self.db.add_session, record)
         await asyncio.to_thread(
@@ -200,7 +236,11 @@ class SessionManager:
         )
         try:
             await self._prepare_image(session_id, request.image)
-            await self.agent.start(KernelSpec(session_id, request.image, workdir, request.env))
+            spec = KernelSpec(session_id, request.image, workdir, request.env, memory)
+            used = await self.agent.start(spec)
+            pooled = used != workdir  # a pre-started kernel, with its own /home/work
+            if pooled:
+                await asyncio.to_thread(self.db.update_session, session_id, workdir=str(used))
         except ServiceError:
             raise
         except ImageNotFound as exc:
@@ -217,9 +257,12 @@ class SessionManager:
             # that saw `building` in the database always finds its step here.
             self._build_steps.pop(session_id, None)
         self._live[session_id] = _Live(
-            session_id, keypair.access_key, now, idle, lifetime, time.time()
+            session_id, keypair.access_key, now, idle, lifetime, time.time(), memory
         )
-        await self._set_status(session_id, "running", "started", f"kernel of {request.image} ready")
+        source = " (pre-started, from the warm pool)" if pooled else ""
+        await self._set_status(
+            session_id, "running", "started", f"kernel of {request.image} ready{source}"
+        )
         result = await asyncio.to_thread(self.db.get_session, session_id)
         assert result is not None
         return result

@@ -1,5 +1,6 @@
 """Warm pool: kernels started ahead of time, each handed to exactly one caller."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +113,14 @@ def test_the_images_recipe_names_what_pooled_kernels_preload(
     python_image: Image, cntk_image: Image
 ) -> None:
     assert (preload_code(python_image), preload_code(cntk_image)) == ("", "__import__('cntk')")
+
+
+def test_a_kernel_waiting_past_max_age_is_replaced_by_a_fresh_one(python_image: Image) -> None:
+    with KernelPool(python_image, size=1, policy=small_policy(), max_age=1.0) as pool:
+        assert pool.wait_ready(60)
+        first = pool._ready[0]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not pool._ready or pool._ready[0] is first):
+            time.sleep(0.1)
+        assert not first.alive
+        assert pool.wait_ready(60) and pool._ready[0] is not first

@@ -34,6 +34,9 @@ from cogbox.kernel.session import DEFAULT_OUTPUT_LIMIT, Session, new_workdir, re
 
 _log = logging.getLogger(__name__)
 _RETRY_SECONDS = 5.0  # after a failed start, before the next try
+# A pooled kernel waits at most this long, then is replaced by a fresh one: its jail's
+# wall-time limit runs from its start, and a session should get the whole of it.
+MAX_AGE_SECONDS = 3600.0
 
 
 class KernelPool:
@@ -55,6 +58,7 @@ class KernelPool:
         store: ImageStore | None = None,
         warmup: str | None = None,
         workdirs: Path | None = None,
+        max_age: float = MAX_AGE_SECONDS,
     ) -> None:
         if size < 1:
             raise KernelError(f"a kernel pool needs a size of at least 1, got {size}")
@@ -65,6 +69,8 @@ class KernelPool:
         self._warmup = preload_code(self.image) if warmup is None else warmup
         self._workdirs = workdirs
         self._ready: deque[Session] = deque()
+        self._max_age = max_age
+        self._started_at: dict[str, float] = {}  # session id -> when it was ready
         self._closed = False
         self._last_error: str | None = None
         self._changed = threading.Condition()
@@ -94,6 +100,7 @@ class KernelPool:
                 if self._closed or not self._ready:
                     return None
                 session = self._ready.popleft()
+                self._started_at.pop(session.id, None)
                 self._changed.notify_all()
             if session.alive:
                 return session
@@ -121,6 +128,7 @@ class KernelPool:
                         )
                     self._changed.wait(left)
                 session = self._ready.popleft()
+                self._started_at.pop(session.id, None)
                 self._changed.notify_all()  # the filler starts a replacement
             if session.alive:
                 return session
@@ -165,17 +173,41 @@ class KernelPool:
 
     def _discard(self, session: Session) -> None:
         """Shut down a session nobody was handed, with its /home/work."""
+        self._started_at.pop(session.id, None)
         with contextlib.suppress(KernelError):
             session.shutdown()
         if self._workdirs is not None:
             shutil.rmtree(session.workdir.parent, ignore_errors=True)
 
+    def _take_stale(self) -> list[Session]:
+        """Remove and return the ready sessions older than `max_age` (lock held)."""
+        now = time.monotonic()
+        stale = [s for s in self._ready if now - self._started_at[s.id] >= self._max_age]
+        for session in stale:
+            self._ready.remove(session)
+        return stale
+
+    def _next_expiry(self) -> float | None:
+        """Seconds until the oldest ready session is stale; None if none is ready."""
+        if not self._ready:
+            return None
+        oldest = min(self._started_at[s.id] for s in self._ready)
+        return max(0.0, oldest + self._max_age - time.monotonic())
+
     def _fill(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._closed or len(self._ready) < self.size)
+                self._changed.wait_for(
+                    lambda: self._closed or len(self._ready) < self.size, self._next_expiry()
+                )
                 if self._closed:
                     return
+                stale = self._take_stale()
+                full = len(self._ready) >= self.size
+            for session in stale:
+                self._discard(session)
+            if full:
+                continue
             try:
                 session = self._start()
             except Exception as exc:  # keep the pool alive; acquire() reports the cause
@@ -186,6 +218,7 @@ class KernelPool:
                 continue
             with self._changed:
                 if not self._closed:
+                    self._started_at[session.id] = time.monotonic()
                     self._ready.append(session)
                     self._last_error = None
                     self._changed.notify_all()

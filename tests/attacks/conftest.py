@@ -1,4 +1,9 @@
-"""Fixtures of the attack suite: a neighbouring jail, fresh work directories, cntk's policy."""
+"""Fixtures of the attack suite: a neighbouring jail, fresh work directories, cntk's policy.
+
+Every case, whatever it attacks, ends with the same checks (`host_and_neighbour_unaffected`):
+the neighbouring jail still runs, its files are intact and it still makes progress; the
+host's key files and a canary are unchanged; and no process of the case's jails is left.
+"""
 
 import os
 from collections.abc import Iterator
@@ -8,17 +13,32 @@ import pytest
 
 from cogbox.images.store import Image
 from cogbox.jail.policy import Policy, load_policy
-from tests.attacks.harness import Neighbour
+from tests.attacks.harness import HostCanary, Neighbour, running_jails
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def neighbour(python_image: Image) -> Iterator[Neighbour]:
-    """A long-running second jail; the test calls `neighbour.assert_answers()` at its end."""
+    """A second jail running next to every case of the module."""
     running = Neighbour(python_image)
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> HostCanary:
+    return HostCanary(tmp_path_factory.mktemp("host"))
+
+
+@pytest.fixture(autouse=True)
+def host_and_neighbour_unaffected(neighbour: Neighbour, host: HostCanary) -> Iterator[None]:
+    before = running_jails()
+    yield
+    neighbour.assert_answers()
+    host.assert_unchanged()
+    left = running_jails() - before
+    assert not left, f"jails of this case still run processes: {sorted(left)}"
 
 
 @pytest.fixture

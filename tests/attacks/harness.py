@@ -198,8 +198,11 @@ def host_processes_matching(marker: str) -> list[int]:
 
 # ---------------------------------------------------------------------------- neighbour
 
-_HEARTBEAT = """
+NEIGHBOUR_CANARY = "the neighbour's own data"
+_HEARTBEAT = f"""
 import os, time
+with open('/home/work/canary', 'w') as handle:
+    handle.write({NEIGHBOUR_CANARY!r})
 for beat in range(1, 100000):  # bounded: the policy's wall time ends it long before
     with open('/home/work/heartbeat.tmp', 'w') as handle:
         handle.write(str(beat))
@@ -212,7 +215,8 @@ class Neighbour:
     """A second jail running next to an attack; it must still answer when the attack ends."""
 
     def __init__(self, image: Image) -> None:
-        policy = attack_policy(image, wall_time_seconds=60)
+        # It lives through a whole test module: wall time long enough for the slowest one.
+        policy = attack_policy(image, wall_time_seconds=1800)
         self.jail = Jail()
         self.jail.start(
             python_spec(image, _HEARTBEAT, policy=policy), stdout=DEVNULL, stderr=DEVNULL
@@ -236,8 +240,10 @@ class Neighbour:
             time.sleep(0.05)
 
     def assert_answers(self) -> None:
-        """Still running, and its heartbeat still moves (within 3 s)."""
+        """Still running, its files intact, and its heartbeat still moves (within 3 s)."""
         assert self.jail.poll() is None, f"the neighbour jail died: {self.jail.wait()!r}"
+        view = self.jail.workdir_view
+        assert view is not None and (view / "canary").read_text() == NEIGHBOUR_CANARY
         first = self.beat()
         deadline = time.monotonic() + 3
         while self.beat() <= first:
@@ -246,3 +252,50 @@ class Neighbour:
 
     def stop(self) -> None:
         self.jail.cleanup()
+
+
+# ---------------------------------------------------------------------------- the host
+
+# Host files an escaped attack would most want to read or change.
+HOST_FILES = ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/hosts", "/etc/ld.so.preload"]
+
+
+class HostCanary:
+    """The host's state an attack must leave alone: key files (content, mode, owner), a
+    canary file only root may write, and no process left running from a jail."""
+
+    def __init__(self, folder: Path) -> None:
+        self.canary = folder / "host-canary"
+        self.canary.write_text("the host's own data")
+        self.canary.chmod(0o644)
+        self._before = self._snapshot()
+
+    def _snapshot(self) -> dict[str, tuple[bytes, int, int, int] | None]:
+        state: dict[str, tuple[bytes, int, int, int] | None] = {}
+        for name in [*HOST_FILES, str(self.canary)]:
+            try:
+                info = os.stat(name)
+                state[name] = (Path(name).read_bytes(), info.st_mode, info.st_uid, info.st_gid)
+            except FileNotFoundError:
+                state[name] = None
+        return state
+
+    def assert_unchanged(self) -> None:
+        changed = [name for name, seen in self._snapshot().items() if seen != self._before[name]]
+        assert not changed, f"the attack changed host files: {changed}"
+
+
+_JAIL_CGROUP = re.compile(r"/(cogbox-[A-Za-z0-9._-]+)/")
+
+
+def running_jails() -> set[str]:
+    """The ids of the jails that have a process on the host now (from /proc/*/cgroup)."""
+    found: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            found.update(_JAIL_CGROUP.findall((entry / "cgroup").read_text()))
+        except OSError:
+            continue
+    return found

@@ -43,8 +43,8 @@ def _assert_killed_by_sigsys_before(result: JailResult, name: str) -> None:
     assert "TRYING" in stdout(result), text(result)
     assert f"ALLOWED {name}" not in stdout(result), text(result)
     assert died_of_signal(result, SIGSYS), text(result)
-    assert result.exit.reason == ExitReason.SIGNALED
-    assert "SIGSYS" in result.exit.message
+    assert result.exit.reason == ExitReason.SYSCALL_BLOCKED
+    assert "syscall filter" in result.exit.message and "SIGSYS" in result.exit.message
 
 
 def test_int80_works_outside_the_jail_as_a_control() -> None:

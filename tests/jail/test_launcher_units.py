@@ -125,9 +125,24 @@ def test_sigxfsz_is_file_size() -> None:
 
 
 def test_other_signals_are_named() -> None:
-    assert explain(128 + signal.SIGSEGV, LIMITS, Evidence()).message == (
-        "killed by signal 11 (SIGSEGV)"
+    assert explain(128 + signal.SIGUSR1, LIMITS, Evidence()).message == (
+        "killed by signal 10 (SIGUSR1)"
     )
+
+
+def test_a_segfault_is_a_crash_named_in_words() -> None:
+    ended = explain(128 + signal.SIGSEGV, LIMITS, Evidence())
+    assert (ended.reason, ended.message, ended.limit_hit) == (
+        ExitReason.CRASHED,
+        "crashed: segmentation fault (signal 11, SIGSEGV)",
+        False,
+    )
+
+
+def test_sigsys_is_the_syscall_filter() -> None:
+    ended = explain(128 + signal.SIGSYS, LIMITS, Evidence())
+    assert ended.reason == ExitReason.SYSCALL_BLOCKED and ended.limit_hit
+    assert "syscall filter" in ended.message
 
 
 def test_sync_back_copies_changes_and_never_follows_links(tmp_path: Path) -> None:

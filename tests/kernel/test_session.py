@@ -137,6 +137,14 @@ def test_out_of_memory_is_reported_as_kernel_died_oom(python_image: Image) -> No
         assert stdout_of(run(session, "print('back')")) == "back\n"
 
 
+def test_a_segfault_is_reported_as_a_crash_in_words(python_image: Image) -> None:
+    with start_session(python_image, small_policy()) as session:
+        died = run(session, "import ctypes; ctypes.string_at(0)")[-1]
+        assert isinstance(died, KernelDied) and died.reason == "crashed"
+        assert died.message == "crashed: segmentation fault (signal 11, SIGSEGV)"
+        assert not session.alive
+
+
 def test_run_that_ignores_interrupts_restarts_the_kernel_at_time_limit(
     python_image: Image,
 ) -> None:

@@ -13,10 +13,13 @@ SIGNAL_OFFSET = 128
 
 
 class ExitReason(StrEnum):
-    """What ended a jailed process. Every value but EXITED and SIGNALED names a limit."""
+    """What ended a jailed process. Every value but EXITED, SIGNALED, CRASHED and KILLED
+    names a limit the jail enforced."""
 
     EXITED = "exited"  # the program ended on its own
     SIGNALED = "signaled"  # killed by a signal that no limit explains (or by the caller)
+    CRASHED = "crashed"  # a fault of its own: segfault, bus error, abort, ...
+    SYSCALL_BLOCKED = "syscall_blocked"  # seccomp killed it (SIGSYS): a forbidden ABI
     OOM = "oom"  # memory cgroup limit: the kernel's OOM killer
     PIDS_LIMIT = "pids_limit"  # pids cgroup limit: a fork or thread was refused
     CPU_TIME = "cpu_time"  # RLIMIT_CPU: SIGXCPU, then SIGKILL
@@ -42,7 +45,12 @@ class JailExit:
 
     @property
     def limit_hit(self) -> bool:
-        return self.reason not in (ExitReason.EXITED, ExitReason.SIGNALED, ExitReason.KILLED)
+        return self.reason not in (
+            ExitReason.EXITED,
+            ExitReason.SIGNALED,
+            ExitReason.CRASHED,
+            ExitReason.KILLED,
+        )
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,15 @@ def explain(returncode: int, limits: Limits, evidence: Evidence) -> JailExit:
             ExitReason.PIDS_LIMIT,
             f"stopped: process limit reached, a fork failed (pids limit {limits.pids})",
         )
+    if sig == signal.SIGSYS:
+        return ended(
+            ExitReason.SYSCALL_BLOCKED,
+            "killed by the jail's syscall filter: it made a system call its policy forbids "
+            f"(signal {sig}, SIGSYS)",
+        )
+    if sig in _CRASHES:
+        what = (signal.strsignal(sig) or "a fault").lower()
+        return ended(ExitReason.CRASHED, f"crashed: {what} (signal {sig}, {_signal_name(sig)})")
     if sig is not None and 0 < sig < 65:
         name = _signal_name(sig)
         return ended(ExitReason.SIGNALED, f"killed by signal {sig} ({name})")
@@ -122,6 +139,10 @@ def _pids_limit_hit(counters: CgroupCounters, limit: int) -> bool:
 
 def _mentions(evidence: Evidence, needle: bytes) -> bool:
     return needle in evidence.stderr_tail
+
+
+# Signals a program gets for its own faults (the ones that dump core).
+_CRASHES = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
 
 def _signal_name(number: int) -> str:

@@ -4,13 +4,14 @@ Attack family: bugs in the service's own API (forged, stale and replayed request
 tenant reaching another's session). Every refusal is JSON, and nothing runs.
 """
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 
 from cogbox.service.auth import signature, signed_headers
-from tests.service.support import Client, Service
+from tests.service.support import KEYPAIR, Client, Service
 
 WRITE_PROOF = "open('/home/work/proof.txt', 'w').write('ran')"
 
@@ -117,7 +118,7 @@ def test_another_keypairs_session_is_not_found_and_nothing_runs(alice: Client, b
         bob.request("DELETE", f"/session/{session['name']}"),
     ]
     files = [f["name"] for f in alice.request("GET", f"/v1/sessions/{ref}/files").json()["files"]]
-    assert [r.status_code for r in attempts] == [404] * 5
+    assert [(r.status_code, r.json()["error"]) for r in attempts] == [(404, "not-found")] * 5
     assert ("proof.txt" in files, alice.request("GET", f"/v1/sessions/{ref}").json()["status"]) == (
         False,
         "running",
@@ -132,3 +133,43 @@ def test_session_limit_is_a_clear_json_error(service: Service) -> None:
     assert (second.status_code, second.json()["error"]) == (429, "too-many-sessions")
     assert "limit" in second.json()["msg"]
     limited.request("DELETE", f"/v1/sessions/{first['id']}")
+
+
+def test_forged_and_stale_creates_create_nothing(alice: Client) -> None:
+    before = _session_count(alice)
+    stranger = Client(alice.url, "AKIANOSUCHKEY0000000", alice.secret_key)
+    impostor = Client(alice.url, alice.access_key, "x" * 40)
+    stale = datetime.now(UTC) - timedelta(minutes=16)
+    responses = [
+        _create_raw(stranger, _signed(stranger, "POST", "/v1/sessions")),
+        _create_raw(impostor, _signed(impostor, "POST", "/v1/sessions")),
+        _create_raw(alice, _signed(alice, "POST", "/v1/sessions", now=stale)),
+    ]
+    assert [(r.status_code, r.json()["error"]) for r in responses] == [(401, "auth-failed")] * 3
+    assert _session_count(alice) == before
+
+
+def test_a_replayed_create_creates_one_session_only(alice: Client) -> None:
+    before = _session_count(alice)
+    headers = _signed(alice, "POST", "/v1/sessions")
+    first, again = _create_raw(alice, headers), _create_raw(alice, headers)
+    count = _session_count(alice)
+    alice.request("DELETE", f"/v1/sessions/{first.json()['id']}")
+    assert (first.status_code, again.status_code, again.json()["error"]) == (
+        201,
+        401,
+        "replayed-request",
+    )
+    assert count == before + 1
+
+
+def test_a_removed_keypair_is_refused_from_then_on(service: Service) -> None:
+    carol = service.keypair()
+    allowed = carol.request("GET", "/v1/sessions")
+    subprocess.run([*KEYPAIR, "rm", carol.access_key], env=service.env(), check=True)
+    refused = carol.request("GET", "/v1/sessions")
+    assert (allowed.status_code, refused.status_code, refused.json()["error"]) == (
+        200,
+        401,
+        "auth-failed",
+    )

@@ -7,6 +7,7 @@ base system) is shared and the build takes seconds, not a debootstrap; the image
 at the end.
 """
 
+import asyncio
 import contextlib
 import secrets
 import shutil
@@ -21,6 +22,7 @@ import requests
 
 from cogbox.config import REPO_IMAGES_DIR
 from cogbox.images.store import Image, ImageNotFound, ImageStore
+from cogbox.service.client import Endpoint, ServiceClient
 from tests.service.support import Client, Service, running_service, stdout_of
 
 
@@ -76,23 +78,35 @@ def _watch(alice: Client, name: str, stop: threading.Event, seen: list[dict[str,
 
 
 @pytest.fixture(scope="module")
-def built_session(alice: Client, image_name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A session of the unbuilt image, created through the API (which waits for the build),
-    and what polling its GET showed meanwhile."""
+def progress_shown() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def built_session(
+    alice: Client, image_name: str, progress_shown: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A session of the unbuilt image, created by the CLI's client (which waits for the
+    build, telling `progress_shown` each step), and what polling its GET showed meanwhile."""
     name = f"ondemand-{secrets.token_hex(3)}"
     stop = threading.Event()
     seen: list[dict[str, Any]] = []
     watcher = threading.Thread(target=_watch, args=(alice, name, stop, seen), daemon=True)
     watcher.start()
+    endpoint = Endpoint(alice.url, alice.access_key, alice.secret_key)
+
+    async def create() -> dict[str, Any]:
+        async with ServiceClient(endpoint) as client:
+            return await client.create_session(
+                image_name, name=name, on_progress=progress_shown.append
+            )
+
     try:
-        response = alice.request(
-            "POST", "/v1/sessions", json={"image": image_name, "name": name}, timeout=55
-        )
+        created = asyncio.run(create())
     finally:
         stop.set()
         watcher.join()
-    assert response.status_code == 201, response.text
-    return dict(response.json()), seen
+    return created, seen
 
 
 def test_session_of_an_unbuilt_image_records_build_steps_before_it_runs(
@@ -113,6 +127,26 @@ def test_session_get_shows_building_and_the_current_step_meanwhile(
     _, seen = built_session
     building = [s for s in seen if s["status"] == "building"]
     assert building and all(s["progress"] for s in building), seen
+
+
+def test_the_cli_client_shows_the_build_steps_while_it_waits(
+    alice: Client,
+    image_name: str,
+    progress_shown: list[str],
+    built_session: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    # It polls, so it shows the steps current at each poll: some of them, in order.
+    created, _ = built_session
+    events = alice.request("GET", f"/v1/sessions/{created['id']}/events").json()["events"]
+    steps = [
+        f"building image {image_name}: {e['message']} ..."
+        for e in events
+        if e["kind"] == "image_build"
+    ]
+    assert progress_shown and all(line in steps for line in progress_shown), progress_shown
+    assert [steps.index(line) for line in progress_shown] == sorted(
+        steps.index(line) for line in progress_shown
+    )
 
 
 def test_code_runs_in_the_session_of_the_built_image(

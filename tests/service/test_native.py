@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import threading
 import time
+from typing import Any
 
 import aiohttp
 import requests
@@ -74,17 +76,70 @@ def test_restart_keeps_files_and_clears_variables(alice: Client) -> None:
     alice.request("DELETE", f"/v1/sessions/{ref}")
 
 
-def test_idle_session_is_reaped_with_an_event(alice: Client) -> None:
-    ref = alice.create(idle_timeout=1)["id"]
+def _wait_until_terminated(alice: Client, ref: str) -> dict[str, Any]:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         info = alice.request("GET", f"/v1/sessions/{ref}").json()
         if info["status"] == "terminated":
             break
         time.sleep(0.5)
-    events = alice.request("GET", f"/v1/sessions/{ref}/events").json()["events"]
+    return dict(info)
+
+
+def _events(alice: Client, ref: str) -> list[dict[str, Any]]:
+    return list(alice.request("GET", f"/v1/sessions/{ref}/events").json()["events"])
+
+
+def test_idle_session_is_reaped_with_an_event(alice: Client) -> None:
+    ref = alice.create(idle_timeout=1)["id"]
+    info = _wait_until_terminated(alice, ref)
+    events = _events(alice, ref)
     assert (info["status"], events[-1]["kind"]) == ("terminated", "idle_reaped")
     assert "idle timeout" in events[-1]["message"]
+
+
+def test_session_past_its_lifetime_is_ended_with_an_event_even_while_busy(alice: Client) -> None:
+    ref = alice.create(max_lifetime=2)["id"]
+    alice.execute(ref, "import time; time.sleep(1)")  # in use: the idle timeout never applies
+    info = _wait_until_terminated(alice, ref)
+    events = _events(alice, ref)
+    assert (info["status"], events[-1]["kind"]) == ("terminated", "lifetime_reached")
+
+
+def test_a_session_records_its_start_and_its_kernels_death(alice: Client) -> None:
+    ref = alice.create()["id"]
+    alice.execute(ref, "import ctypes; ctypes.string_at(0)")
+    kinds = {e["kind"]: e for e in _events(alice, ref)}
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+    assert "ready" in kinds["running"]["message"]
+    assert (kinds["died"]["reason"], kinds["died"]["message"]) == (
+        "crashed",
+        "crashed: segmentation fault (signal 11, SIGSEGV)",
+    )
+
+
+def test_interrupt_stops_a_running_run_and_the_session_lives(alice: Client) -> None:
+    ref = alice.create()["id"]
+    results: list[dict[str, Any]] = []
+    runner = threading.Thread(
+        target=lambda: results.append(alice.execute(ref, "while True: pass")), daemon=True
+    )
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not alice.request("GET", f"/v1/sessions/{ref}").json()["busy"]:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    interrupted = alice.request("POST", f"/v1/sessions/{ref}/interrupt")
+    runner.join(30)
+    after = alice.execute(ref, "print('alive')")
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+    kinds = [e["kind"] for e in results[0]["events"]]
+    assert (interrupted.status_code, kinds[-2:], stdout_of(after)) == (
+        204,
+        ["error", "finished"],
+        "alive\n",
+    )
+    assert "KeyboardInterrupt" in str(results[0]["events"][-2])
 
 
 def test_kernel_death_is_explained_and_restart_revives_it(alice: Client) -> None:

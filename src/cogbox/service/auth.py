@@ -41,7 +41,6 @@ _AUTHORIZATION = re.compile(
     r"credential=(?P<access>[^:\s]+):(?P<signature>[0-9a-fA-F]+)$"
 )
 _VERSION = re.compile(r"^v\d+\.\d{8}$")
-_KEYPAIR_CACHE_SECONDS = 5.0
 _TOKEN_CONTEXT = b"cogbox-jupyter-token-v1"
 _TOKEN_HEX_CHARS = 40
 
@@ -131,7 +130,6 @@ class RequestVerifier:
     def __init__(self, db: Database, max_skew: float) -> None:
         self._db = db
         self._max_skew = max_skew
-        self._keypairs: dict[str, tuple[float, KeypairRecord]] = {}
 
     async def verify(
         self,
@@ -213,13 +211,5 @@ class RequestVerifier:
         return keypair
 
     async def _keypair(self, access_key: str) -> KeypairRecord | None:
-        cached = self._keypairs.get(access_key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        record = await asyncio.to_thread(self._db.get_keypair, access_key)
-        if record is not None:  # unknown keys are not cached: a new keypair works at once
-            if len(self._keypairs) > 10_000:
-                self._keypairs.clear()
-            self._keypairs[access_key] = (now + _KEYPAIR_CACHE_SECONDS, record)
-        return record
+        # Read on every request, never cached: a removed keypair is refused at once.
+        return await asyncio.to_thread(self._db.get_keypair, access_key)

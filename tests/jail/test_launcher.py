@@ -409,6 +409,50 @@ def test_init_runs_where_op_exec_makes_binds_noexec(python_image: Image) -> None
     assert out(run_python(python_image, "print('ran')", policy)) == "ran\n"
 
 
+def test_op_exec_denied_makes_tmp_and_home_work_noexec(python_image: Image) -> None:
+    policy = parse_policy("whitelist_paths: {OP_EXEC: []}\n", source="image programs only")
+    code = (
+        "import os, shutil, subprocess\n"
+        "print(subprocess.call(['/bin/true']))\n"  # the image's own programs still run
+        "for folder in ('/tmp', '/home/work'):\n"
+        "    shutil.copy('/bin/true', folder + '/mytrue')\n"
+        "    try:\n"
+        "        subprocess.call([folder + '/mytrue'])\n"
+        "    except PermissionError as exc:\n"
+        "        print(folder, exc.errno)\n"
+    )
+    assert out(run_python(python_image, code, policy)) == "0\n/tmp 13\n/home/work 13\n"
+
+
+def test_readonly_bind_is_readable_and_refuses_writes(python_image: Image, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data.txt").write_text("from the host")
+    document = f"mounts: {{readonly_binds: [{{source: {shared}, destination: /opt/data}}]}}\n"
+    policy = parse_policy(document, source="with a read-only bind")
+    code = (
+        "print(open('/opt/data/data.txt').read())\n"
+        "try:\n"
+        "    open('/opt/data/new.txt', 'w')\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno)\n"
+    )
+    assert out(run_python(python_image, code, policy)) == "from the host\n30\n"
+    assert sorted(p.name for p in shared.iterdir()) == ["data.txt"]
+
+
+def test_cpus_quota_throttles_a_busy_loop(python_image: Image) -> None:
+    # A loop that would use a whole core for 1.5 s gets about a quarter of it.
+    code = (
+        "import time\n"
+        "wall, cpu = time.monotonic(), time.process_time()\n"
+        "while time.monotonic() - wall < 1.5: pass\n"
+        "print(round((time.process_time() - cpu) / (time.monotonic() - wall), 2))\n"
+    )
+    share = float(out(run_python(python_image, code, policy_with(python_image, cpus=0.25))))
+    assert share < 0.5
+
+
 # ---------------------------------------------------------------------------- lifetime
 
 DRIVER = """

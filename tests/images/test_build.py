@@ -114,3 +114,31 @@ def test_killed_build_leaves_no_ready_image_and_next_build_succeeds(
     rebuilt = build_image(load_recipe(recipes / "python"), store)
     assert rebuilt.ready and rebuilt.env["COGBOX_TEST"] == "killed"
     assert [i.path for i in store.images()] == [rebuilt.path]
+
+
+def _publish_fake(store: ImageStore, name: str) -> Image:
+    """A ready image of `name` in `store` without building one: a rootfs folder, a manifest."""
+    staging = store.staging_dir(name, "f" * 64)
+    (staging / "rootfs").mkdir(parents=True)
+    return store.publish(staging, name, "f" * 64, {"name": name, "built_at": "now"})
+
+
+def test_image_rm_removes_an_image_and_refuses_one_in_use(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    fake = _publish_fake(store, "fake")
+    env = {**os.environ, "COGBOX_DATA_DIR": str(tmp_path)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "cogbox.cli", "image", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+    with fake.hold():
+        refused = cli("rm", "fake")
+    assert refused.returncode != 0 and "in use by a running jail" in refused.stderr
+    assert store.find("fake") is not None
+    removed = cli("rm", "fake")
+    missing = cli("rm", "fake")
+    listed = json.loads(cli("ls", "--json").stdout)
+    assert (removed.returncode, removed.stdout) == (0, "removed fake (1 folder)\n")
+    assert missing.returncode != 0 and "no image named 'fake'" in missing.stderr
+    assert listed == []

@@ -113,6 +113,10 @@ def test_no_docs_or_caches_left(cntk_image: Image) -> None:
     assert list((root / "usr/share/man").iterdir()) == []
     assert not (root / "tmp/cogbox-wheels").exists()
     assert list((root / "var/lib/apt/lists").glob("*Packages*")) == []
+    assert not (root / "usr/include").exists()
+    assert list((root / "usr/lib").rglob("*.a")) == []
+    assert list((root / "usr/local/lib").rglob("*.a")) == []
+    assert list((root / "usr/local/lib/python2.7/dist-packages").rglob("tests")) == []
 
 
 def test_python_image_runs_python_3_11_with_numpy(python_image: Image) -> None:

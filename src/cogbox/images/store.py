@@ -10,12 +10,12 @@ A ready image is only ever created by renaming a finished staging folder, which 
 a build that fails or is killed can leave staging folders behind but never a ready image.
 """
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +25,10 @@ from cogbox.errors import CogboxError
 
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
+
+
+class ImageInUse(CogboxError):
+    """The image cannot be removed: a running jail holds it."""
 
 
 class ImageNotFound(CogboxError):
@@ -139,19 +143,29 @@ class ImageStore:
         return image
 
     def remove(self, name: str) -> int:
-        """Delete every folder of image `name`; returns how many were removed."""
+        """Delete every folder of image `name`; returns how many were removed. Raises
+        ImageInUse, deleting nothing, while a jail or kernel holds a version of it."""
         name_dir = self.images_dir / name
         if not name_dir.is_dir():
             raise ImageNotFound(f"no image named {name!r}")
-        with self.lock(name):
-            count = sum(1 for e in name_dir.iterdir() if e.is_dir())
-            for entry in name_dir.iterdir():
-                if entry.is_dir():
-                    shutil.rmtree(entry)
+        with self.lock(name), contextlib.ExitStack() as held:
+            folders = [e for e in name_dir.iterdir() if e.is_dir()]
+            for folder in folders:
+                if (folder / MANIFEST).is_file():
+                    handle = held.enter_context(open(folder / MANIFEST))
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        raise ImageInUse(
+                            f"image {name!r} ({folder.name[:12]}) is in use by a running jail "
+                            "or kernel (a session, a warm pool): stop those first"
+                        ) from None
+            for folder in folders:
+                shutil.rmtree(folder)
         shutil.rmtree(name_dir, ignore_errors=True)
-        return count
+        return len(folders)
 
-    @contextmanager
+    @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Exclusive per-name lock, so two builds of one image never interleave."""
         name_dir = self.images_dir / name

@@ -118,6 +118,21 @@ def test_restart_clears_variables_but_keeps_home_files(python_image: Image) -> N
         assert any(isinstance(e, Error) and e.ename == "NameError" for e in events)
 
 
+def test_the_kernel_is_reached_over_ipc_sockets_in_the_sessions_own_folder(
+    python_image: Image,
+) -> None:
+    with (
+        start_session(python_image, small_policy()) as session,
+        start_session(python_image, small_policy()) as other,
+    ):
+        info, others = session.connection_info(), other.connection_info()
+        sockets = sorted(p.name for p in Path(str(info["ip"])).parent.iterdir() if p.is_socket())
+        assert info["transport"] == "ipc" and info["key"] != others["key"]
+        assert Path(str(info["ip"])).parent != Path(str(others["ip"])).parent
+        assert len(sockets) == 5, sockets  # shell, iopub, stdin, control, heartbeat
+        assert stdout_of(run(session, "print('over ipc')")) == "over ipc\n"
+
+
 def test_given_workdir_is_the_sessions_home(python_image: Image, tmp_path: Path) -> None:
     (tmp_path / "data.txt").write_text("from the host")
     with start_session(python_image, small_policy(), tmp_path) as session:

@@ -153,6 +153,11 @@ class Session:
         """How the kernel's jail ended, once it has."""
         return None if self._kernel is None else self._kernel.poll()
 
+    def connection_info(self) -> dict[str, Any]:
+        """Jupyter connection info (ipc:// sockets in the session's own runtime folder, and
+        its key) to reach the kernel from this host; valid across restarts of the kernel."""
+        return dict(self._runtime.connection_info())
+
     @property
     def kernel_info(self) -> dict[str, Any]:
         """The kernel's `kernel_info_reply` (language, versions)."""

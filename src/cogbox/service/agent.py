@@ -361,13 +361,7 @@ class LocalAgent:
         return entries
 
     def connection_info(self, session_id: str) -> dict[str, Any]:
-        session = self._session(session_id)
-        public = getattr(session, "connection_info", None)
-        if callable(public):
-            return dict(public())
-        # The kernel's runtime directory (sockets and key) lives as long as the session;
-        # read-only use until cogbox.kernel offers a public accessor.
-        return dict(session._runtime.connection_info())
+        return self._session(session_id).connection_info()
 
     async def close(self) -> None:
         """Stop every kernel (their work dirs are kept) and the agent's threads."""

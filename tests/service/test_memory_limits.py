@@ -67,7 +67,7 @@ def test_a_keypairs_memory_cap_refuses_the_session_that_would_pass_it(
         refused = alice.request("POST", "/v1/sessions", json={"image": "python"})
         body = refused.json()
         assert (refused.status_code, body["error"]) == (429, "memory-limit"), body
-        assert "1 active sessions hold" in body["msg"], body
+        assert "its 1 active session holds" in body["msg"], body
         small = alice.create(memory="512m")  # exactly what is left
         alice.request("DELETE", f"/v1/sessions/{small['id']}")
     finally:

@@ -199,7 +199,8 @@ class SessionManager:
                 429,
                 "memory-limit",
                 f"keypair {access} may hold {format_size(cap)} of memory in all its sessions; "
-                f"its {len(held)} active sessions hold {format_size(sum(held))} and this one "
+                f"its {_count(len(held), 'active session')} hold{'s' if len(held) == 1 else ''} "
+                f"{format_size(sum(held))} and this one "
                 f"needs {format_size(memory)}: destroy a session or ask for less memory",
             )
 
@@ -560,3 +561,7 @@ def _file_error(exc: KernelError) -> ServiceError:
     if "does not exist" in str(exc):
         return not_found(str(exc))
     return ServiceError(400, "file-error", str(exc))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -11,18 +11,10 @@ import pytest
 
 from cogbox.config import data_dir
 from cogbox.images.store import Image
+from tests.seed import CNTK_MINUS, CNTK_SQUARED_ERROR, HELLO_WORLD
 from tests.service.support import Client, Service, running_service
 
 CLIENT_SPEC = "backend.ai-client==23.3.*"
-CNTK_SQUARED_ERROR = """\
-import cntk
-import numpy as np
-x = cntk.input_variable(2)
-y = cntk.input_variable(2)
-x0 = np.asarray([[2., 1.]], dtype=np.float32)
-y0 = np.asarray([[4., 6.]], dtype=np.float32)
-print(cntk.squared_error(x, y).eval({x:x0, y:y0}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +65,9 @@ def run_client(
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
-        ('print("hello world")', "hello world"),
+        (HELLO_WORLD, "hello world"),
         (CNTK_SQUARED_ERROR, "[ 29.]"),
-        ("import cntk\nprint(cntk.minus([1, 2, 3], [4, 5, 6]).eval())", "[-3. -3. -3.]"),
+        (CNTK_MINUS, "[-3. -3. -3.]"),
     ],
     ids=["hello-world", "cntk-squared-error", "cntk-minus"],
 )

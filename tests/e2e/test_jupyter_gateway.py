@@ -16,6 +16,7 @@ from nbclient import NotebookClient
 
 from cogbox.images.store import Image
 from cogbox.service.auth import jupyter_token
+from tests.seed import CNTK_MINUS
 from tests.service.support import Client, Service, running_service
 
 CELLS = [
@@ -24,7 +25,6 @@ CELLS = [
     "raise ValueError('boom')",
     "x + 1",
 ]
-CNTK_MINUS = "import cntk\nprint(cntk.minus([1, 2, 3], [4, 5, 6]).eval())"
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,7 @@ import subprocess
 
 from cogbox.images.rootfs import run_in_rootfs
 from cogbox.images.store import Image
-
-SEED_CNTK = """
-import cntk
-import numpy as np
-x = cntk.input_variable(2)
-y = cntk.input_variable(2)
-x0 = np.asarray([[2., 1.]], dtype=np.float32)
-y0 = np.asarray([[4., 6.]], dtype=np.float32)
-print(cntk.squared_error(x, y).eval({x:x0, y:y0}))
-"""
+from tests.seed import CNTK_MINUS, CNTK_SQUARED_ERROR, HELLO_WORLD, KERAS_BACKEND
 
 KERAS_EPOCH = """
 import numpy as np
@@ -55,7 +46,7 @@ def _python(image: Image, code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_seed_hello_world(cntk_image: Image) -> None:
-    assert _python(cntk_image, 'print("hello world")').stdout == "hello world\n"
+    assert _python(cntk_image, HELLO_WORLD).stdout == "hello world\n"
 
 
 def test_python_is_python_2_7(cntk_image: Image) -> None:
@@ -64,18 +55,18 @@ def test_python_is_python_2_7(cntk_image: Image) -> None:
 
 
 def test_seed_cntk_squared_error_prints_29(cntk_image: Image) -> None:
-    proc = _python(cntk_image, SEED_CNTK)
+    proc = _python(cntk_image, CNTK_SQUARED_ERROR)
     assert proc.stdout.splitlines()[-1] == "[ 29.]", proc.stderr
 
 
 def test_seed_keras_uses_cntk_backend(cntk_image: Image) -> None:
-    proc = _python(cntk_image, "import keras\nprint(keras.__name__)")
+    proc = _python(cntk_image, KERAS_BACKEND)
     assert proc.stdout == "keras\n"
     assert "Using CNTK backend" in proc.stderr
 
 
 def test_cntk_minus(cntk_image: Image) -> None:
-    proc = _python(cntk_image, "import cntk\nprint(cntk.minus([1, 2, 3], [4, 5, 6]).eval())")
+    proc = _python(cntk_image, CNTK_MINUS)
     assert proc.stdout.splitlines()[-1] == "[-3. -3. -3.]", proc.stderr
 
 

@@ -31,6 +31,7 @@ from cogbox.jail.launcher import (
 )
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import Policy, load_policy, parse_policy
+from tests.seed import CNTK_MINUS, CNTK_SQUARED_ERROR, HELLO_WORLD, KERAS_BACKEND
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root (runc, cgroups, mounts)"),
@@ -66,28 +67,22 @@ def out(result: JailResult) -> str:
 
 
 def test_seed_hello_world_runs_in_the_cntk_jail(cntk_image: Image) -> None:
-    result = run_python(cntk_image, 'print("hello world")')
+    result = run_python(cntk_image, HELLO_WORLD)
     assert (out(result), result.exit.reason) == ("hello world\n", ExitReason.EXITED)
 
 
 def test_seed_cntk_squared_error_prints_29(cntk_image: Image) -> None:
-    code = (
-        "import cntk\nimport numpy as np\nx = cntk.input_variable(2)\ny = cntk.input_variable(2)\n"
-        "x0 = np.asarray([[2., 1.]], dtype=np.float32)\n"
-        "y0 = np.asarray([[4., 6.]], dtype=np.float32)\n"
-        "print(cntk.squared_error(x, y).eval({x:x0, y:y0}))"
-    )
-    assert "[ 29.]" in out(run_python(cntk_image, code))
+    assert "[ 29.]" in out(run_python(cntk_image, CNTK_SQUARED_ERROR))
 
 
 def test_seed_keras_uses_the_cntk_backend(cntk_image: Image) -> None:
-    result = run_python(cntk_image, "import keras\nprint(keras.__name__)")
+    result = run_python(cntk_image, KERAS_BACKEND)
     assert out(result).strip().splitlines()[-1] == "keras"
     assert "Using CNTK backend" in result.stderr.decode()
 
 
 def test_cntk_minus_evaluates_in_the_jail(cntk_image: Image) -> None:
-    result = run_python(cntk_image, "import cntk\nprint(cntk.minus([1, 2, 3], [4, 5, 6]).eval())")
+    result = run_python(cntk_image, CNTK_MINUS)
     assert "[-3. -3. -3.]" in out(result)
 
 

@@ -7,20 +7,11 @@ from pathlib import Path
 import pytest
 
 from cogbox.images.store import Image
+from tests.seed import CNTK_MINUS, CNTK_SQUARED_ERROR, HELLO_WORLD, KERAS_BACKEND
 
 # The command as the lead registers it (`cogbox run`), called through its module so the
 # tests do not depend on the registration.
 COGBOX_RUN = [sys.executable, "-c", "from cogbox.cli.run import run; run()"]
-
-CNTK_SQUARED_ERROR = """\
-import cntk
-import numpy as np
-x = cntk.input_variable(2)
-y = cntk.input_variable(2)
-x0 = np.asarray([[2., 1.]], dtype=np.float32)
-y0 = np.asarray([[4., 6.]], dtype=np.float32)
-print(cntk.squared_error(x, y).eval({x:x0, y:y0}))
-"""
 
 
 def cogbox_run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -32,9 +23,9 @@ def cogbox_run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
-        ('print("hello world")', "hello world"),
+        (HELLO_WORLD, "hello world"),
         (CNTK_SQUARED_ERROR, "[ 29.]"),
-        ("import cntk\nprint(cntk.minus([1, 2, 3], [4, 5, 6]).eval())", "[-3. -3. -3.]"),
+        (CNTK_MINUS, "[-3. -3. -3.]"),
     ],
     ids=["hello-world", "cntk-squared-error", "cntk-minus"],
 )
@@ -47,7 +38,7 @@ def test_seed_snippet_prints_expected_output(
 
 
 def test_seed_keras_snippet_uses_the_cntk_backend(cntk_image: Image) -> None:
-    result = cogbox_run("--image", "cntk", "-c", "import keras\nprint(keras.__name__)")
+    result = cogbox_run("--image", "cntk", "-c", KERAS_BACKEND)
     assert result.returncode == 0, result.stderr
     assert (result.stdout.strip().splitlines()[-1], "Using CNTK backend" in result.stderr) == (
         "keras",

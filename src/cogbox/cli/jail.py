@@ -9,7 +9,7 @@ import click
 
 from cogbox.images.store import ImageStore
 from cogbox.jail.launcher import RUNTIMES, Jail, JailSpec, reap_stale_jails
-from cogbox.jail.policy import default_policy, load_policy
+from cogbox.jail.policy import load_policy, policy_or_default
 
 
 @click.group()
@@ -54,12 +54,7 @@ def run(
     policy preserves them.
     """
     image = ImageStore().get(image_name)
-    if policy_file is not None:
-        policy = load_policy(policy_file)
-    elif image.policy_path.is_file():
-        policy = load_policy(image.policy_path)
-    else:
-        policy = default_policy()
+    policy = load_policy(policy_file) if policy_file else policy_or_default(image.policy_path)
     env: dict[str, str] = {}
     for pair in env_pairs:
         key, sep, value = pair.partition("=")

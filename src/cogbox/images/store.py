@@ -125,13 +125,12 @@ class ImageStore:
         for image in self.images():
             if image.name != name or image.digest == keep or not image.ready:
                 continue
-            with open(image.path / MANIFEST) as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # in use: a later build or `image rm` removes it
+            handle = _unused(image.path)
+            if handle is None:
+                continue  # in use: a later build or `image rm` removes it
+            with handle:
                 shutil.rmtree(image.path, ignore_errors=True)
-                removed.append(image.path)
+            removed.append(image.path)
         return removed
 
     def get(self, name: str) -> Image:
@@ -151,15 +150,15 @@ class ImageStore:
         with self.lock(name), contextlib.ExitStack() as held:
             folders = [e for e in name_dir.iterdir() if e.is_dir()]
             for folder in folders:
-                if (folder / MANIFEST).is_file():
-                    handle = held.enter_context(open(folder / MANIFEST))
-                    try:
-                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        raise ImageInUse(
-                            f"image {name!r} ({folder.name[:12]}) is in use by a running jail "
-                            "or kernel (a session, a warm pool): stop those first"
-                        ) from None
+                if not (folder / MANIFEST).is_file():
+                    continue  # a staging folder: nothing can hold it
+                handle = _unused(folder)
+                if handle is None:
+                    raise ImageInUse(
+                        f"image {name!r} ({folder.name[:12]}) is in use by a running jail "
+                        "or kernel (a session, a warm pool): stop those first"
+                    )
+                held.enter_context(handle)
             for folder in folders:
                 shutil.rmtree(folder)
         shutil.rmtree(name_dir, ignore_errors=True)
@@ -199,6 +198,18 @@ class ImageStore:
         image = self.find(name, digest)
         assert image is not None
         return image
+
+
+def _unused(folder: Path) -> IO[str] | None:
+    """An exclusive lock on the image version in `folder`, held until the returned handle
+    is closed; None while a jail holds the version (see `Image.hold`)."""
+    handle = open(folder / MANIFEST)  # noqa: SIM115 - the caller owns the handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:

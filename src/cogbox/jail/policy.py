@@ -434,6 +434,11 @@ def default_policy() -> Policy:
     return parse_policy("", source="<default policy>")
 
 
+def policy_or_default(path: Path) -> Policy:
+    """The policy file at `path` (an image's or a recipe's), or the default where none is."""
+    return load_policy(path) if path.is_file() else default_policy()
+
+
 def _resolve(doc: _PolicyDoc, source: str) -> tuple[Policy, list[_Issue]]:
     issues: list[_Issue] = []
     given = doc.model_fields_set

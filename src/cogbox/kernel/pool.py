@@ -95,16 +95,10 @@ class KernelPool:
     def try_acquire(self) -> Session | None:
         """A started, idle session if one is ready now (the pool starts its replacement),
         else None; never waits."""
-        while True:
-            with self._changed:
-                if self._closed or not self._ready:
-                    return None
-                session = self._ready.popleft()
-                self._started_at.pop(session.id, None)
-                self._changed.notify_all()
-            if session.alive:
-                return session
-            self._discard(session)
+        try:
+            return self.acquire(timeout=0)
+        except KernelError:  # none ready, or the pool is closed
+            return None
 
     def acquire(self, timeout: float | None = 60.0) -> Session:
         """A started, idle session, now the caller's alone; the pool starts its replacement.

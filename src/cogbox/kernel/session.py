@@ -32,7 +32,7 @@ from cogbox.config import data_dir
 from cogbox.images.plan import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image, ImageStore
 from cogbox.jail.launcher import JailExit
-from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy, default_policy, load_policy
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy, policy_or_default
 from cogbox.kernel import files
 from cogbox.kernel.connection import RuntimeDir
 from cogbox.kernel.errors import KernelError
@@ -98,7 +98,7 @@ def resolve_image(
     if isinstance(image, str):
         image = (store or ImageStore()).get(image)
     if policy is None:
-        policy = load_policy(image.policy_path) if image.policy_path.is_file() else default_policy()
+        policy = policy_or_default(image.policy_path)
     return image, policy
 
 

@@ -21,13 +21,13 @@ from cogbox.config import recipes_dir
 from cogbox.errors import CogboxError
 from cogbox.images.builder import build_image
 from cogbox.images.recipe import LoadedRecipe, load_recipe
-from cogbox.images.store import ImageNotFound, ImageStore
-from cogbox.jail.policy import default_policy, load_policy
+from cogbox.images.store import Image, ImageNotFound, ImageStore
+from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied
 from cogbox.kernel.files import FileEntry, list_dir, read_file
 from cogbox.kernel.pool import KernelPool
-from cogbox.kernel.session import Session, resolve_image, start_session
+from cogbox.kernel.session import Session, start_session
 
 _MAX_THREADS = 128
 _DONE = object()
@@ -154,6 +154,7 @@ class LocalAgent:
         self._workdirs = workdirs
         self._pools: dict[str, KernelPool] = {}
         self._pools_lock = threading.Lock()  # starts run in several of the agent's threads
+        self._policies: dict[tuple[str, str], Policy] = {}  # (image, digest) -> its policy
 
     async def _call(self, function: object, *args: object) -> object:
         loop = asyncio.get_running_loop()
@@ -217,9 +218,16 @@ class LocalAgent:
     def _memory_limit(self, image: str) -> int:
         found = self._store.find(image)
         if found is not None:
-            return resolve_image(found)[1].limits.memory_bytes
-        policy = self._recipe(image).policy_path
-        return (load_policy(policy) if policy.is_file() else default_policy()).limits.memory_bytes
+            return self._policy(found).limits.memory_bytes
+        return policy_or_default(self._recipe(image).policy_path).limits.memory_bytes
+
+    def _policy(self, image: Image) -> Policy:
+        """The image's own jail policy, read once per image version (a version never
+        changes: a rebuild is a new digest)."""
+        key = (image.name, image.digest)
+        if key not in self._policies:
+            self._policies[key] = policy_or_default(image.policy_path)
+        return self._policies[key]
 
     async def open(self) -> None:
         for image in self._pool_sizes:
@@ -269,7 +277,8 @@ class LocalAgent:
         if session is not None:
             return session
         spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        image, policy = resolve_image(spec.image, store=self._store)
+        image = self._store.get(spec.image)
+        policy = self._policy(image)
         if spec.memory_bytes is not None:
             policy = policy.with_limits(memory_bytes=spec.memory_bytes)
         return start_session(image, policy, spec.workdir, env=spec.env)

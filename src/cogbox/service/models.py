@@ -51,7 +51,9 @@ class CreateSessionBody(_Strict):
 
     @property
     def memory_bytes(self) -> int | None:
-        return None if self.memory is None else session_memory(self.memory)
+        """`memory` in bytes: the validator has converted a size string already."""
+        assert not isinstance(self.memory, str)
+        return self.memory
 
 
 class ExecuteBody(_Strict):

@@ -124,8 +124,11 @@ class SessionManager:
     def _remove_unused_pool_workdirs(self) -> None:
         """Delete the folders of pooled kernels that a previous run started but never handed
         to a session (a run that was killed had no chance to)."""
+        folders = list(self.config.sessions_dir.glob("pool-*"))
+        if not folders:
+            return
         kept = {Path(record.workdir).parent for record in self.db.list_sessions()}
-        for folder in self.config.sessions_dir.glob("pool-*"):
+        for folder in folders:
             if folder not in kept:
                 shutil.rmtree(folder, ignore_errors=True)
 

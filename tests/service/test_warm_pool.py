@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from cogbox.cli.serve import serve
 from cogbox.images.store import Image
 from tests.service.support import Client, Service, running_service, stdout_of
 
@@ -111,3 +113,9 @@ def test_a_pooled_sessions_files_survive_a_restart_of_the_service(
     record = alice.request("GET", f"/v1/sessions/{created['id']}").json()
     got = _download(alice, created["id"], "kept.txt")
     assert (record["status"], got.status_code, got.text) == ("lost", 200, "still here")
+
+
+def test_a_pool_option_that_is_not_image_equals_count_is_refused_naming_it() -> None:
+    for bad in ("cntk", "cntk=two", "=1"):
+        result = CliRunner().invoke(serve, ["--pool", bad])
+        assert result.exit_code == 2 and f"'{bad}': use IMAGE=N" in result.output, result.output

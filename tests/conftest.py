@@ -38,3 +38,26 @@ def recipes(tmp_path: Path) -> Path:
     target = tmp_path / "images"
     shutil.copytree(REPO_IMAGES_DIR, target)
     return target
+
+
+# The fast tier (`scripts/test --fast`): tests that need no built image, so no root or jail.
+_IMAGE_FIXTURES = {"python_image", "cntk_image"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="run only the tests that need no built image (seconds, no root needed)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--fast"):
+        return
+    keep, drop = [], []
+    for item in items:
+        needs_image = _IMAGE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        (drop if needs_image or item.get_closest_marker("slow") else keep).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep

@@ -29,7 +29,6 @@ from typing import Any
 import zmq
 
 from cogbox.config import data_dir
-from cogbox.images.plan import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image, ImageStore
 from cogbox.jail.launcher import JailExit
 from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy, policy_or_default
@@ -58,7 +57,8 @@ INTERRUPT_GRACE_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 _POLL_MS = 50
 _BATCH = 256  # most messages taken from one socket per wait
-_BATCH_RUNNER = "batch_runner.py"
+# Sent in-band in each batch request: the host writes nothing into a jail-writable folder.
+_BATCH_RUNNER_SOURCE = (Path(__file__).with_name("batch_runner.py")).read_text()
 
 InputHandler = Callable[[InputRequest], str]
 
@@ -134,6 +134,7 @@ class Session:
         self._inputs: queue.Queue[str] = queue.Queue()
         self._executing = False
         self._closed = False
+        self._restart_failure: str | None = None  # why the last restart did not start one
         self._runtime = RuntimeDir.create()
         try:
             self._kernel: KernelProcess | None = self._start_kernel()
@@ -208,12 +209,11 @@ class Session:
         self._check_idle(timeout)
         if not exec.strip():
             raise KernelError("the exec command is empty; give a shell command to run")
-        # The runner goes in the runtime directory, which the jail sees at /run/cogbox.
-        shutil.copyfile(Path(__file__).with_name(_BATCH_RUNNER), self._runtime.path / "batch.py")
-        runner = f"{JAIL_RUNTIME_DIR}/batch.py"
+        # The runner's source travels as a literal (ASCII, so the same on Python 2.7 and 3).
         code = (
             f"_cogbox_batch = {{'__name__': '_cogbox_batch'}}\n"
-            f"exec(compile(open({runner!r}).read(), {runner!r}, 'exec'), _cogbox_batch)\n"
+            f"exec(compile({_BATCH_RUNNER_SOURCE!r}, '<cogbox batch runner>', 'exec'), "
+            "_cogbox_batch)\n"
             f"_cogbox_batch = _cogbox_batch['run_batch']"
             f"({_bytes_literal(build)}, {_bytes_literal(exec)})\n"
         )
@@ -246,7 +246,9 @@ class Session:
         self._executing = True
         try:
             kernel = self._kernel
-            assert kernel is not None
+            if kernel is None:
+                yield self._restart_failed()
+                return
             ended = kernel.poll()
             if ended is not None:
                 yield _died(ended, "; restart() the session to run code again")
@@ -441,8 +443,22 @@ class Session:
         )
 
     def _replace_kernel(self, *, graceful: bool = True) -> None:
+        # A failed start leaves no kernel: the session is then dead (every run says why)
+        # until a restart() succeeds.
         self._stop_kernel(graceful=graceful)
-        self._kernel = self._start_kernel()
+        try:
+            self._kernel = self._start_kernel()
+        except KernelError as exc:
+            self._restart_failure = str(exc)
+            raise
+        self._restart_failure = None
+
+    def _restart_failed(self) -> KernelDied:
+        why = self._restart_failure or "no kernel runs"
+        return KernelDied(
+            "restart_failed",
+            f"no kernel runs: the last restart failed ({why}); restart() the session to try again",
+        )
 
     def _stop_kernel(self, *, graceful: bool = True) -> None:
         kernel, self._kernel = self._kernel, None
@@ -451,7 +467,9 @@ class Session:
 
     def _live_kernel(self) -> KernelProcess:
         if self._kernel is None:
-            raise KernelError(f"session {self.id} was shut down; start a new session")
+            if self._closed:
+                raise KernelError(f"session {self.id} was shut down; start a new session")
+            raise KernelError(self._restart_failed().message)
         ended = self._kernel.poll()
         if ended is not None:
             raise KernelError(f"the kernel died ({ended.message}); restart() the session")

@@ -403,6 +403,7 @@ def test_failed_restart_leaves_the_session_clearly_dead_and_restartable(
     events = list(session.execute("print(1)"))
     assert len(events) == 1 and isinstance(events[0], KernelDied), events
     assert "restart failed" in events[0].message
+    assert not session.alive and session.restart_failure is not None
     (session.workdir / "ipykernel_launcher.py").unlink()
     session.restart()
     assert ok(session, "print(1 + 1)") == "2\n"

@@ -105,8 +105,9 @@ class RuntimeDir:
             longest = f"{runtime.dial}/{SOCKET_PREFIX}-{max(_PORTS.values())}"
             if len(longest.encode()) > _MAX_SOCKET_PATH:
                 raise KernelError(
-                    f"kernel socket paths in {base} are longer than the {_MAX_SOCKET_PATH} "
-                    "bytes a Unix socket address can hold; use a shorter runtime folder"
+                    f"the kernel's socket paths on the host are longer than the "
+                    f"{_MAX_SOCKET_PATH} bytes a Unix socket address can hold; use a shorter "
+                    "runtime folder"
                 )
             runtime.dial.mkdir(mode=0o700)
             runtime.path.mkdir(mode=0o700)
@@ -153,7 +154,11 @@ class RuntimeDir:
             with hostfs.open_dir(self.path) as folder:
                 hostfs.clear_dir(folder)
                 hostfs.write_new_file(folder, CONNECTION_FILE, connection, owner=owner)
-        except (OSError, hostfs.HostPathError) as exc:
+        except OSError as exc:  # its strerror only: no host path in a user's error
+            raise KernelError(
+                f"cannot prepare the kernel's runtime folder: {exc.strerror}"
+            ) from exc
+        except hostfs.HostPathError as exc:
             raise KernelError(f"cannot prepare the kernel's runtime folder: {exc}") from exc
 
     def prove_sockets(self) -> bool:
@@ -162,25 +167,32 @@ class RuntimeDir:
 
         Raises KernelError if a name holds anything else: the host never dials it.
         """
-        missing = [port for port in _PORTS.values() if port not in self._sockets]
-        if not missing:
+        if len(self._sockets) == len(_PORTS):
             return True
-        with hostfs.open_dir(self.path) as folder:
-            device = os.fstat(folder).st_dev
-            for port in missing:
-                name = f"{SOCKET_PREFIX}-{port}"
-                try:
-                    fd = hostfs.open_socket(folder, name, owner=self.owner, device=device)
-                except FileNotFoundError:
-                    continue  # not made yet
-                except hostfs.HostPathError as exc:
-                    raise KernelError(
-                        f"the kernel's socket {JAIL_RUNTIME_DIR}/{name} was replaced: {exc}; "
-                        "the host did not connect to it"
-                    ) from exc
-                self._sockets[port] = fd
-                _point_link(self.dial / name, hostfs.fd_path(fd))
+        try:
+            with hostfs.open_dir(self.path) as folder:
+                self._prove_in(folder)
+        except OSError as exc:  # its strerror only: no host path in a user's error
+            raise KernelError(f"cannot reach the kernel's sockets: {exc.strerror}") from exc
         return len(self._sockets) == len(_PORTS)
+
+    def _prove_in(self, folder: int) -> None:
+        device = os.fstat(folder).st_dev
+        for port in _PORTS.values():
+            name = f"{SOCKET_PREFIX}-{port}"
+            if port in self._sockets:
+                continue
+            try:
+                fd = hostfs.open_socket(folder, name, owner=self.owner, device=device)
+            except FileNotFoundError:
+                continue  # not made yet
+            except hostfs.HostPathError as exc:
+                raise KernelError(
+                    f"the kernel's socket {JAIL_RUNTIME_DIR}/{name} was replaced: {exc}; "
+                    "the host did not connect to it"
+                ) from exc
+            self._sockets[port] = fd
+            _point_link(self.dial / name, hostfs.fd_path(fd))
 
     def remove(self) -> None:
         """Unmount and delete the folder (key, sockets, logs) and release its lock."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 LOG_CAP_BYTES = 1 << 20  # per file: the current log and one previous
 _PIPE_BYTES = 1 << 20
-_READ_BYTES = 1 << 16
+_READ_BYTES = 1 << 20
 _POLL_SECONDS = 0.25
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -83,7 +83,7 @@ class KernelLog:
                 os.close(self._file)
 
     def _append(self, chunk: bytes) -> None:
-        if self._written + len(chunk) > self.cap:
+        while self._written + len(chunk) > self.cap:
             room = self.cap - self._written
             os.write(self._file, chunk[:room])
             chunk = chunk[room:]

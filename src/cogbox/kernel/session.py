@@ -154,9 +154,15 @@ class Session:
         """How the kernel's jail ended, once it has."""
         return None if self._kernel is None else self._kernel.poll()
 
+    @property
+    def restart_failure(self) -> str | None:
+        """Why the last restart started no kernel (the session is dead until a restart
+        works), or None."""
+        return self._restart_failure
+
     def connection_info(self) -> dict[str, Any]:
-        """Jupyter connection info (ipc:// sockets in the session's own runtime folder, and
-        its key) to reach the kernel from this host; valid across restarts of the kernel."""
+        """Jupyter connection info (ipc:// links to the kernel's proven sockets, and its
+        key) to reach the kernel from this process; valid across restarts of the kernel."""
         return dict(self._runtime.connection_info())
 
     @property

@@ -230,8 +230,10 @@ def test_batch_runner_travels_in_band_on_python_2_7(cntk_image: Image, canary: P
         "os.symlink(%(canary)r, '/run/cogbox/kernel.json')",
         "os.mkdir('/run/cogbox/kernel.json'); open('/run/cogbox/kernel.json/x', 'w').close()",
         "os.mkfifo('/run/cogbox/kernel.json')",
+        "os.symlink('/run/cogbox/nowhere/kernel.json', '/run/cogbox/kernel.json')",
+        "open('/run/cogbox/m', 'w').close(); os.link('/run/cogbox/m', '/run/cogbox/kernel.json')",
     ],
-    ids=["symlink-to-host-file", "folder", "fifo"],
+    ids=["symlink-to-host-file", "folder", "fifo", "dangling-link", "hard-link"],
 )
 def test_planted_connection_file_does_not_stop_a_restart(
     session: Session, canary: Path, plant: str
@@ -264,6 +266,28 @@ def test_sockets_relinked_to_a_host_socket_are_never_dialled(
     session.restart()
     assert ok(session, "print(1 + 1)") == "2\n"
     attach_like_jupyter(session)
+    assert listener.connections == 0
+
+
+def test_sockets_swapped_for_links_in_a_loop_are_never_dialled(
+    session: Session, listener: HostListener
+) -> None:
+    ok(
+        session,
+        "import os, threading\n"
+        "def swap():\n"
+        "    while True:\n"
+        "        for n in range(1, 6):\n"
+        "            name = '/run/cogbox/k-' + str(n)\n"
+        "            try:\n"
+        "                os.unlink(name)\n"
+        f"                os.symlink({str(listener.path)!r}, name)\n"
+        "            except OSError: pass\n"
+        "threading.Thread(target=swap, daemon=True).start()\n",
+    )
+    for _ in range(5):
+        attach_like_jupyter(session, 0.2)
+        assert ok(session, "print(1 + 1)") == "2\n"
     assert listener.connections == 0
 
 

@@ -348,7 +348,11 @@ class Session:
             f"stopped: {why} and did not stop within {INTERRUPT_GRACE_SECONDS:g} s of an "
             "interrupt, so the kernel was restarted (variables lost, /home/work kept)"
         )
-        self._replace_kernel(graceful=False)  # it ignores interrupts: do not wait on it
+        try:
+            self._replace_kernel(graceful=False)  # it ignores interrupts: do not wait on it
+        except KernelError:
+            yield self._restart_failed()
+            return
         yield Finished("timeout", None, message)
 
     def send_input(self, text: str) -> None:
@@ -454,8 +458,8 @@ class Session:
         self._stop_kernel(graceful=graceful)
         try:
             self._kernel = self._start_kernel()
-        except KernelError as exc:
-            self._restart_failure = str(exc)
+        except BaseException as exc:
+            self._restart_failure = str(exc) or type(exc).__name__
             raise
         self._restart_failure = None
 

@@ -9,7 +9,6 @@ host connects to the very inode it checked, whatever the name points to afterwar
 """
 
 import contextlib
-import errno
 import os
 import shutil
 import stat
@@ -46,10 +45,6 @@ def remove_entry(dir_fd: int, name: str) -> None:
         return
     except IsADirectoryError:
         # shutil.rmtree with dir_fd walks by fds and never follows links (Linux).
-        shutil.rmtree(name, dir_fd=dir_fd)
-    except PermissionError as exc:
-        if exc.errno != errno.EPERM:  # unlink(2) of a folder is EISDIR on Linux, EPERM elsewhere
-            raise
         shutil.rmtree(name, dir_fd=dir_fd)
 
 

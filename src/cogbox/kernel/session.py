@@ -455,8 +455,8 @@ class Session:
     def _replace_kernel(self, *, graceful: bool = True) -> None:
         # A failed start leaves no kernel: the session is then dead (every run says why)
         # until a restart() succeeds.
-        self._stop_kernel(graceful=graceful)
         try:
+            self._stop_kernel(graceful=graceful)
             self._kernel = self._start_kernel()
         except BaseException as exc:
             self._restart_failure = str(exc) or type(exc).__name__

@@ -61,11 +61,9 @@ _STAGING_MAX_AGE_SECONDS = 600.0
 
 def runtime_base() -> Path:
     """Where runtime folders go: /run/cogbox/k as root, else a short folder in /tmp."""
-    return _cogbox_run() / "k"
-
-
-def _cogbox_run() -> Path:
-    return Path("/run/cogbox") if os.geteuid() == 0 else Path(f"/tmp/cogbox-{os.getuid()}")
+    if os.geteuid() == 0:
+        return Path("/run/cogbox/k")
+    return Path(f"/tmp/cogbox-{os.getuid()}/k")
 
 
 class RuntimeDir:
@@ -92,10 +90,19 @@ class RuntimeDir:
         base = base or runtime_base()
         _reap_once(base)
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = secrets.token_hex(4)
+        for _ in range(16):
+            name = secrets.token_hex(4)
+            staging = base / f"{_STAGING_PREFIX}{name}"
+            if (base / name).exists():
+                continue
+            try:
+                staging.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise KernelError("cannot create a kernel runtime folder: every name tried was taken")
         # Locked before it gets its name: a folder visible as <id> is always held or stale.
-        staging = base / f"{_STAGING_PREFIX}{name}"
-        staging.mkdir(mode=0o700)
         lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(lock, fcntl.LOCK_EX)
         host_dir = base / name

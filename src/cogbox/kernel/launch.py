@@ -9,6 +9,9 @@ The jail's pid 1 is its init (tini, see cogbox.jail.launcher), which runs the ke
 own process group and forwards the signals runc passes on to it: SIGINT interrupts the
 running code without ending the jail. The environment never holds `JPY_PARENT_PID`:
 in a PID namespace the kernel would take its parent for dead and quit.
+
+The host dials the kernel only through sockets it proved (`RuntimeDir.prove_sockets`), and
+the kernel's own stdout/stderr go through a pipe into a capped host log (`KernelLog`).
 """
 
 import contextlib
@@ -31,6 +34,7 @@ from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy
 from cogbox.kernel.connection import CONNECTION_FILE, RuntimeDir
 from cogbox.kernel.errors import KernelError
+from cogbox.kernel.kernel_log import KernelLog
 
 START_TIMEOUT_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 2.0
@@ -89,7 +93,7 @@ class KernelProcess:
     """One ipykernel running in a jail, and the client connected to it."""
 
     def __init__(
-        self, jail: Jail, client: BlockingKernelClient, runtime: RuntimeDir, log: Path
+        self, jail: Jail, client: BlockingKernelClient, runtime: RuntimeDir, log: KernelLog
     ) -> None:
         self.jail = jail
         self.client = client
@@ -114,7 +118,7 @@ class KernelProcess:
         of the kernel's own log).
         """
         command = kernel_command(image)
-        runtime.clear_sockets()
+        runtime.reset()
         argv = command.argv
         requested = {key: value for key, value in (env or {}).items() if key != "JPY_PARENT_PID"}
         spec = JailSpec(
@@ -127,23 +131,27 @@ class KernelProcess:
             name=f"kernel-{image.name}",
         )
         # Connect first: the stdin monitor then cannot miss the kernel's handshake, and
-        # zmq keeps retrying until the kernel creates its sockets.
+        # zmq keeps retrying until the dial links lead to the kernel's proven sockets.
         client = BlockingKernelClient()
         client.load_connection_info(runtime.connection_info())
         client.start_channels(hb=False)
         stdin_socket = client.stdin_channel.socket
         monitor = stdin_socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         jail = Jail()
+        log = runtime.open_log()
         try:
-            with open(runtime.log, "wb") as log_file:
-                jail.start(spec, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
-            kernel = cls(jail, client, runtime, runtime.log)
+            try:
+                jail.start(spec, stdin=subprocess.DEVNULL, stdout=log.writer, stderr=log.writer)
+            finally:
+                log.close_writer()
+            kernel = cls(jail, client, runtime, log)
             kernel._wait_ready(timeout, monitor)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 client.stop_channels()
             with contextlib.suppress(JailError):
                 jail.cleanup()
+            log.stop()
             if isinstance(exc, JailError):
                 raise KernelError(
                     f"cannot start the kernel of image {image.name!r}: {exc}"
@@ -162,13 +170,15 @@ class KernelProcess:
         #   socket misses whatever was published before it joined);
         # - a finished handshake on stdin: the kernel's ROUTER silently drops an
         #   input_request for a client it has not met yet, and input() would then wait
-        #   forever.
+        #   forever;
+        # - all five sockets proven and their dial links pointed (the control and hb
+        #   channels are dialled later, by other clients).
         deadline = time.monotonic() + timeout
         shell = self.client.shell_channel
         iopub = self.client.iopub_channel
-        iopub_seen = stdin_ready = False
+        iopub_seen = stdin_ready = proven = False
         last_request = 0.0
-        while not (self.kernel_info and iopub_seen and stdin_ready):
+        while not (self.kernel_info and iopub_seen and stdin_ready and proven):
             now = time.monotonic()
             if now > deadline:
                 raise KernelError(
@@ -181,6 +191,7 @@ class KernelProcess:
                     f"the kernel exited while starting ({ended.message}): "
                     f"{self.log_tail() or 'it logged nothing'}"
                 )
+            proven = proven or self.runtime.prove_sockets()
             if now - last_request > 0.5:  # again until iopub has seen one go by
                 self.client.kernel_info()
                 last_request = now
@@ -203,14 +214,7 @@ class KernelProcess:
 
     def log_tail(self) -> str:
         """The end of what the kernel process wrote to its own stdout/stderr."""
-        try:
-            with open(self.log, "rb") as handle:
-                handle.seek(0, 2)
-                size = handle.tell()
-                handle.seek(max(0, size - _LOG_TAIL_BYTES))
-                return handle.read().decode(errors="replace").strip()
-        except OSError:
-            return ""
+        return self.log.tail(_LOG_TAIL_BYTES)
 
     def stop(self, *, graceful: bool = True) -> JailExit | None:
         """Shut the kernel down (politely first if `graceful`), then remove its jail."""
@@ -225,6 +229,8 @@ class KernelProcess:
             self.jail.cleanup()
         except JailError as exc:
             raise KernelError(f"the kernel's jail was not cleaned up: {exc}") from exc
+        finally:
+            self.log.stop()
         return self.jail.exit
 
 

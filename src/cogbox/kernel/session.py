@@ -29,7 +29,6 @@ from typing import Any
 import zmq
 
 from cogbox.config import data_dir
-from cogbox.images.plan import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image, ImageStore
 from cogbox.jail.launcher import JailExit
 from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy, policy_or_default
@@ -58,7 +57,8 @@ INTERRUPT_GRACE_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 _POLL_MS = 50
 _BATCH = 256  # most messages taken from one socket per wait
-_BATCH_RUNNER = "batch_runner.py"
+# Sent in-band in each batch request: the host writes nothing into a jail-writable folder.
+_BATCH_RUNNER_SOURCE = (Path(__file__).with_name("batch_runner.py")).read_text()
 
 InputHandler = Callable[[InputRequest], str]
 
@@ -134,6 +134,7 @@ class Session:
         self._inputs: queue.Queue[str] = queue.Queue()
         self._executing = False
         self._closed = False
+        self._restart_failure: str | None = None  # why the last restart did not start one
         self._runtime = RuntimeDir.create()
         try:
             self._kernel: KernelProcess | None = self._start_kernel()
@@ -153,9 +154,15 @@ class Session:
         """How the kernel's jail ended, once it has."""
         return None if self._kernel is None else self._kernel.poll()
 
+    @property
+    def restart_failure(self) -> str | None:
+        """Why the last restart started no kernel (the session is dead until a restart
+        works), or None."""
+        return self._restart_failure
+
     def connection_info(self) -> dict[str, Any]:
-        """Jupyter connection info (ipc:// sockets in the session's own runtime folder, and
-        its key) to reach the kernel from this host; valid across restarts of the kernel."""
+        """Jupyter connection info (ipc:// links to the kernel's proven sockets, and its
+        key) to reach the kernel from this process; valid across restarts of the kernel."""
         return dict(self._runtime.connection_info())
 
     @property
@@ -208,12 +215,11 @@ class Session:
         self._check_idle(timeout)
         if not exec.strip():
             raise KernelError("the exec command is empty; give a shell command to run")
-        # The runner goes in the runtime directory, which the jail sees at /run/cogbox.
-        shutil.copyfile(Path(__file__).with_name(_BATCH_RUNNER), self._runtime.path / "batch.py")
-        runner = f"{JAIL_RUNTIME_DIR}/batch.py"
+        # The runner's source travels as a literal (ASCII, so the same on Python 2.7 and 3).
         code = (
             f"_cogbox_batch = {{'__name__': '_cogbox_batch'}}\n"
-            f"exec(compile(open({runner!r}).read(), {runner!r}, 'exec'), _cogbox_batch)\n"
+            f"exec(compile({_BATCH_RUNNER_SOURCE!r}, '<cogbox batch runner>', 'exec'), "
+            "_cogbox_batch)\n"
             f"_cogbox_batch = _cogbox_batch['run_batch']"
             f"({_bytes_literal(build)}, {_bytes_literal(exec)})\n"
         )
@@ -246,7 +252,9 @@ class Session:
         self._executing = True
         try:
             kernel = self._kernel
-            assert kernel is not None
+            if kernel is None:
+                yield self._restart_failed()
+                return
             ended = kernel.poll()
             if ended is not None:
                 yield _died(ended, "; restart() the session to run code again")
@@ -340,7 +348,11 @@ class Session:
             f"stopped: {why} and did not stop within {INTERRUPT_GRACE_SECONDS:g} s of an "
             "interrupt, so the kernel was restarted (variables lost, /home/work kept)"
         )
-        self._replace_kernel(graceful=False)  # it ignores interrupts: do not wait on it
+        try:
+            self._replace_kernel(graceful=False)  # it ignores interrupts: do not wait on it
+        except KernelError:
+            yield self._restart_failed()
+            return
         yield Finished("timeout", None, message)
 
     def send_input(self, text: str) -> None:
@@ -441,8 +453,22 @@ class Session:
         )
 
     def _replace_kernel(self, *, graceful: bool = True) -> None:
-        self._stop_kernel(graceful=graceful)
-        self._kernel = self._start_kernel()
+        # A failed start leaves no kernel: the session is then dead (every run says why)
+        # until a restart() succeeds.
+        try:
+            self._stop_kernel(graceful=graceful)
+            self._kernel = self._start_kernel()
+        except BaseException as exc:
+            self._restart_failure = str(exc) or type(exc).__name__
+            raise
+        self._restart_failure = None
+
+    def _restart_failed(self) -> KernelDied:
+        why = self._restart_failure or "no kernel runs"
+        return KernelDied(
+            "restart_failed",
+            f"no kernel runs: the last restart failed ({why}); restart() the session to try again",
+        )
 
     def _stop_kernel(self, *, graceful: bool = True) -> None:
         kernel, self._kernel = self._kernel, None
@@ -451,7 +477,9 @@ class Session:
 
     def _live_kernel(self) -> KernelProcess:
         if self._kernel is None:
-            raise KernelError(f"session {self.id} was shut down; start a new session")
+            if self._closed:
+                raise KernelError(f"session {self.id} was shut down; start a new session")
+            raise KernelError(self._restart_failed().message)
         ended = self._kernel.poll()
         if ended is not None:
             raise KernelError(f"the kernel died ({ended.message}); restart() the session")

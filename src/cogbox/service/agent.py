@@ -352,6 +352,8 @@ class LocalAgent:
         if session is None:
             return KernelState(False, "stopped", "the kernel is not running")
         ended = session.exit
+        if ended is None and session.restart_failure is not None:
+            return KernelState(False, "restart_failed", session.restart_failure)
         if ended is None:
             return KernelState(True)
         return KernelState(False, str(ended.reason), ended.message, ended.limit_hit)

@@ -27,6 +27,7 @@ from typing import Any
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
 from cogbox.jail.launcher import reap_stale_jails
+from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, UnsafePathError
@@ -110,6 +111,10 @@ class SessionManager:
         else:
             if reaped:
                 log.info("removed %d jails a previous run left: %s", len(reaped), reaped)
+        with contextlib.suppress(OSError):  # runtime folders (keys, logs) of its kernels
+            runtimes = await asyncio.to_thread(reap_stale_runtimes)
+            if runtimes:
+                log.info("removed %d kernel runtime folders a previous run left", len(runtimes))
         stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
         for record in stale:
             message = (

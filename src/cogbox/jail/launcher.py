@@ -58,6 +58,7 @@ from cogbox.images.store import Image
 from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailCgroup
 from cogbox.jail.chmod_guard import ChmodGuard
 from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
+from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import WORKDIR, Policy
 from cogbox.jail.workdir import Workdir, WorkdirError
@@ -121,6 +122,9 @@ class JailSpec:
     env: dict[str, str] = field(default_factory=dict)  # requested env, filtered by jail_env
     binds: list[Bind] = field(default_factory=list)  # extra binds (never /home/work)
     name: str | None = None  # a readable part of the jail id
+    # The host ids the jail runs as (its session's, held by the session); None: the jail
+    # takes a transient one for its own lifetime.
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ class Jail:
         self._cleaned = False
         self._bundle_lock: int | None = None  # flock()ed fd of the bundle: "driver alive"
         self._image_hold: IO[str] | None = None  # keeps a rebuild from deleting the image
+        self._own_identity: IdentityLease | None = None  # transient: released at cleanup
+        self.identity: Identity | None = None
 
     # ------------------------------------------------------------------ starting
 
@@ -246,15 +252,24 @@ class Jail:
         self.runtime_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.jails_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.bundle = self._make_bundle()
+        identity = self.identity = self._take_identity(spec)
         limits = spec.policy.limits
         try:
-            self._workdir = Workdir.prepare(spec.workdir, limits.workdir_quota_bytes, self.bundle)
+            self._workdir = Workdir.prepare(
+                spec.workdir, limits.workdir_quota_bytes, self.bundle, owner=identity
+            )
         except (WorkdirError, OSError) as exc:
             raise JailError(f"cannot prepare /home/work: {exc}") from exc
-        # For the reaper: where /home/work goes back to if this driver dies.
+        # For the reaper: where /home/work goes back to if this driver dies, and whose it is.
         workdir_home = None if self._workdir.owned else str(self._workdir.host_dir)
         _write_driver_record(
-            self.bundle, {"pid": os.getpid(), "runtime": self.runtime, "workdir": workdir_home}
+            self.bundle,
+            {
+                "pid": os.getpid(),
+                "runtime": self.runtime,
+                "workdir": workdir_home,
+                "identity": identity.slot,
+            },
         )
         try:
             self._cgroup = JailCgroup(self.id, root=self.cgroup_root)
@@ -276,6 +291,7 @@ class Jail:
                 binds=binds,
                 cgroups_path=self._cgroup.runc_path,
                 seccomp_listener=listener,
+                identity=identity,
             )
         except ValueError as exc:
             raise JailError(f"cannot build the jail's OCI config: {exc}") from exc
@@ -293,6 +309,15 @@ class Jail:
         if limits.cpus is not None and "cpu" in resources:
             resources["cpu"]["shares"] = max(2, round(1024 * limits.cpus))
         (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
+
+    def _take_identity(self, spec: JailSpec) -> Identity:
+        if spec.identity is not None:
+            return spec.identity
+        try:
+            self._own_identity = allocate(self.state_dir)
+        except (IdentityError, OSError) as exc:
+            raise JailError(f"cannot give the jail a host identity: {exc}") from exc
+        return self._own_identity.identity
 
     def _start_chmod_guard(self, policy: Policy) -> str | None:
         # OP_CHMOD narrower than "*": a supervisor thread answers each chmod by its globs
@@ -570,6 +595,10 @@ class Jail:
         if self._image_hold is not None:
             self._image_hold.close()
             self._image_hold = None
+        # Last: no process of the jail is left (its cgroups were killed) to share the ids.
+        if self._own_identity is not None:
+            self._own_identity.release()
+            self._own_identity = None
         if errors:
             raise JailError("; ".join(errors))
 
@@ -668,11 +697,13 @@ def _reap(
     mount = bundle / "workdir"
     if os.path.ismount(mount):
         home = record.get("workdir")
+        slot = record.get("identity")
         workdir = Workdir(
             Path(home) if home else bundle / "home",
             mount,
             owned=not home,
             image=bundle / "workdir.ext4",
+            owner=Identity(slot) if isinstance(slot, int) else None,
         )
         with contextlib.suppress(WorkdirError, OSError):
             workdir.close()

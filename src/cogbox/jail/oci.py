@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogbox.jail.identity import Identity
 from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
 from cogbox.jail.seccomp import render_oci_seccomp
 
@@ -87,12 +88,15 @@ def render_oci_spec(
     hostname: str = "cogbox",
     cgroups_path: str | None = None,
     seccomp_listener: str | None = None,
+    identity: Identity | None = None,
 ) -> dict[str, Any]:
     """A runc 1.1 `config.json` running `args` as `uid` in a jail shaped by `policy`.
 
     `binds` must include the host directory for /home/work. `env` is used exactly as given
     (build it with `jail_env`). `seccomp_listener` is the unix socket of a chmod guard that
     answers chmod calls by OP_CHMOD (used only when OP_CHMOD is narrower than `*`).
+    `identity` puts the jail in its own user namespace whose ids are that identity's block
+    of host ids (`uid` inside is then `identity.host_uid` on the host).
     Raises ValueError for arguments that would weaken the jail.
     """
     if not args:
@@ -135,6 +139,10 @@ def render_oci_spec(
     }
     if cgroups_path is not None:
         spec["linux"]["cgroupsPath"] = cgroups_path
+    if identity is not None:
+        spec["linux"]["namespaces"].append({"type": "user"})
+        spec["linux"]["uidMappings"] = identity.uid_mappings()
+        spec["linux"]["gidMappings"] = identity.uid_mappings()
     return spec
 
 

@@ -8,6 +8,7 @@ kernel finds its connection file (ipykernel 4.10 rewrites it, so it must be writ
 creates its sockets `k-1` ... `k-5`.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ from typing import Any
 from jupyter_client.connect import KernelConnectionInfo
 
 from cogbox.images.plan import JAIL_RUNTIME_DIR  # where the jail sees the runtime directory
-from cogbox.jail.policy import JAIL_GID, JAIL_UID
+from cogbox.jail.identity import Identity
 from cogbox.kernel.errors import KernelError
 
 CONNECTION_FILE = "kernel.json"
@@ -45,7 +46,7 @@ class RuntimeDir:
 
     @classmethod
     def create(cls, base: Path | None = None) -> "RuntimeDir":
-        """A fresh directory owned by the jail's user (the kernel creates its sockets there)."""
+        """A fresh directory, given to a jail's identity by `give_to` before it starts."""
         base = base or runtime_base()
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         for _ in range(16):
@@ -64,15 +65,21 @@ class RuntimeDir:
                 f"kernel socket path {longest} is longer than the {_MAX_SOCKET_PATH} bytes "
                 "a Unix socket address can hold; use a shorter runtime directory"
             )
-        if os.geteuid() == 0:
-            os.chown(path, JAIL_UID, JAIL_GID)
         runtime = cls(path, secrets.token_hex(32))
         connection = runtime.connection_info(JAIL_RUNTIME_DIR)
         file = path / CONNECTION_FILE
         file.write_text(json.dumps(connection, indent=1))
-        if os.geteuid() == 0:
-            os.chown(file, JAIL_UID, JAIL_GID)
         return runtime
+
+    def give_to(self, identity: Identity) -> None:
+        """Make the folder and its connection file the jail's (its host ids), as root."""
+        if os.geteuid() != 0:
+            return
+        ids = (identity.host_uid, identity.host_gid)
+        # Never through a link: an earlier kernel of the session could have left one.
+        os.chown(self.path, *ids, follow_symlinks=False)
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(self.path / CONNECTION_FILE, *ids, follow_symlinks=False)
 
     def connection_info(self, directory: str | None = None) -> KernelConnectionInfo:
         """Jupyter connection info with sockets under `directory` (default: the host path)."""

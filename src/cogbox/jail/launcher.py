@@ -253,6 +253,7 @@ class Jail:
         self.jails_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.bundle = self._make_bundle()
         identity = self.identity = self._take_identity(spec)
+        _open_to_mapped_root(self.jails_dir, self.bundle, identity)
         limits = spec.policy.limits
         try:
             self._workdir = Workdir.prepare(
@@ -308,6 +309,7 @@ class Jail:
         # allowed N cores like N tasks, so its threads compete like the same threads outside.
         if limits.cpus is not None and "cpu" in resources:
             resources["cpu"]["shares"] = max(2, round(1024 * limits.cpus))
+        _make_mount_points(spec.image.rootfs, config["mounts"])
         (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
 
     def _take_identity(self, spec: JailSpec) -> Identity:
@@ -742,6 +744,52 @@ def _read_driver_record(bundle: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _open_to_mapped_root(jails_dir: Path, bundle: Path, identity: Identity) -> None:
+    """Let the jail's namespace root (host id `identity.base`) reach its bundle, and only it.
+
+    runc opens bind sources from the host, but gVisor's gofer opens them as the namespace's
+    root: a temporary /home/work in the bundle must be reachable by it. Like Docker's
+    userns-remap: the jails' folder is 0711 (traversable, not listable), each bundle 0710
+    with the group of its own jail's root. The jailed code runs as `host_uid`, which is not
+    that group, so it cannot reach any bundle.
+    """
+    os.chmod(jails_dir, 0o711)
+    os.chown(bundle, 0, identity.base)
+    os.chmod(bundle, 0o710)
+
+
+def _make_mount_points(rootfs: Path, mounts: list[dict[str, Any]]) -> None:
+    """Create the image's missing bind mount points, as the host's root, before runc runs.
+
+    runc would make them itself, but in the jail's user namespace its root is no root of the
+    image's (host root-owned) folders. Never through a link: a link in the image is left to
+    runc, which resolves it inside the root filesystem (and names the mount if it fails).
+    """
+    for mount in mounts:
+        if mount["type"] != "bind":
+            continue
+        *folders, name = [part for part in mount["destination"].split("/") if part]
+        is_dir = os.path.isdir(mount["source"])
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(rootfs, flags)
+        try:
+            for folder in folders:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, 0o755, dir_fd=fd)
+                child = os.open(folder, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            with contextlib.suppress(FileExistsError):
+                if is_dir:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                else:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644, dir_fd=fd))
+        except OSError:
+            pass  # a link or something odd on the way: runc decides and says why
+        finally:
+            os.close(fd)
 
 
 def _check_init(spec: JailSpec) -> None:

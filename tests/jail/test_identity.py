@@ -178,3 +178,19 @@ def test_copy_back_gives_every_entry_the_sessions_ids(tmp_path: Path) -> None:
     for name in ("d", "d/f", "l"):
         st = os.lstat(target / name)
         assert (st.st_uid, st.st_gid) == (owner.host_uid, owner.host_gid), name
+
+
+def test_network_host_jail_in_a_user_namespace_binds_sys_read_only_all_the_way_down() -> None:
+    policy = parse_policy("network: host\n", source="host network")
+    spec = render_oci_spec(
+        policy,
+        rootfs=Path("/rootfs"),
+        args=["true"],
+        env={},
+        binds=[Bind(Path("/w"), WORKDIR, readonly=False)],
+        identity=Identity(1),
+    )
+    sys_mount = next(m for m in spec["mounts"] if m["destination"] == "/sys")
+
+    assert sys_mount["type"] == "bind" and "rro" in sys_mount["options"], sys_mount
+    assert {"/sys/fs", "/sys/kernel"} <= set(spec["linux"]["maskedPaths"])

@@ -43,6 +43,10 @@ READONLY_PATHS = (
     "/proc/sysrq-trigger",
 )
 _KERNEL_MOUNT_POINTS = ("/proc", "/dev", "/sys")
+# A jail in its own user namespace without its own network namespace (`network: host`):
+# see render_oci_spec. r* options are recursive (mount_setattr; runc >= 1.1).
+_SYS_BIND_OPTIONS = ["rbind", "rro", "rnosuid", "rnodev", "rnoexec"]
+_SYS_SUBMOUNTS = ("/sys/fs", "/sys/kernel")
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,19 @@ def render_oci_spec(
         spec["linux"]["namespaces"].append({"type": "user"})
         spec["linux"]["uidMappings"] = identity.uid_mappings()
         spec["linux"]["gidMappings"] = identity.uid_mappings()
+        if policy.network != "none":
+            # A user namespace may mount sysfs only with a network namespace of its own.
+            # Without one: the host's /sys, which a fresh sysfs in the host's network
+            # namespace would have shown, bound recursively (the kernel refuses a plain bind
+            # that would uncover what its submounts hide), read-only all the way down, and
+            # those submounts (cgroups, bpf, debugfs, tracefs, ...) masked.
+            spec["mounts"] = [
+                _mount("/sys", "bind", "/sys", _SYS_BIND_OPTIONS)
+                if mount["destination"] == "/sys"
+                else mount
+                for mount in spec["mounts"]
+            ]
+            spec["linux"]["maskedPaths"] += list(_SYS_SUBMOUNTS)
     return spec
 
 

@@ -58,7 +58,13 @@ from cogbox.images.store import Image
 from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailCgroup
 from cogbox.jail.chmod_guard import ChmodGuard
 from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
-from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
+from cogbox.jail.identity import (
+    Identity,
+    IdentityError,
+    IdentityLease,
+    allocate,
+    reap_stale_identities,
+)
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import WORKDIR, Policy
 from cogbox.jail.workdir import Workdir, WorkdirError
@@ -730,6 +736,8 @@ def _reap_once(state_dir: Path | None, cgroup_root: Path) -> None:
     # Best effort: leftovers of others must never keep this jail from starting.
     with contextlib.suppress(OSError, CogboxError):
         reap_stale_jails(state_dir=state_dir, cgroup_root=cgroup_root)
+        # Then the identity slots their drivers held, once no process uses their ids.
+        reap_stale_identities(state_dir)
 
 
 def _write_driver_record(bundle: Path, record: dict[str, Any]) -> None:

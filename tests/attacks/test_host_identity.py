@@ -156,9 +156,12 @@ def test_host_user_1000_can_neither_signal_nor_read_a_jail(
 
     signalled = _as_host_user(1000, "kill", "-0", str(pid))
     read = _as_host_user(1000, "cat", str(session.workdir / "secret"))
+    # /proc/<pid>/environ needs ptrace access (PTRACE_MODE_READ): same uid used to grant it.
+    traced = _as_host_user(1000, "cat", f"/proc/{pid}/environ")
 
     assert signalled.returncode != 0 and "not permitted" in signalled.stderr, signalled
     assert read.returncode != 0 and "Permission denied" in read.stderr, read
+    assert traced.returncode != 0 and "Permission denied" in traced.stderr, traced
 
 
 def test_one_session_cannot_signal_another_sessions_processes(
@@ -283,3 +286,15 @@ def test_upload_belongs_to_the_sessions_host_uid(two_sessions: tuple[Session, Se
         os.stat(p).st_uid for p in (session.workdir / "up", session.workdir / "up/loaded.txt")
     }
     assert owners == {_session_uid(session)} and not owners & (_host_user_ids() | {1000}), owners
+
+
+def test_a_restarted_kernel_keeps_its_sessions_host_uid(
+    two_sessions: tuple[Session, Session],
+) -> None:
+    session, _ = two_sessions
+    before = _session_uid(session)
+    session.restart()
+
+    assert _session_uid(session) == before
+    assert stdout_of(run(session, "print(open('/home/work/made-after.txt', 'w').write('x'))"))
+    assert (session.workdir / "made-after.txt").stat().st_uid == before

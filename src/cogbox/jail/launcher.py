@@ -316,6 +316,8 @@ class Jail:
         if limits.cpus is not None and "cpu" in resources:
             resources["cpu"]["shares"] = max(2, round(1024 * limits.cpus))
         _make_mount_points(spec.image.rootfs, config["mounts"])
+        if self.runtime == "runsc":
+            _check_reachable(config["mounts"], identity)
         (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
 
     def _take_identity(self, spec: JailSpec) -> Identity:
@@ -766,6 +768,27 @@ def _open_to_mapped_root(jails_dir: Path, bundle: Path, identity: Identity) -> N
     os.chmod(jails_dir, 0o711)
     os.chown(bundle, 0, identity.base)
     os.chmod(bundle, 0o710)
+
+
+def _check_reachable(mounts: list[dict[str, Any]], identity: Identity) -> None:
+    """JailError unless the namespace's root can reach every bind source (gVisor's gofer
+    opens them as that id, not as host root; runc opens them from the host)."""
+    for mount in mounts:
+        if mount["type"] != "bind":
+            continue
+        source = Path(mount["source"])
+        for folder in reversed(source.parents):
+            st = os.stat(folder)
+            if not (
+                st.st_mode & stat.S_IXOTH
+                or (st.st_uid == identity.base and st.st_mode & stat.S_IXUSR)
+                or (st.st_gid == identity.base and st.st_mode & stat.S_IXGRP)
+            ):
+                raise JailError(
+                    f"under runsc, the jail's bind of {mount['destination']} needs its host "
+                    f"folder's parents to be traversable by others, and {folder} is not "
+                    "(chmod o+x it, or use a folder under a traversable path)"
+                )
 
 
 def _make_mount_points(rootfs: Path, mounts: list[dict[str, Any]]) -> None:

@@ -8,8 +8,10 @@ that no other session and no host user has. The blocks come from a range reserve
 (524288-1879048191), below 2^31 (where tools with signed ids break), and checked against
 /etc/passwd, /etc/group, /etc/subuid and /etc/subgid at each allocation.
 
-A slot is a file `<data>/run/identities/<n>` that its holder keeps open and flock()ed for as
-long as its session lives (the lock dies with the process). Taking a slot is O_CREAT|O_EXCL
+A slot is a file `/run/cogbox/identities/<n>` that its holder keeps open and flock()ed for as
+long as its session lives (the lock dies with the process). One folder for the whole host,
+whatever the data dir: two cogbox data dirs on one host must not hand out the same ids, and
+/run is emptied at boot, when no jail survives anyway. Taking a slot is O_CREAT|O_EXCL
 or, for a file whose lock is free (its holder died), flock + a check that the file is still
 the one at that path + a check that no host process still runs with an id of the block (a
 stale jail of a crashed service must not share its ids with a new session). Safe across
@@ -33,7 +35,8 @@ RANGE_START = 0x7000_0000  # 1879048192
 SLOT_SIZE = 1 << 16  # ids 0..65535 inside: root (runc's setup), 1000, tty's gid 5, nobody
 SLOT_COUNT = 4094  # up to 0x7FFE0000: systemd's "foreign" range starts there
 RANGE_END = RANGE_START + SLOT_COUNT * SLOT_SIZE
-_SLOTS_DIR = "identities"
+# As root (the only user that can start jails); otherwise in the data dir.
+HOST_SLOTS_DIR = Path("/run/cogbox/identities")
 _ID_FILES = {
     "/etc/passwd": "uid",
     "/etc/group": "gid",
@@ -116,10 +119,13 @@ class IdentityLease:
             self.release()
 
 
-def allocate(state_dir: Path | None = None) -> IdentityLease:
-    """Take a free slot of the reserved range; IdentityError if none is free or it collides."""
+def allocate(slots: Path | None = None) -> IdentityLease:
+    """Take a free slot of the reserved range; IdentityError if none is free or it collides.
+
+    `slots` is the folder of slot files (default: `slots_dir()`, one for the host).
+    """
     check_range()
-    slots = slots_dir(state_dir)
+    slots = slots or slots_dir()
     slots.mkdir(parents=True, exist_ok=True, mode=0o700)
     running: set[int] | None = None  # ids of host processes, read once if needed
     for slot in range(SLOT_COUNT):
@@ -142,18 +148,19 @@ def allocate(state_dir: Path | None = None) -> IdentityLease:
     )
 
 
-def reap_stale_identities(state_dir: Path | None = None) -> list[int]:
+def reap_stale_identities(slots: Path | None = None) -> list[int]:
     """Remove slot files whose holder died and whose ids no process uses; their numbers."""
     reaped: list[int] = []
+    slots = slots or slots_dir()
     try:
-        names = os.listdir(slots_dir(state_dir))
+        names = os.listdir(slots)
     except FileNotFoundError:
         return reaped
     running: set[int] | None = None
     for name in sorted(names, key=lambda n: (len(n), n)):
         if not name.isdigit():
             continue
-        path = slots_dir(state_dir) / name
+        path = slots / name
         fd = _take(path, create=False)
         if fd is None:
             continue
@@ -168,16 +175,19 @@ def reap_stale_identities(state_dir: Path | None = None) -> list[int]:
     return reaped
 
 
-def held_slots(state_dir: Path | None = None) -> list[int]:
+def held_slots(slots: Path | None = None) -> list[int]:
     """Slots whose file exists (held, or left by a dead holder not reaped yet)."""
     try:
-        return sorted(int(n) for n in os.listdir(slots_dir(state_dir)) if n.isdigit())
+        return sorted(int(n) for n in os.listdir(slots or slots_dir()) if n.isdigit())
     except FileNotFoundError:
         return []
 
 
-def slots_dir(state_dir: Path | None = None) -> Path:
-    return (state_dir or data_dir()) / "run" / _SLOTS_DIR
+def slots_dir() -> Path:
+    """The host's folder of slot files: /run/cogbox/identities as root."""
+    if os.geteuid() == 0:
+        return HOST_SLOTS_DIR
+    return data_dir() / "run" / "identities"
 
 
 def check_range(etc: Path = Path("/etc")) -> None:

@@ -324,7 +324,7 @@ class Jail:
         if spec.identity is not None:
             return spec.identity
         try:
-            self._own_identity = allocate(self.state_dir)
+            self._own_identity = allocate()  # the host's slots, whatever the state dir
         except (IdentityError, OSError) as exc:
             raise JailError(f"cannot give the jail a host identity: {exc}") from exc
         return self._own_identity.identity
@@ -739,7 +739,7 @@ def _reap_once(state_dir: Path | None, cgroup_root: Path) -> None:
     with contextlib.suppress(OSError, CogboxError):
         reap_stale_jails(state_dir=state_dir, cgroup_root=cgroup_root)
         # Then the identity slots their drivers held, once no process uses their ids.
-        reap_stale_identities(state_dir)
+        reap_stale_identities()
 
 
 def _write_driver_record(bundle: Path, record: dict[str, Any]) -> None:

@@ -86,6 +86,7 @@ def _host_ids(pid: int) -> tuple[set[int], set[int]]:
 def _session_uid(session: Session) -> int:
     uids = set().union(*(_host_ids(pid)[0] for pid in _jail_pids(session)))
     assert len(uids) == 1, f"the jail's processes run as several host uids: {uids}"
+    assert uids == {session.host_identity.host_uid}, "the session's identity is not its uid"
     return uids.pop()
 
 

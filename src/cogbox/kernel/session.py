@@ -30,7 +30,7 @@ import zmq
 from cogbox.config import data_dir
 from cogbox.images.plan import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image, ImageStore
-from cogbox.jail.identity import IdentityError, allocate
+from cogbox.jail.identity import Identity, IdentityError, allocate
 from cogbox.jail.launcher import JailExit
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel import files
@@ -150,6 +150,11 @@ class Session:
     def alive(self) -> bool:
         """Whether the kernel runs (False once it died or the session was shut down)."""
         return self._kernel is not None and self._kernel.poll() is None
+
+    @property
+    def host_identity(self) -> Identity:
+        """The host ids this session's jail runs as (uid 1000 inside is its `host_uid`)."""
+        return self._identity.identity
 
     @property
     def exit(self) -> JailExit | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cogbox.images.store import Image
 from cogbox.jail.identity import (
     RANGE_END,
     RANGE_START,
@@ -18,6 +19,7 @@ from cogbox.jail.identity import (
     held_slots,
     reap_stale_identities,
 )
+from cogbox.jail.launcher import JailSpec, run_jailed
 from cogbox.jail.oci import Bind, render_oci_spec
 from cogbox.jail.policy import WORKDIR, parse_policy
 from cogbox.jail.workdir import give_tree, sync_tree
@@ -194,3 +196,16 @@ def test_network_host_jail_in_a_user_namespace_binds_sys_read_only_all_the_way_d
 
     assert sys_mount["type"] == "bind" and "rro" in sys_mount["options"], sys_mount
     assert {"/sys/fs", "/sys/kernel"} <= set(spec["linux"]["maskedPaths"])
+
+
+def test_network_host_jail_starts_and_its_sys_is_read_only_with_submounts_hidden(
+    python_image: Image,
+) -> None:
+    policy = parse_policy("network: host\nlimits: {workdir_quota: unlimited}\n", source="host")
+    code = (
+        "import os\nprint(sorted(os.listdir('/sys/fs')), os.path.isdir('/sys/class'))\n"
+        "try:\n    open('/sys/cogbox', 'w')\nexcept OSError as exc:\n    print(exc.errno)\n"
+    )
+    result = run_jailed(JailSpec(python_image, policy, ["python3", "-c", code]), timeout=60)
+
+    assert result.stdout.decode() == "[] True\n30\n", result  # 30: EROFS

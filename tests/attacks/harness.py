@@ -9,6 +9,7 @@ so a test asserts on what the user would read. The prelude runs on Python 2.7 (c
 and 3.11 (python image), so it sticks to the common subset of both.
 """
 
+import json
 import os
 import re
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from cogbox.images.store import Image
-from cogbox.jail.launcher import DEVNULL, Jail, JailResult, JailSpec, run_jailed
+from cogbox.jail.launcher import DEVNULL, Jail, JailResult, JailSpec, run_jailed, state_dirs
 from cogbox.jail.policy import Policy, parse_policy
 
 # Small limits keep the whole suite fast on 2 cores and make each limit easy to hit.
@@ -299,3 +300,18 @@ def running_jails() -> set[str]:
         except OSError:
             continue
     return found
+
+
+def driven_by_other_processes(jail_ids: set[str]) -> set[str]:
+    """The jails among `jail_ids` whose bundle says a live process other than this one drives
+    them: other test runs' jails on a shared host, not leftovers of this one's cases."""
+    others: set[str] = set()
+    _, jails_dir = state_dirs()
+    for jail_id in jail_ids:
+        try:
+            pid = int(json.loads((jails_dir / jail_id / "driver.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no bundle (cleaned up, or ours): count it
+        if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+            others.add(jail_id)
+    return others

@@ -60,7 +60,7 @@ attempt("setresuid 0", lambda: os.setresuid(0, 0, 0))
         assert_blocked(result, name, "PermissionError", EPERM)
 
 
-def test_jailed_process_is_uid_1000_on_the_host(python_image: Image) -> None:
+def test_jailed_process_runs_as_its_own_host_uid_not_1000(python_image: Image) -> None:
     jail = Jail()
     jail.start(
         python_spec(python_image, "import time\ntime.sleep(20)"), stdout=DEVNULL, stderr=DEVNULL
@@ -76,7 +76,9 @@ def test_jailed_process_is_uid_1000_on_the_host(python_image: Image) -> None:
         host_status = Path(f"/proc/{command_pid}/status").read_text()
         assert host_status.startswith("Name:\tpython"), host_status
         fields = dict(re.findall(r"^(\w+):[ \t]*(.*)$", host_status, re.MULTILINE))
-        assert fields["Uid"].split() == ["1000"] * 4, host_status
+        # uid 1000 inside, its jail's own id of cogbox's reserved range on the host.
+        assert jail.identity is not None and jail.identity.host_uid != 1000
+        assert fields["Uid"].split() == [str(jail.identity.host_uid)] * 4, host_status
         assert int(fields["CapEff"], 16) == 0
     finally:
         jail.kill()

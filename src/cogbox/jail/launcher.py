@@ -58,6 +58,13 @@ from cogbox.images.store import Image
 from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailCgroup
 from cogbox.jail.chmod_guard import ChmodGuard
 from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
+from cogbox.jail.identity import (
+    Identity,
+    IdentityError,
+    IdentityLease,
+    allocate,
+    reap_stale_identities,
+)
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import WORKDIR, Policy
 from cogbox.jail.workdir import Workdir, WorkdirError
@@ -121,6 +128,9 @@ class JailSpec:
     env: dict[str, str] = field(default_factory=dict)  # requested env, filtered by jail_env
     binds: list[Bind] = field(default_factory=list)  # extra binds (never /home/work)
     name: str | None = None  # a readable part of the jail id
+    # The host ids the jail runs as (its session's, held by the session); None: the jail
+    # takes a transient one for its own lifetime.
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +192,8 @@ class Jail:
         self._cleaned = False
         self._bundle_lock: int | None = None  # flock()ed fd of the bundle: "driver alive"
         self._image_hold: IO[str] | None = None  # keeps a rebuild from deleting the image
+        self._own_identity: IdentityLease | None = None  # transient: released at cleanup
+        self.identity: Identity | None = None
 
     # ------------------------------------------------------------------ starting
 
@@ -246,15 +258,25 @@ class Jail:
         self.runtime_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.jails_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.bundle = self._make_bundle()
+        identity = self.identity = self._take_identity(spec)
+        _open_to_mapped_root(self.jails_dir, self.bundle, identity)
         limits = spec.policy.limits
         try:
-            self._workdir = Workdir.prepare(spec.workdir, limits.workdir_quota_bytes, self.bundle)
+            self._workdir = Workdir.prepare(
+                spec.workdir, limits.workdir_quota_bytes, self.bundle, owner=identity
+            )
         except (WorkdirError, OSError) as exc:
             raise JailError(f"cannot prepare /home/work: {exc}") from exc
-        # For the reaper: where /home/work goes back to if this driver dies.
+        # For the reaper: where /home/work goes back to if this driver dies, and whose it is.
         workdir_home = None if self._workdir.owned else str(self._workdir.host_dir)
         _write_driver_record(
-            self.bundle, {"pid": os.getpid(), "runtime": self.runtime, "workdir": workdir_home}
+            self.bundle,
+            {
+                "pid": os.getpid(),
+                "runtime": self.runtime,
+                "workdir": workdir_home,
+                "identity": identity.slot,
+            },
         )
         try:
             self._cgroup = JailCgroup(self.id, root=self.cgroup_root)
@@ -276,6 +298,7 @@ class Jail:
                 binds=binds,
                 cgroups_path=self._cgroup.runc_path,
                 seccomp_listener=listener,
+                identity=identity,
             )
         except ValueError as exc:
             raise JailError(f"cannot build the jail's OCI config: {exc}") from exc
@@ -292,7 +315,19 @@ class Jail:
         # allowed N cores like N tasks, so its threads compete like the same threads outside.
         if limits.cpus is not None and "cpu" in resources:
             resources["cpu"]["shares"] = max(2, round(1024 * limits.cpus))
+        _make_mount_points(spec.image.rootfs, config["mounts"])
+        if self.runtime == "runsc":
+            _check_reachable(config["mounts"], identity)
         (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
+
+    def _take_identity(self, spec: JailSpec) -> Identity:
+        if spec.identity is not None:
+            return spec.identity
+        try:
+            self._own_identity = allocate()  # the host's slots, whatever the state dir
+        except (IdentityError, OSError) as exc:
+            raise JailError(f"cannot give the jail a host identity: {exc}") from exc
+        return self._own_identity.identity
 
     def _start_chmod_guard(self, policy: Policy) -> str | None:
         # OP_CHMOD narrower than "*": a supervisor thread answers each chmod by its globs
@@ -570,6 +605,10 @@ class Jail:
         if self._image_hold is not None:
             self._image_hold.close()
             self._image_hold = None
+        # Last: no process of the jail is left (its cgroups were killed) to share the ids.
+        if self._own_identity is not None:
+            self._own_identity.release()
+            self._own_identity = None
         if errors:
             raise JailError("; ".join(errors))
 
@@ -668,11 +707,13 @@ def _reap(
     mount = bundle / "workdir"
     if os.path.ismount(mount):
         home = record.get("workdir")
+        slot = record.get("identity")
         workdir = Workdir(
             Path(home) if home else bundle / "home",
             mount,
             owned=not home,
             image=bundle / "workdir.ext4",
+            owner=Identity(slot) if isinstance(slot, int) else None,
         )
         with contextlib.suppress(WorkdirError, OSError):
             workdir.close()
@@ -697,6 +738,8 @@ def _reap_once(state_dir: Path | None, cgroup_root: Path) -> None:
     # Best effort: leftovers of others must never keep this jail from starting.
     with contextlib.suppress(OSError, CogboxError):
         reap_stale_jails(state_dir=state_dir, cgroup_root=cgroup_root)
+        # Then the identity slots their drivers held, once no process uses their ids.
+        reap_stale_identities()
 
 
 def _write_driver_record(bundle: Path, record: dict[str, Any]) -> None:
@@ -711,6 +754,73 @@ def _read_driver_record(bundle: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _open_to_mapped_root(jails_dir: Path, bundle: Path, identity: Identity) -> None:
+    """Let the jail's namespace root (host id `identity.base`) reach its bundle, and only it.
+
+    runc opens bind sources from the host, but gVisor's gofer opens them as the namespace's
+    root: a temporary /home/work in the bundle must be reachable by it. Like Docker's
+    userns-remap: the jails' folder is 0711 (traversable, not listable), each bundle 0710
+    with the group of its own jail's root. The jailed code runs as `host_uid`, which is not
+    that group, so it cannot reach any bundle.
+    """
+    os.chmod(jails_dir, 0o711)
+    os.chown(bundle, 0, identity.base)
+    os.chmod(bundle, 0o710)
+
+
+def _check_reachable(mounts: list[dict[str, Any]], identity: Identity) -> None:
+    """JailError unless the namespace's root can reach every bind source (gVisor's gofer
+    opens them as that id, not as host root; runc opens them from the host)."""
+    for mount in mounts:
+        if mount["type"] != "bind":
+            continue
+        source = Path(mount["source"])
+        for folder in reversed(source.parents):
+            st = os.stat(folder)
+            if not (
+                st.st_mode & stat.S_IXOTH
+                or (st.st_uid == identity.base and st.st_mode & stat.S_IXUSR)
+                or (st.st_gid == identity.base and st.st_mode & stat.S_IXGRP)
+            ):
+                raise JailError(
+                    f"under runsc, the jail's bind of {mount['destination']} needs its host "
+                    f"folder's parents to be traversable by others, and {folder} is not "
+                    "(chmod o+x it, or use a folder under a traversable path)"
+                )
+
+
+def _make_mount_points(rootfs: Path, mounts: list[dict[str, Any]]) -> None:
+    """Create the image's missing bind mount points, as the host's root, before runc runs.
+
+    runc would make them itself, but in the jail's user namespace its root is no root of the
+    image's (host root-owned) folders. Never through a link: a link in the image is left to
+    runc, which resolves it inside the root filesystem (and names the mount if it fails).
+    """
+    for mount in mounts:
+        if mount["type"] != "bind":
+            continue
+        *folders, name = [part for part in mount["destination"].split("/") if part]
+        is_dir = os.path.isdir(mount["source"])
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(rootfs, flags)
+        try:
+            for folder in folders:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, 0o755, dir_fd=fd)
+                child = os.open(folder, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            with contextlib.suppress(FileExistsError):
+                if is_dir:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                else:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644, dir_fd=fd))
+        except OSError:
+            pass  # a link or something odd on the way: runc decides and says why
+        finally:
+            os.close(fd)
 
 
 def _check_init(spec: JailSpec) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogbox.jail.identity import Identity
 from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
 from cogbox.jail.seccomp import render_oci_seccomp
 
@@ -42,6 +43,10 @@ READONLY_PATHS = (
     "/proc/sysrq-trigger",
 )
 _KERNEL_MOUNT_POINTS = ("/proc", "/dev", "/sys")
+# A jail in its own user namespace without its own network namespace (`network: host`):
+# see render_oci_spec. r* options are recursive (mount_setattr; runc >= 1.1).
+_SYS_BIND_OPTIONS = ["rbind", "rro", "rnosuid", "rnodev", "rnoexec"]
+_SYS_SUBMOUNTS = ("/sys/fs", "/sys/kernel")
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,15 @@ def render_oci_spec(
     hostname: str = "cogbox",
     cgroups_path: str | None = None,
     seccomp_listener: str | None = None,
+    identity: Identity | None = None,
 ) -> dict[str, Any]:
     """A runc 1.1 `config.json` running `args` as `uid` in a jail shaped by `policy`.
 
     `binds` must include the host directory for /home/work. `env` is used exactly as given
     (build it with `jail_env`). `seccomp_listener` is the unix socket of a chmod guard that
     answers chmod calls by OP_CHMOD (used only when OP_CHMOD is narrower than `*`).
+    `identity` puts the jail in its own user namespace whose ids are that identity's block
+    of host ids (`uid` inside is then `identity.host_uid` on the host).
     Raises ValueError for arguments that would weaken the jail.
     """
     if not args:
@@ -135,6 +143,23 @@ def render_oci_spec(
     }
     if cgroups_path is not None:
         spec["linux"]["cgroupsPath"] = cgroups_path
+    if identity is not None:
+        spec["linux"]["namespaces"].append({"type": "user"})
+        spec["linux"]["uidMappings"] = identity.uid_mappings()
+        spec["linux"]["gidMappings"] = identity.uid_mappings()
+        if policy.network != "none":
+            # A user namespace may mount sysfs only with a network namespace of its own.
+            # Without one: the host's /sys, which a fresh sysfs in the host's network
+            # namespace would have shown, bound recursively (the kernel refuses a plain bind
+            # that would uncover what its submounts hide), read-only all the way down, and
+            # those submounts (cgroups, bpf, debugfs, tracefs, ...) masked.
+            spec["mounts"] = [
+                _mount("/sys", "bind", "/sys", _SYS_BIND_OPTIONS)
+                if mount["destination"] == "/sys"
+                else mount
+                for mount in spec["mounts"]
+            ]
+            spec["linux"]["maskedPaths"] += list(_SYS_SUBMOUNTS)
     return spec
 
 

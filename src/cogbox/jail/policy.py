@@ -30,7 +30,8 @@ from cogbox.jail.syscalls import DEFAULT_ALLOWED_SYSCALLS, syscall_name_problem
 from cogbox.yamlsource import YamlDocument
 
 WORKDIR = "/home/work"
-# The user code runs as, in every jail (the images' work user): never root.
+# The user code runs as *inside* every jail (the images' work user): never root. On the
+# host it is another id per session, `Identity.host_uid` (see identity.py).
 JAIL_UID = 1000
 JAIL_GID = 1000
 TMPDIR = "/tmp"

@@ -34,6 +34,7 @@ from jupyter_client.connect import KernelConnectionInfo
 
 from cogbox import hostfs
 from cogbox.images.plan import JAIL_RUNTIME_DIR  # where the jail sees the runtime directory
+from cogbox.jail.identity import Identity
 from cogbox.jail.policy import JAIL_GID, JAIL_UID
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.kernel_log import LOG_CAP_BYTES, KernelLog
@@ -124,6 +125,14 @@ class RuntimeDir:
             runtime.remove()
             raise
         return runtime
+
+    def give_to(self, identity: Identity) -> None:
+        """Hand the folder to the host ids a kernel runs as (before `reset`): its tmpfs root
+        is chowned, and the connection file and the sockets are then checked against them."""
+        self.owner, self.group = identity.host_uid, identity.host_gid
+        if os.geteuid() == 0:
+            # The tmpfs root is the host's own mount point: the jail cannot swap it for a link.
+            os.chown(self.path, self.owner, self.group, follow_symlinks=False)
 
     def connection_info(self, directory: str | None = None) -> KernelConnectionInfo:
         """Jupyter connection info with sockets under `directory` (default: the host's dial

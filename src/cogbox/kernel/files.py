@@ -7,7 +7,9 @@ were host code following links that the user's code had left in its work directo
 
 Paths are relative to /home/work ("data/x.csv"); absolute paths and ".." are refused.
 An upload is written to a temporary file and renamed into place, so it never writes through
-a hard link or into a file the jailed code holds open.
+a hard link or into a file the jailed code holds open. What the host creates there belongs
+to the owner of /home/work itself, which is the session's host identity (see
+`cogbox.jail.identity`; the jail cannot change that owner).
 """
 
 import contextlib
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from cogbox.jail.policy import JAIL_GID, JAIL_UID
 from cogbox.kernel.errors import KernelError
 
 DOWNLOAD_LIMIT_BYTES = 256 << 20
@@ -63,7 +64,7 @@ def write_file(root: Path, relpath: str, data: bytes) -> None:
     if not parts:
         raise UnsafePathError("no file name given: the path names /home/work itself")
     *folders, name = parts
-    directory = _open_dir(root, folders, relpath, create=True)
+    directory, owner = _open_dir(root, folders, relpath, create=True)
     temp = f".cogbox-upload-{secrets.token_hex(6)}"
     try:
         fd = os.open(
@@ -72,7 +73,7 @@ def write_file(root: Path, relpath: str, data: bytes) -> None:
         try:
             with os.fdopen(fd, "wb", closefd=False) as handle:
                 handle.write(data)
-            _give_to_jail(fd)
+            _give_to_jail(fd, owner)
         finally:
             os.close(fd)
         try:
@@ -100,7 +101,7 @@ def read_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> by
     if not parts:
         raise KernelError("no file name given: the path names /home/work itself")
     *folders, name = parts
-    directory = _open_dir(root, folders, relpath, create=False)
+    directory, _ = _open_dir(root, folders, relpath, create=False)
     try:
         fd = _open_component(name, directory, _READ_FLAGS, relpath)
     finally:
@@ -128,7 +129,7 @@ def read_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> by
 
 def list_dir(root: Path, relpath: str = ".") -> list[FileEntry]:
     """The entries of directory `relpath` under `root`, sorted by name."""
-    directory = _open_dir(root, split_path(relpath), relpath, create=False)
+    directory, _ = _open_dir(root, split_path(relpath), relpath, create=False)
     try:
         entries = []
         for name in sorted(os.listdir(directory)):
@@ -142,22 +143,27 @@ def list_dir(root: Path, relpath: str = ".") -> list[FileEntry]:
         os.close(directory)
 
 
-def _open_dir(root: Path, folders: list[str], relpath: str, *, create: bool) -> int:
+def _open_dir(
+    root: Path, folders: list[str], relpath: str, *, create: bool
+) -> tuple[int, tuple[int, int]]:
+    """The folder's fd, and the (uid, gid) that own `root`: whose new entries are."""
     fd = os.open(root, _DIR_FLAGS)
     try:
+        st = os.fstat(fd)
+        owner = (st.st_uid, st.st_gid)
         for folder in folders:
             if create:
-                _make_folder(folder, fd, relpath)
+                _make_folder(folder, fd, relpath, owner)
             child = _open_component(folder, fd, _DIR_FLAGS, relpath)
             os.close(fd)
             fd = child
-        return fd
+        return fd, owner
     except BaseException:
         os.close(fd)
         raise
 
 
-def _make_folder(name: str, dir_fd: int, relpath: str) -> None:
+def _make_folder(name: str, dir_fd: int, relpath: str, owner: tuple[int, int]) -> None:
     try:
         os.mkdir(name, 0o755, dir_fd=dir_fd)
     except FileExistsError:
@@ -165,7 +171,7 @@ def _make_folder(name: str, dir_fd: int, relpath: str) -> None:
     except OSError as exc:
         raise KernelError(f"cannot make a folder for {relpath!r}: {exc.strerror}") from exc
     with contextlib.suppress(PermissionError):  # not root: the folder stays ours
-        os.chown(name, JAIL_UID, JAIL_GID, dir_fd=dir_fd, follow_symlinks=False)
+        os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _open_component(name: str, dir_fd: int, flags: int, relpath: str) -> int:
@@ -197,9 +203,9 @@ def _is_link(name: str, dir_fd: int) -> bool:
         return False
 
 
-def _give_to_jail(fd: int) -> None:
+def _give_to_jail(fd: int, owner: tuple[int, int]) -> None:
     with contextlib.suppress(PermissionError):
-        os.fchown(fd, JAIL_UID, JAIL_GID)
+        os.fchown(fd, *owner)
 
 
 def _kind(mode: int) -> FileKind:

@@ -29,6 +29,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from cogbox.images.plan import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image
+from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
 from cogbox.jail.launcher import Jail, JailError, JailExit, JailSpec
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy
@@ -100,6 +101,7 @@ class KernelProcess:
         self.runtime = runtime
         self.log = log
         self.kernel_info: dict[str, Any] = {}
+        self._lease: IdentityLease | None = None  # a transient identity, released at stop
 
     @classmethod
     def start(
@@ -111,13 +113,23 @@ class KernelProcess:
         *,
         env: dict[str, str] | None = None,
         timeout: float = START_TIMEOUT_SECONDS,
+        identity: Identity | None = None,
     ) -> "KernelProcess":
         """Start the kernel and wait until it answers on every channel (`timeout` seconds).
 
         Raises KernelError naming why it did not start (the jail's exit reason and the end
-        of the kernel's own log).
+        of the kernel's own log). `identity` is the session's host identity; without one the
+        kernel holds a transient one until `stop`.
         """
         command = kernel_command(image)
+        lease = None
+        if identity is None:
+            try:
+                lease = allocate()
+            except (IdentityError, OSError) as exc:
+                raise KernelError(f"cannot give the kernel a host identity: {exc}") from exc
+            identity = lease.identity
+        runtime.give_to(identity)
         runtime.reset()
         argv = command.argv
         requested = {key: value for key, value in (env or {}).items() if key != "JPY_PARENT_PID"}
@@ -129,6 +141,7 @@ class KernelProcess:
             env=requested,
             binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False)],
             name=f"kernel-{image.name}",
+            identity=identity,
         )
         # Connect first: the stdin monitor then cannot miss the kernel's handshake, and
         # zmq keeps retrying until the dial links lead to the kernel's proven sockets.
@@ -145,6 +158,7 @@ class KernelProcess:
             finally:
                 log.close_writer()
             kernel = cls(jail, client, runtime, log)
+            kernel._lease = lease
             kernel._wait_ready(timeout, monitor)
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -152,6 +166,8 @@ class KernelProcess:
             with contextlib.suppress(JailError):
                 jail.cleanup()
             log.stop()
+            if lease is not None:
+                lease.release()
             if isinstance(exc, JailError):
                 raise KernelError(
                     f"cannot start the kernel of image {image.name!r}: {exc}"
@@ -231,6 +247,8 @@ class KernelProcess:
             raise KernelError(f"the kernel's jail was not cleaned up: {exc}") from exc
         finally:
             self.log.stop()
+            if self._lease is not None:
+                self._lease.release()
         return self.jail.exit
 
 

@@ -15,7 +15,6 @@ any thread (an input answer is queued and sent by the iterating thread).
 """
 
 import contextlib
-import os
 import queue
 import re
 import secrets
@@ -30,8 +29,9 @@ import zmq
 
 from cogbox.config import data_dir
 from cogbox.images.store import Image, ImageStore
+from cogbox.jail.identity import Identity, IdentityError, allocate
 from cogbox.jail.launcher import JailExit
-from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy, policy_or_default
+from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel import files
 from cogbox.kernel.connection import RuntimeDir
 from cogbox.kernel.errors import KernelError
@@ -103,12 +103,10 @@ def resolve_image(
 
 
 def new_workdir(session_id: str, root: Path | None = None) -> Path:
-    """A fresh, empty /home/work for a session, owned by the jail's user: `home` in the
-    session's own folder in `root` (default: `sessions/` in the data dir)."""
+    """A fresh, empty /home/work for a session: `home` in the session's own folder in
+    `root` (default: `sessions/` in the data dir). The jail gives it to its identity."""
     workdir = (root or data_dir() / "sessions") / session_id / "home"
     workdir.mkdir(parents=True, mode=0o755)
-    with contextlib.suppress(PermissionError):
-        os.chown(workdir, JAIL_UID, JAIL_GID)
     return workdir
 
 
@@ -135,6 +133,11 @@ class Session:
         self._executing = False
         self._closed = False
         self._restart_failure: str | None = None  # why the last restart did not start one
+        # The session's host ids, the same for every kernel it starts (see jail/identity.py).
+        try:
+            self._identity = allocate()
+        except (IdentityError, OSError) as exc:
+            raise KernelError(f"cannot give the session a host identity: {exc}") from exc
         self._runtime = RuntimeDir.create()
         try:
             self._kernel: KernelProcess | None = self._start_kernel()
@@ -148,6 +151,11 @@ class Session:
     def alive(self) -> bool:
         """Whether the kernel runs (False once it died or the session was shut down)."""
         return self._kernel is not None and self._kernel.poll() is None
+
+    @property
+    def host_identity(self) -> Identity:
+        """The host ids this session's jail runs as (uid 1000 inside is its `host_uid`)."""
+        return self._identity.identity
 
     @property
     def exit(self) -> JailExit | None:
@@ -449,7 +457,12 @@ class Session:
 
     def _start_kernel(self) -> KernelProcess:
         return KernelProcess.start(
-            self.image, self.policy, self.workdir, self._runtime, env=self._env
+            self.image,
+            self.policy,
+            self.workdir,
+            self._runtime,
+            env=self._env,
+            identity=self._identity.identity,
         )
 
     def _replace_kernel(self, *, graceful: bool = True) -> None:
@@ -486,6 +499,7 @@ class Session:
         return self._kernel
 
     def _release_files(self) -> None:
+        self._identity.release()
         self._runtime.remove()
         if self._owns_workdir:
             shutil.rmtree(self.workdir.parent, ignore_errors=True)

@@ -56,6 +56,9 @@ class Bind:
     source: Path
     destination: str
     readonly: bool = True
+    # Always noexec, whatever the policy: a source mounted noexec must be bound so, since a
+    # user namespace cannot clear that (locked) flag on the bind's remount.
+    noexec: bool = False
 
 
 def jail_env(
@@ -233,7 +236,7 @@ def _bind_mounts(policy: Policy, binds: Sequence[Bind]) -> list[dict[str, Any]]:
     for bind in sorted(every, key=lambda b: posixpath.normpath(b.destination).count("/")):
         # Plain "bind", not "rbind": a read-only rbind would leave submounts writable.
         options = ["bind", "nosuid", "nodev", "ro" if bind.readonly else "rw"]
-        if not policy.exec_allowed_at(bind.destination):
+        if bind.noexec or not policy.exec_allowed_at(bind.destination):
             options.insert(1, "noexec")
         mounts.append(_mount(bind.destination, "bind", str(bind.source), options))
     return mounts

@@ -139,7 +139,7 @@ class KernelProcess:
             argv=argv,
             workdir=workdir,
             env=requested,
-            binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False)],
+            binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False, noexec=True)],
             name=f"kernel-{image.name}",
             identity=identity,
         )

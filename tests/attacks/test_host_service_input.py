@@ -285,6 +285,23 @@ def test_native_upload_of_160mib_streams_to_the_work_dir(
     assert peak.growth < RSS_GROWTH_LIMIT, f"the service grew by {peak.growth / MIB:.0f} MiB"
 
 
+def test_upload_past_the_per_file_cap_is_refused_413_and_leaves_no_file(
+    service: Service, alice: Client, session: str
+) -> None:
+    with PeakGrowth(service) as peak:
+        response = alice.request(
+            "PUT",
+            f"/v1/sessions/{session}/files/content",
+            params={"path": "huge.bin"},
+            data=_chunks(257 * MIB),  # chunked: no Content-Length to refuse it early
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    left = stdout_of(alice.execute(session, "import os; print(sorted(os.listdir('.')))"))
+    assert (response.status_code, "256 MiB" in _problem(response)["msg"]) == (413, True)
+    assert ("huge.bin" in left, ".cogbox-upload" in left) == (False, False), left
+    assert peak.growth < RSS_GROWTH_LIMIT, f"the service grew by {peak.growth / MIB:.0f} MiB"
+
+
 def test_service_answers_another_tenant_during_a_large_download(
     alice: Client, bob: Client, session: str
 ) -> None:

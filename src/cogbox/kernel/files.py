@@ -34,6 +34,10 @@ class UnsafePathError(KernelError):
     """A path that leads out of /home/work: absolute, with "..", or through a symlink."""
 
 
+class WorkdirFullError(KernelError):
+    """A write that the quota of /home/work refused (ENOSPC, EDQUOT)."""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One entry of a directory in /home/work (links are listed, never followed)."""
@@ -128,7 +132,7 @@ class NewFile:
 
     def _error(self, exc: OSError) -> KernelError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return KernelError(
+            return WorkdirFullError(
                 f"cannot upload {self._relpath!r} ({self.size:,} bytes written): /home/work "
                 "is full (the session's workdir quota)"
             )

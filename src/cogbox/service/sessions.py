@@ -29,7 +29,7 @@ from cogbox.images.store import ImageNotFound
 from cogbox.jail.launcher import reap_stale_jails
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
-from cogbox.kernel.files import FileEntry, OpenFile, UnsafePathError
+from cogbox.kernel.files import FileEntry, OpenFile, UnsafePathError, WorkdirFullError
 from cogbox.service.agent import (
     Agent,
     BatchCommand,
@@ -608,6 +608,8 @@ async def read_chunks(opened: OpenFile, size: int, chunk: int = 1 << 20) -> Asyn
 
 
 def _file_error(exc: KernelError) -> ServiceError:
+    if isinstance(exc, WorkdirFullError):
+        return ServiceError(413, "workdir-full", str(exc))
     if isinstance(exc, UnsafePathError):
         return ServiceError(400, "invalid-path", str(exc))
     if "does not exist" in str(exc):

@@ -407,6 +407,50 @@ def test_bad_multipart_upload_is_a_400_naming_the_part(
     assert (response.status_code, "'src'" in body["msg"]) == (400, True), body
 
 
+_WRONG_TYPES = [
+    ("POST", "/session", {"image": 5}),
+    ("POST", "/session", {"image": "python", "name": 5}),
+    ("POST", "/session", {"image": "python", "config": []}),
+    ("POST", "/session", {"image": "python", "config": {"environ": []}}),
+    ("POST", "/session", {"image": "python", "config": {"environ": {"A": {"b": 1}}}}),
+    ("POST", "/session", {"image": "python", "config": {"resources": "x"}}),
+    ("POST", "/session", {"image": "python", "config": {"resources": {"mem": {}}}}),
+    ("POST", "/session", {"image": ["python"]}),
+    ("POST", "/session/{ref}", {"mode": 5, "code": "1"}),
+    ("POST", "/session/{ref}", {"mode": "query", "code": {}}),
+    ("POST", "/session/{ref}", {"mode": "query", "code": "1", "runId": 5}),
+    ("POST", "/session/{ref}", {"mode": "batch", "options": []}),
+    ("POST", "/session/{ref}", {"mode": "continue", "runId": "nope"}),
+    ("GET", "/session/{ref}/download", {"files": "big.bin"}),
+    ("GET", "/session/{ref}/download", {"files": [5]}),
+    ("GET", "/session/{ref}/download", {"files": ["../../etc/passwd"]}),
+    ("GET", "/session/{ref}/download", {"files": ["a\u0000b"]}),
+    ("GET", "/session/{ref}/files", {"path": 5}),
+    ("GET", "/session/{ref}/files", {"path": "a\u0000b"}),
+    ("GET", "/session/{ref}/files", {"path": "/etc"}),
+    ("POST", "/admin/gql", {"query": 5}),
+    ("POST", "/admin/gql", {"query": "{ keypair { access_key } }", "variables": []}),
+    ("POST", "/admin/gql", {"query": "query(" * 1000}),
+    ("POST", "/v1/sessions", {"image": "python", "env": {"A": 5}}),
+    ("POST", "/v1/sessions", {"image": "python", "idle_timeout": "soon"}),
+    ("POST", "/v1/sessions/{ref}/execute", {"code": "1", "timeout": []}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), _WRONG_TYPES)
+def test_fields_of_the_wrong_type_are_a_4xx_problem(
+    alice: Client, session: str, method: str, path: str, body: Any
+) -> None:
+    response = alice.request(method, path.format(ref=session), json=body)
+    if response.ok and path == "/session":
+        alice.request("DELETE", f"/session/{response.json()['sessionId']}")
+    if path == "/admin/gql" and response.ok:  # GraphQL's own errors come as a 200
+        assert response.json()["errors"], response.text
+        return
+    problem = _problem(response)
+    assert 400 <= response.status_code < 500, problem
+
+
 # ------------------------------------------------------------------ names (7)
 
 

@@ -74,16 +74,15 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
         body = await json_body(request)
         image = body.get("image") or body.get("lang")
         name = body.get("name") or body.get("clientSessionToken")
-        config = body.get("config")
-        env = (config.get("environ") if isinstance(config, dict) else None) or {}
+        config = _object_or_empty(body.get("config"), "config")
         if not isinstance(image, str) or not image:
             raise bad_request("'image' is required: the name of an image, e.g. 'python'")
         if name is not None and not isinstance(name, str):
             raise bad_request("'name' must be a string")
-        if not isinstance(env, dict):
+        env = _object_or_empty(config.get("environ"), "config.environ")
+        if not all(isinstance(v, str) for v in env.values()):
             raise bad_request("'config.environ' must be an object of strings")
-        resources = (config.get("resources") if isinstance(config, dict) else None) or {}
-        memory = resources.get("mem") if isinstance(resources, dict) else None
+        memory = _object_or_empty(config.get("resources"), "config.resources").get("mem")
         try:
             memory_bytes = None if memory is None else session_memory(memory)
         except ValueError as exc:
@@ -293,8 +292,18 @@ def _in_work(path: str) -> str:
     return path
 
 
+def _object_or_empty(value: object, name: str) -> dict[str, Any]:
+    """An optional object field of a body: `{}` when absent or null, 400 naming it when it
+    is something else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"'{name}' must be an object")
+    return value
+
+
 def _batch(options: object) -> BatchCommand:
-    options = options if isinstance(options, dict) else {}
+    options = _object_or_empty(options, "options")
     build = options.get("build")
     run = options.get("exec")
     # "*" asks the image for its default; ours: no build step, run main.py.

@@ -302,6 +302,23 @@ def test_upload_past_the_per_file_cap_is_refused_413_and_leaves_no_file(
     assert peak.growth < RSS_GROWTH_LIMIT, f"the service grew by {peak.growth / MIB:.0f} MiB"
 
 
+def test_download_abandoned_mid_file_closes_it_and_logs_no_error(
+    service: Service, alice: Client, session: str
+) -> None:
+    assert service.process is not None
+    for path, options in [
+        (f"/session/{session}/download", {"json": {"files": [BIG_FILE] * 3}}),
+        (f"/v1/sessions/{session}/files/content", {"params": {"path": BIG_FILE}}),
+    ]:
+        response = alice.request("GET", path, stream=True, **options)
+        next(response.iter_content(MIB))
+        response.close()  # the client goes away mid-file
+    time.sleep(1)
+    fds = Path(f"/proc/{service.process.pid}/fd")
+    held = [link for link in fds.iterdir() if BIG_FILE in os.path.realpath(link)]
+    assert (held, "unexpected error" in service.log()) == ([], False), service.log()[-2000:]
+
+
 def test_service_answers_another_tenant_during_a_large_download(
     alice: Client, bob: Client, session: str
 ) -> None:

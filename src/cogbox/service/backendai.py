@@ -22,6 +22,7 @@ session runs; meanwhile the session shows as PREPARING.
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import secrets
 import tarfile
@@ -43,6 +44,7 @@ from cogbox.service.errors import ServiceError, bad_request
 from cogbox.service.models import iso, session_memory
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
 
+log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
 MAX_DOWNLOAD_FILES = 64
 json_body = json_object  # the JSON-body parser of every route (jupyter.py imports it here)
@@ -200,10 +202,13 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
                 headers={"Content-Type": f"multipart/mixed; boundary={boundary}"}
             )
             await response.prepare(request)
-            for name in names:
-                await _write_tar_part(response, boundary, name, opened[name])
-            await response.write(f"--{boundary}--\r\n".encode())
-            await response.write_eof()
+            try:
+                for name in names:
+                    await _write_tar_part(response, boundary, name, opened[name])
+                await response.write(f"--{boundary}--\r\n".encode())
+                await response.write_eof()
+            except ConnectionResetError:
+                log.info("the client of a download from session %s went away", record.id)
             return response
         finally:
             for handle in opened.values():

@@ -12,6 +12,7 @@ session events, speaking the kernel's own event model (`event_to_dict`). See /op
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -39,6 +40,7 @@ from cogbox.service.models import (
 )
 from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
 
+log = logging.getLogger(__name__)
 PREFIX = "/v1"
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -138,9 +140,12 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
             response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
             response.content_length = opened.size
             await response.prepare(request)
-            async for chunk in read_chunks(opened, opened.size):
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in read_chunks(opened, opened.size):
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:
+                log.info("the client of a download from session %s went away", record.id)
             return response
 
     @table.put(PREFIX + "/sessions/{ref}/files/content")

@@ -516,6 +516,22 @@ def test_restart_error_names_no_host_path(service: Service, alice: Client) -> No
     assert (restart.status_code < 500, leaked) == (True, []), texts
 
 
+def test_execute_after_a_failed_restart_says_the_session_is_dead(alice: Client) -> None:
+    ref = alice.create(name="restart-then-run")["id"]
+    alice.execute(ref, "import os; os.unlink('/run/cogbox/k-2'); os.mkdir('/run/cogbox/k-2')")
+    restart = alice.request("POST", f"/v1/sessions/{ref}/restart")
+    run = alice.request("POST", f"/v1/sessions/{ref}/execute", json={"code": "1"})
+    state = alice.request("GET", f"/v1/sessions/{ref}").json()
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+    if restart.ok:  # the runtime folder is no longer jail-writable that way: nothing to judge
+        return
+    assert (run.status_code, "restart" in _problem(run)["msg"], state["status"]) == (
+        409,
+        True,
+        "dead",
+    ), run.text
+
+
 def test_serve_never_prints_the_database_password(tmp_path: Path) -> None:
     import subprocess
 

@@ -12,7 +12,7 @@ def parse_size(value: str | int) -> int:
         if value < 0:
             raise ValueError(f"size must not be negative, got {value}")
         return value
-    match = _SIZE.match(value)
+    match = _SIZE.fullmatch(value)
     if match is None:
         raise ValueError(f"{value!r} is not a size (use e.g. 512m, 2g or a number of bytes)")
     return int(float(match[1]) * _UNITS[match[2].lower()])

@@ -1,6 +1,7 @@
 """`cogbox serve`: the HTTP service (manager and a local agent in one process)."""
 
 import click
+from sqlalchemy.engine import make_url
 
 from cogbox.service import ServiceConfig
 from cogbox.service import serve as run_service
@@ -81,5 +82,6 @@ def serve(
     )
     if database_url:
         config = config.model_copy(update={"database_url": database_url})
-    click.echo(f"cogbox service on http://{host}:{port} (database {config.database_url})", err=True)
+    database = make_url(config.database_url).render_as_string(hide_password=True)
+    click.echo(f"cogbox service on http://{host}:{port} (database {database})", err=True)
     run_service(config)

@@ -67,7 +67,7 @@ class PythonSpec(_Strict):
     def _pinned(cls, packages: list[str]) -> list[str]:
         seen: set[str] = set()
         for spec in packages:
-            match = _PIN.match(spec)
+            match = _PIN.fullmatch(spec)
             if match is None:
                 raise ValueError(f"{spec!r} is not pinned to an exact version (write name==X.Y)")
             key = canonical_name(match["name"])
@@ -122,7 +122,7 @@ class KernelInfo(_Strict):
     @classmethod
     def _modules(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not _MODULE.match(name):
+            if not _MODULE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a Python module name")
         return names
 
@@ -151,7 +151,7 @@ class Recipe(_Strict):
     @classmethod
     def _deb_names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not _DEB_NAME.match(name):
+            if not _DEB_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a Debian package name")
         return names
 
@@ -159,7 +159,7 @@ class Recipe(_Strict):
     @classmethod
     def _env_keys(cls, env: dict[str, str]) -> dict[str, str]:
         for key in env:
-            if not _ENV_KEY.match(key):
+            if not _ENV_KEY.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
         return env
 

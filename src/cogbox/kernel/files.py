@@ -35,6 +35,10 @@ class UnsafePathError(KernelError):
     """A path that leads out of /home/work: absolute, with "..", or through a symlink."""
 
 
+class WorkdirFullError(KernelError):
+    """A write that the quota of /home/work refused (ENOSPC, EDQUOT)."""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One entry of a directory in /home/work (links are listed, never followed)."""
@@ -60,43 +64,125 @@ def split_path(relpath: str) -> list[str]:
 
 def write_file(root: Path, relpath: str, data: bytes) -> None:
     """Write `data` to `relpath` under `root`, making missing parent directories."""
-    parts = split_path(relpath)
-    if not parts:
-        raise UnsafePathError("no file name given: the path names /home/work itself")
-    *folders, name = parts
-    directory, owner = _open_dir(root, folders, relpath, create=True)
-    temp = f".cogbox-upload-{secrets.token_hex(6)}"
-    try:
-        fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=directory
-        )
+    with NewFile(root, relpath) as new:
+        new.write(data)
+        new.commit()
+
+
+class NewFile:
+    """A file being written to `relpath` under `root` in chunks (an upload streamed from the
+    network): it goes to a temporary file in its folder, and `commit` renames it into place.
+    Closed without `commit`, the temporary file is removed. Raises KernelError naming the
+    quota when /home/work is full."""
+
+    def __init__(self, root: Path, relpath: str) -> None:
+        parts = split_path(relpath)
+        if not parts:
+            raise UnsafePathError("no file name given: the path names /home/work itself")
+        *folders, self._name = parts
+        self._relpath = relpath
+        self._temp = f".cogbox-upload-{secrets.token_hex(6)}"
+        self._directory, self._owner = _open_dir(root, folders, relpath, create=True)
+        self.size = 0
         try:
-            with os.fdopen(fd, "wb", closefd=False) as handle:
-                handle.write(data)
-            _give_to_jail(fd, owner)
-        finally:
-            os.close(fd)
-        try:
-            os.rename(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
-        except IsADirectoryError as exc:
-            raise KernelError(f"cannot upload to {relpath!r}: it is a directory") from exc
+            self._fd = os.open(
+                self._temp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=self._directory,
+            )
         except OSError as exc:
-            raise KernelError(f"cannot upload to {relpath!r}: {exc.strerror}") from exc
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise KernelError(
-                f"cannot upload {relpath!r} ({len(data):,} bytes): /home/work is full "
-                "(the session's workdir quota)"
-            ) from exc
-        raise KernelError(f"cannot upload to {relpath!r}: {exc.strerror}") from exc
-    finally:
+            os.close(self._directory)
+            raise self._error(exc) from exc
+        _give_to_jail(self._fd, self._owner)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self.size += written
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def commit(self) -> None:
+        try:
+            os.rename(
+                self._temp, self._name, src_dir_fd=self._directory, dst_dir_fd=self._directory
+            )
+        except IsADirectoryError as exc:
+            raise KernelError(f"cannot upload to {self._relpath!r}: it is a directory") from exc
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        if self._directory < 0:
+            return
+        os.close(self._fd)
         with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=directory)
-        os.close(directory)
+            os.unlink(self._temp, dir_fd=self._directory)
+        os.close(self._directory)
+        self._directory = -1
+
+    def __enter__(self) -> "NewFile":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _error(self, exc: OSError) -> KernelError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return WorkdirFullError(
+                f"cannot upload {self._relpath!r} ({self.size:,} bytes written): /home/work "
+                "is full (the session's workdir quota)"
+            )
+        return KernelError(f"cannot upload to {self._relpath!r}: {exc.strerror}")
 
 
 def read_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> bytes:
     """The contents of the regular file `relpath` under `root` (at most `limit` bytes)."""
+    with open_file(root, relpath, limit) as opened:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := opened.read():
+            size += len(chunk)
+            if size > limit:  # it grew while we read
+                raise KernelError(f"cannot download {relpath!r}: more than {limit:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class OpenFile:
+    """A regular file of /home/work opened for reading; `size` is its size when opened (the
+    jailed code may still change it: readers that promised `size` bytes pad or cut)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self.size = size
+
+    def read(self, size: int = _CHUNK) -> bytes:
+        return os.read(self._fd, size)
+
+    def read_at(self, offset: int, size: int = _CHUNK) -> bytes:
+        """Up to `size` bytes from `offset` (no shared position: one file, many readers)."""
+        return os.pread(self._fd, size, offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "OpenFile":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> OpenFile:
+    """The regular file `relpath` under `root`, opened for reading if it holds at most
+    `limit` bytes (the same path rules as `read_file`)."""
     parts = split_path(relpath)
     if not parts:
         raise KernelError("no file name given: the path names /home/work itself")
@@ -115,16 +201,10 @@ def read_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> by
                 f"cannot download {relpath!r}: it holds {info.st_size:,} bytes, more than "
                 f"the limit of {limit:,}"
             )
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, _CHUNK):
-            size += len(chunk)
-            if size > limit:  # it grew while we read
-                raise KernelError(f"cannot download {relpath!r}: more than {limit:,} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
+        return OpenFile(fd, info.st_size)
+    except BaseException:
         os.close(fd)
+        raise
 
 
 def list_dir(root: Path, relpath: str = ".") -> list[FileEntry]:

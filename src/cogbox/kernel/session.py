@@ -412,6 +412,15 @@ class Session:
         bytes; the same path rules as `upload`."""
         return files.read_file(self._workdir_view(), path, limit)
 
+    def open_file(self, path: str, *, limit: int = files.DOWNLOAD_LIMIT_BYTES) -> files.OpenFile:
+        """The regular file `path` opened for reading in chunks (the rules of `download`)."""
+        return files.open_file(self._workdir_view(), path, limit)
+
+    def create_file(self, dest: str) -> files.NewFile:
+        """A new file at `dest` written in chunks, in place once committed (the rules of
+        `upload`)."""
+        return files.NewFile(self._workdir_view(), dest)
+
     def list_files(self, path: str = ".") -> list[files.FileEntry]:
         """The entries of the folder `path` in /home/work (links listed, never followed)."""
         return files.list_dir(self._workdir_view(), path)
@@ -626,7 +635,7 @@ def _batch_finished(reply: dict[str, Any]) -> Finished:
         return Finished("error", None, "the batch command could not be run (see the error)")
     result = reply.get("user_expressions", {}).get("batch", {})
     text = str(result.get("data", {}).get("text/plain", ""))
-    match = _BATCH_RESULT.match(text)
+    match = _BATCH_RESULT.fullmatch(text)
     if result.get("status") != "ok" or match is None:
         return Finished("error", None, f"the batch runner reported no exit status ({text!r})")
     stage, code = int(match[1]), int(match[2])

@@ -25,7 +25,7 @@ from cogbox.images.store import Image, ImageNotFound, ImageStore
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied
-from cogbox.kernel.files import FileEntry, list_dir, read_file
+from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import KernelPool
 from cogbox.kernel.session import Session, start_session
 
@@ -114,9 +114,13 @@ class Agent(Protocol):
 
     def state(self, session_id: str) -> KernelState: ...
 
-    async def upload(self, session_id: str, path: str, data: bytes) -> None: ...
+    async def create_file(self, session_id: str, path: str) -> NewFile:
+        """A new file of /home/work to write in chunks (an upload), in place once committed."""
+        ...
 
-    async def download(self, session_id: str, path: str) -> bytes: ...
+    async def open_file(self, session_id: str, path: str) -> OpenFile:
+        """A regular file of /home/work opened to read in chunks (a download)."""
+        ...
 
     async def list_files(self, session_id: str, path: str) -> list[FileEntry]: ...
 
@@ -186,13 +190,13 @@ class LocalAgent:
         if "/" in image or image.startswith(".") or not (folder / "recipe.yml").is_file():
             known = sorted(p.parent.name for p in recipes.glob("*/recipe.yml"))
             raise ImageNotFound(
-                f"no image or recipe named {image!r}; known recipes in {recipes}: "
+                f"no image or recipe named {image!r}; known recipes: "
                 + (", ".join(known) or "none")
             )
         loaded = load_recipe(folder)
         if loaded.name != image:
             raise ImageNotFound(
-                f"the recipe {folder / 'recipe.yml'} is named {loaded.name!r}, not {image!r}: "
+                f"the recipe of image {image!r} is named {loaded.name!r}: "
                 "make its name match its folder"
             )
         return loaded
@@ -358,13 +362,15 @@ class LocalAgent:
             return KernelState(True)
         return KernelState(False, str(ended.reason), ended.message, ended.limit_hit)
 
-    async def upload(self, session_id: str, path: str, data: bytes) -> None:
-        await self._call(self._session(session_id).upload, path, data)
+    async def create_file(self, session_id: str, path: str) -> NewFile:
+        created = await self._call(self._session(session_id).create_file, path)
+        assert isinstance(created, NewFile)
+        return created
 
-    async def download(self, session_id: str, path: str) -> bytes:
-        data = await self._call(self._session(session_id).download, path)
-        assert isinstance(data, bytes)
-        return data
+    async def open_file(self, session_id: str, path: str) -> OpenFile:
+        opened = await self._call(self._session(session_id).open_file, path)
+        assert isinstance(opened, OpenFile)
+        return opened
 
     async def list_files(self, session_id: str, path: str) -> list[FileEntry]:
         entries = await self._call(self._session(session_id).list_files, path)
@@ -414,9 +420,9 @@ class _Build:
             self._listeners.remove(progress)
 
 
-def read_stored_file(workdir: Path, path: str) -> bytes:
+def open_stored_file(workdir: Path, path: str) -> OpenFile:
     """A file of an ended session's saved work dir (same path rules as a live session)."""
-    return read_file(workdir, path)
+    return open_file(workdir, path)
 
 
 def list_stored_files(workdir: Path, path: str) -> list[FileEntry]:

@@ -11,6 +11,7 @@ from aiohttp.abc import AbstractAccessLogger
 from cogbox.service import backendai, jupyter, native
 from cogbox.service.agent import Agent, LocalAgent
 from cogbox.service.auth import RequestVerifier
+from cogbox.service.bodies import JSON_LIMIT_BYTES
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database
 from cogbox.service.errors import ServiceError
@@ -67,7 +68,8 @@ def create_app(
             )
         return await handler(request)
 
-    app = web.Application(middlewares=[problems, authenticate], client_max_size=300 << 20)
+    # The JSON limit for every body aiohttp itself would read; uploads stream past it.
+    app = web.Application(middlewares=[problems, authenticate], client_max_size=JSON_LIMIT_BYTES)
     app[MANAGER_KEY] = manager
     document = openapi_document()
 

@@ -148,7 +148,7 @@ class RequestVerifier:
                 "missing Authorization header: sign the request with your keypair "
                 "(BackendAI signMethod=HMAC-SHA256, credential=ACCESS_KEY:SIGNATURE)"
             )
-        match = _AUTHORIZATION.match(authorization.strip())
+        match = _AUTHORIZATION.fullmatch(authorization.strip())
         if match is None:
             raise unauthorized(
                 "malformed Authorization header: expected "
@@ -158,7 +158,7 @@ class RequestVerifier:
             raise unauthorized(f"unsupported signMethod HMAC-{match['hash']}: use HMAC-SHA256")
         if not raw_date:
             raise unauthorized("missing Date (or X-BackendAI-Date) header")
-        if not version or not _VERSION.match(version):
+        if not version or not _VERSION.fullmatch(version):
             raise unauthorized("missing or malformed X-BackendAI-Version header (e.g. v7.20230615)")
         date = parse_date(raw_date)
         skew = abs(time.time() - date.timestamp())

@@ -21,8 +21,8 @@ session runs; meanwhile the session shows as PREPARING.
 
 import asyncio
 import contextlib
-import io
 import json
+import logging
 import re
 import secrets
 import tarfile
@@ -31,18 +31,23 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from aiohttp import BodyPartReader, MultipartWriter, WSMsgType, web
+from aiohttp import BodyPartReader, MultipartReader, WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
+from cogbox.kernel.files import OpenFile
 from cogbox.service.agent import BatchCommand
+from cogbox.service.bodies import CHUNK_BYTES, UPLOAD_LIMIT_BYTES, json_object
 from cogbox.service.console import console_items, exit_code, result_body, run_status
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
 from cogbox.service.models import iso, session_memory
-from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
+from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
 
+log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
-UPLOAD_LIMIT_BYTES = 256 << 20
+MAX_DOWNLOAD_FILES = 64
+json_body = json_object  # the JSON-body parser of every route (jupyter.py imports it here)
 _STATUS = {
     "building": "PREPARING",
     "starting": "PREPARING",
@@ -71,16 +76,15 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
         body = await json_body(request)
         image = body.get("image") or body.get("lang")
         name = body.get("name") or body.get("clientSessionToken")
-        config = body.get("config")
-        env = (config.get("environ") if isinstance(config, dict) else None) or {}
+        config = _object_or_empty(body.get("config"), "config")
         if not isinstance(image, str) or not image:
             raise bad_request("'image' is required: the name of an image, e.g. 'python'")
         if name is not None and not isinstance(name, str):
             raise bad_request("'name' must be a string")
-        if not isinstance(env, dict):
+        env = _object_or_empty(config.get("environ"), "config.environ")
+        if not all(isinstance(v, str) for v in env.values()):
             raise bad_request("'config.environ' must be an object of strings")
-        resources = (config.get("resources") if isinstance(config, dict) else None) or {}
-        memory = resources.get("mem") if isinstance(resources, dict) else None
+        memory = _object_or_empty(config.get("resources"), "config.resources").get("mem")
         try:
             memory_bytes = None if memory is None else session_memory(memory)
         except ValueError as exc:
@@ -158,47 +162,57 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
 
     @table.post("/session/{ref}/upload")
     async def upload(request: web.Request) -> web.Response:
+        """Each part streams to its file in /home/work: one chunk in memory at a time."""
         record = await session_of(request)
         if not request.content_type.startswith("multipart/"):
-            raise bad_request("upload files as multipart/form-data, each in a field named 'src'")
-        reader = await request.multipart()
+            raise bad_request(_UPLOAD_HOW)
+        try:
+            reader = await request.multipart()
+        except (ValueError, KeyError) as exc:
+            raise bad_request(f"{_UPLOAD_HOW} (the multipart body: {exc})") from exc
         count = 0
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader)) is not None:
             if not isinstance(part, BodyPartReader) or part.name != "src":
                 continue
-            if not part.filename:
-                raise bad_request("each 'src' part needs a file name")
-            data = await part.read()
-            if len(data) > UPLOAD_LIMIT_BYTES:
-                raise ServiceError(
-                    413,
-                    "too-large",
-                    f"{part.filename!r} is larger than {UPLOAD_LIMIT_BYTES:,} bytes",
-                )
-            await manager.upload(record, part.filename, bytes(data))
+            name = _upload_name(part.filename)
+            await manager.upload(record, name, _part_chunks(part), UPLOAD_LIMIT_BYTES)
             count += 1
         return web.json_response({"uploaded": count})
 
     @table.get("/session/{ref}/download")
     async def download(request: web.Request) -> web.StreamResponse:
+        """multipart/mixed of one tar file per name, streamed: each file is read a chunk at
+        a time, so a name given many times costs one chunk, not its size, each time."""
         record = await session_of(request)
         body = await json_body(request) if request.can_read_body else {}
         names = body.get("files") or request.query.getall("files", [])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
             raise bad_request("'files' must be a non-empty list of paths in /home/work")
-        writer = MultipartWriter("mixed")
-        for name in names:
-            data = await manager.download(record, _in_work(name))
-            writer.append(
-                _tar_of(PurePosixPath(name).name, data), {"Content-Type": "application/x-tar"}
+        if len(names) > MAX_DOWNLOAD_FILES:
+            raise bad_request(
+                f"'files' names {len(names)} files: at most {MAX_DOWNLOAD_FILES} per request"
             )
-        response = web.StreamResponse(
-            headers={"Content-Type": f"multipart/mixed; boundary={writer.boundary}"}
-        )
-        await response.prepare(request)
-        await writer.write(response)  # type: ignore[arg-type]
-        await response.write_eof()
-        return response
+        opened: dict[str, OpenFile] = {}
+        try:
+            for name in names:  # all opened first: a missing file is a 404, not a cut stream
+                if name not in opened:
+                    opened[name] = await manager.open_file(record, _in_work(name))
+            boundary = secrets.token_hex(16)
+            response = web.StreamResponse(
+                headers={"Content-Type": f"multipart/mixed; boundary={boundary}"}
+            )
+            await response.prepare(request)
+            try:
+                for name in names:
+                    await _write_tar_part(response, boundary, name, opened[name])
+                await response.write(f"--{boundary}--\r\n".encode())
+                await response.write_eof()
+            except ConnectionResetError:
+                log.info("the client of a download from session %s went away", record.id)
+            return response
+        finally:
+            for handle in opened.values():
+                handle.close()
 
     @table.get("/session/{ref}/files")
     async def list_files(request: web.Request) -> web.Response:
@@ -276,20 +290,6 @@ def keypair_of(request: web.Request) -> KeypairRecord:
     return keypair
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (`{}` when empty); 400 when it is not an object."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    return body
-
-
 def _in_work(path: str) -> str:
     """A path relative to /home/work (Backend.AI's clients may send it absolute)."""
     if path == "/home/work" or path.startswith("/home/work/"):
@@ -297,8 +297,18 @@ def _in_work(path: str) -> str:
     return path
 
 
+def _object_or_empty(value: object, name: str) -> dict[str, Any]:
+    """An optional object field of a body: `{}` when absent or null, 400 naming it when it
+    is something else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"'{name}' must be an object")
+    return value
+
+
 def _batch(options: object) -> BatchCommand:
-    options = options if isinstance(options, dict) else {}
+    options = _object_or_empty(options, "options")
     build = options.get("build")
     run = options.get("exec")
     # "*" asks the image for its default; ours: no build step, run main.py.
@@ -307,14 +317,57 @@ def _batch(options: object) -> BatchCommand:
     return BatchCommand(build, run)
 
 
-def _tar_of(name: str, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo(name or "file")
-        info.size = len(data)
-        info.mode = 0o644
-        archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+_UPLOAD_HOW = "upload files as multipart/form-data with a boundary, each in a part named 'src'"
+
+
+async def _next_part(reader: MultipartReader) -> object:
+    try:
+        return await reader.next()
+    except (ValueError, HttpProcessingError) as exc:
+        raise bad_request(f"{_UPLOAD_HOW}: the multipart body is malformed ({exc})") from exc
+
+
+def _upload_name(filename: str | None) -> str:
+    """The file name of a 'src' part: a path in /home/work without control characters."""
+    if not filename:
+        raise bad_request("each 'src' part needs a file name")
+    if any(ord(c) < 32 or ord(c) == 127 for c in filename):
+        raise bad_request(f"the file name of a 'src' part holds a control character: {filename!r}")
+    return _in_work(filename)
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            chunk = await part.read_chunk(CHUNK_BYTES)
+        except (ValueError, HttpProcessingError) as exc:
+            raise bad_request(f"a 'src' part is malformed: {exc}") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+_TAR_BLOCK = tarfile.BLOCKSIZE
+
+
+async def _write_tar_part(
+    response: web.StreamResponse, boundary: str, name: str, opened: OpenFile
+) -> None:
+    """One part of the download: a tar archive holding `opened` under its base name."""
+    info = tarfile.TarInfo(PurePosixPath(name).name or "file")
+    info.size = opened.size
+    info.mode = 0o644
+    header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    padding = -opened.size % _TAR_BLOCK
+    length = len(header) + opened.size + padding + 2 * _TAR_BLOCK
+    await response.write(
+        f"--{boundary}\r\nContent-Type: application/x-tar\r\n"
+        f"Content-Length: {length}\r\n\r\n".encode()
+    )
+    await response.write(header)
+    async for chunk in read_chunks(opened, opened.size):
+        await response.write(chunk)  # waits while the client is slow: backpressure
+    await response.write(bytes(padding + 2 * _TAR_BLOCK) + b"\r\n")
 
 
 def _info(record: SessionRecord) -> dict[str, Any]:
@@ -454,7 +507,7 @@ class _Runs:
         return body
 
 
-_ROOT_FIELD = re.compile(r"^\s*(?:query|mutation)?\s*(?:\([^)]*\))?\s*\{\s*(\w+)", re.S)
+_WORD = re.compile(r"\w+")
 
 
 async def _graphql(
@@ -463,22 +516,29 @@ async def _graphql(
     """The two GraphQL queries the CLI's `ps` sends; others get a GraphQL error."""
     if not isinstance(query, str):
         return {"data": None, "errors": [{"message": "'query' must be a GraphQL string"}]}
-    variables = variables if isinstance(variables, dict) else {}
-    match = _ROOT_FIELD.match(query)
-    root = match.group(1) if match else ""
+    if variables is not None and not isinstance(variables, dict):
+        raise bad_request("'variables' must be a JSON object")
+    variables = variables or {}
+    root = _root_field(query)
     if root == "keypair":
         return {"data": {"keypair": _pick(_keypair_fields(keypair), _fields_of(query, "keypair"))}}
     if root == "compute_session_list":
         wanted = _fields_of(query, "items")
-        statuses = str(variables.get("status") or "").split(",")
+        status = variables.get("status")
+        if status is not None and not isinstance(status, str):
+            raise bad_request(
+                f"'variables.status' must be a string of statuses like 'RUNNING,PREPARING', "
+                f"got {status!r}"
+            )
+        statuses = (status or "").split(",")
         ours = await manager.list_sessions(keypair)
         items = [
             _pick(_gql_session(r, keypair), wanted)
             for r in reversed(ours)
             if not statuses[0] or _STATUS[r.status] in statuses
         ]
-        limit = int(variables.get("limit") or 20)
-        offset = int(variables.get("offset") or 0)
+        limit = _count_variable(variables, "limit", 20)
+        offset = _count_variable(variables, "offset", 0)
         return {
             "data": {
                 "compute_session_list": {
@@ -496,6 +556,33 @@ async def _graphql(
             }
         ],
     }
+
+
+def _root_field(query: str) -> str:
+    """The first field of `{ field ...}`, after an optional `query`/`mutation` keyword and
+    variable list. A scan, not a regex: one with several `\\s*` backtracks for minutes on a
+    query of spaces."""
+    text = query.lstrip()
+    for keyword in ("query", "mutation"):
+        if text.startswith(keyword):
+            text = text[len(keyword) :].lstrip()
+            break
+    if text.startswith("("):
+        end = text.find(")")
+        text = text[end + 1 :].lstrip() if end >= 0 else ""
+    if not text.startswith("{"):
+        return ""
+    match = _WORD.match(text[1:].lstrip())
+    return match.group(0) if match else ""
+
+
+def _count_variable(variables: dict[str, Any], name: str, default: int) -> int:
+    value = variables.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad_request(f"'variables.{name}' must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _fields_of(query: str, block: str) -> list[str]:

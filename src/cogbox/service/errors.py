@@ -1,20 +1,34 @@
-"""The service's one error type: an HTTP status, a short code and a message for the user."""
+"""The service's one error type: an HTTP status, a short code and a message for the user.
 
+`public_message` is the one place that turns internal text (an exception's message, a jail's
+exit message) into text a tenant may read: the host's own folders (the data dir, the
+service's state folder, the checkout, kernels' runtime folders) never reach error bodies or
+session events; paths inside the jail (/home/work/...) are kept.
+"""
+
+import functools
+import re
 from typing import Any
 
+from cogbox.config import REPO_IMAGES_DIR, data_dir, recipes_dir
 from cogbox.errors import CogboxError
+from cogbox.kernel.connection import runtime_base
+from cogbox.service.config import service_dir
 
 PROBLEM_BASE = "https://api.backend.ai/probs/"
+HOST_PATH_PLACEHOLDER = "<host path>"
 
 
 class ServiceError(CogboxError):
     """A request the service refuses; rendered as a JSON body every API surface shares.
 
     The body keeps Backend.AI's problem shape (`type`, `title`, `msg`) so its client shows
-    the message, plus `error` (the short code) and `status`.
+    the message, plus `error` (the short code) and `status`. The message goes through
+    `public_message`, so no caller can leak a host path by quoting an exception.
     """
 
     def __init__(self, status: int, code: str, message: str) -> None:
+        message = public_message(message)
         super().__init__(message)
         self.status = status
         self.code = code
@@ -28,6 +42,29 @@ class ServiceError(CogboxError):
             "title": self.message,
             "msg": self.message,
         }
+
+
+def public_message(text: str) -> str:
+    """`text` with every path under one of the host's own folders replaced by a placeholder."""
+    return _host_paths().sub(HOST_PATH_PLACEHOLDER, text)
+
+
+@functools.cache
+def _host_paths() -> re.Pattern[str]:
+    roots = {
+        str(path)
+        for path in (
+            data_dir(),
+            service_dir(),
+            recipes_dir(),
+            REPO_IMAGES_DIR.parent,
+            runtime_base(),
+        )
+    }
+    # Longest first, so a folder inside another is replaced whole; a root matches only as a
+    # whole path component ("/var/lib/cogbox" and "/var/lib/cogbox/x", not "/var/lib/cogboxy").
+    alternatives = "|".join(re.escape(root) for root in sorted(roots, key=len, reverse=True))
+    return re.compile(rf"(?:{alternatives})(?![^/\s'\"])(?:/[^\s'\",;:)]*)?")
 
 
 def unauthorized(message: str) -> ServiceError:
@@ -48,3 +85,15 @@ def bad_request(message: str) -> ServiceError:
 
 def conflict(message: str) -> ServiceError:
     return ServiceError(409, "conflict", message)
+
+
+def too_large(what: str, limit: int) -> ServiceError:
+    """413 for a body or file over `limit` bytes, naming it and the limit."""
+    return ServiceError(413, "too-large", f"{what} is larger than the limit of {_size(limit)}")
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n:,} bytes"

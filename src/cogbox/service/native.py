@@ -12,6 +12,7 @@ session events, speaking the kernel's own event model (`event_to_dict`). See /op
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -20,8 +21,9 @@ from pydantic import BaseModel, ValidationError
 from cogbox.kernel.events import Event, InputRequest, event_to_dict
 from cogbox.service.agent import BatchCommand
 from cogbox.service.backendai import keypair_of
+from cogbox.service.bodies import UPLOAD_LIMIT_BYTES, body_chunks, json_object
 from cogbox.service.db import SessionRecord
-from cogbox.service.errors import ServiceError, bad_request
+from cogbox.service.errors import ServiceError, bad_request, too_large
 from cogbox.service.models import (
     BatchBody,
     CreateSessionBody,
@@ -36,10 +38,10 @@ from cogbox.service.models import (
     event_info,
     session_info,
 )
-from cogbox.service.sessions import CreateRequest, SessionManager
+from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
 
+log = logging.getLogger(__name__)
 PREFIX = "/v1"
-UPLOAD_LIMIT_BYTES = 256 << 20
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -131,21 +133,30 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
         )
 
     @table.get(PREFIX + "/sessions/{ref}/files/content")
-    async def download(request: web.Request) -> web.Response:
+    async def download(request: web.Request) -> web.StreamResponse:
+        """The file streamed a chunk at a time (never whole in memory)."""
         record = await session_of(request)
-        data = await manager.download(record, _path_param(request))
-        return web.Response(body=data, content_type="application/octet-stream")
+        with await manager.open_file(record, _path_param(request)) as opened:
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response.content_length = opened.size
+            await response.prepare(request)
+            try:
+                async for chunk in read_chunks(opened, opened.size):
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:
+                log.info("the client of a download from session %s went away", record.id)
+            return response
 
     @table.put(PREFIX + "/sessions/{ref}/files/content")
     async def upload(request: web.Request) -> web.Response:
+        """The body streamed to the file a chunk at a time, bounded by the per-file cap and
+        the session's quota."""
         record = await session_of(request)
         path = _path_param(request)
         if request.content_length is not None and request.content_length > UPLOAD_LIMIT_BYTES:
-            raise ServiceError(
-                413, "too-large", f"uploads are limited to {UPLOAD_LIMIT_BYTES:,} bytes"
-            )
-        data = await request.read()
-        await manager.upload(record, path, data)
+            raise too_large("the upload", UPLOAD_LIMIT_BYTES)
+        await manager.upload(record, path, body_chunks(request), UPLOAD_LIMIT_BYTES)
         return web.Response(status=204)
 
     @table.get(PREFIX + "/sessions/{ref}/stream")
@@ -167,9 +178,8 @@ def _path_param(request: web.Request) -> str:
 
 
 async def _body(request: web.Request, model: type[_Model]) -> _Model:
-    raw = await request.read()
     try:
-        return model.model_validate_json(raw or b"{}")
+        return model.model_validate(await json_object(request))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()

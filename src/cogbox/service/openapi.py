@@ -5,6 +5,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from cogbox.service.bodies import JSON_LIMIT_BYTES, UPLOAD_LIMIT_BYTES
 from cogbox.service.models import (
     BatchBody,
     CreateSessionBody,
@@ -80,7 +81,16 @@ def _op(
         operation["parameters"] = parameters
     if body is not None:
         operation["requestBody"] = {"required": True, **_json(body)}
+        responses["413"] = {
+            "description": f"the JSON body is over {JSON_LIMIT_BYTES >> 20} MiB",
+            **_json(Problem),
+        }
     if raw_body:
+        responses["413"] = {
+            "description": f"the file is over {UPLOAD_LIMIT_BYTES >> 20} MiB (per file), or "
+            "the session's /home/work quota is full",
+            **_json(Problem),
+        }
         operation["requestBody"] = {
             "required": True,
             "content": {raw_body: {"schema": {"type": "string", "format": "binary"}}},

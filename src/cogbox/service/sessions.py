@@ -30,24 +30,31 @@ from cogbox.jail.launcher import reap_stale_jails
 from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
-from cogbox.kernel.files import FileEntry, UnsafePathError
+from cogbox.kernel.files import FileEntry, OpenFile, UnsafePathError, WorkdirFullError
 from cogbox.service.agent import (
     Agent,
     BatchCommand,
     KernelSpec,
     list_stored_files,
-    read_stored_file,
+    open_stored_file,
 )
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
-from cogbox.service.errors import ServiceError, bad_request, conflict, not_found
+from cogbox.service.errors import (
+    ServiceError,
+    bad_request,
+    conflict,
+    not_found,
+    public_message,
+    too_large,
+)
 from cogbox.sizes import format_size
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ["building", "starting", "running", "dead"]
 ENDED = ["terminated", "lost", "error"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]")  # used with fullmatch
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     busy: int = 0
     dead: bool = False
+    restart_failed: bool = False  # no kernel at all until a restart succeeds
 
 
 class SessionManager:
@@ -155,7 +163,7 @@ class SessionManager:
         """Start a session (or, with `reuse_if_exists`, return the active one of that name).
         The bool says whether a new session was made."""
         name = request.name or f"cogbox-{secrets.token_hex(5)}"
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise bad_request(
                 f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
                 "starting and ending with a letter or digit"
@@ -240,9 +248,7 @@ class SessionManager:
             memory_bytes=memory,
         )
         await asyncio.to_thread(self.db.add_session, record)
-        await asyncio.to_thread(
-            self.db.add_event, session_id, "created", "", f"image {request.image}"
-        )
+        await self._event(session_id, "created", "", f"image {request.image}")
         try:
             await self._prepare_image(session_id, request.image)
             spec = KernelSpec(session_id, request.image, workdir, request.env, memory)
@@ -290,7 +296,7 @@ class SessionManager:
                 await self._set_status(
                     session_id, "building", "image-build", f"building image {image} first"
                 )
-            await asyncio.to_thread(self.db.add_event, session_id, "image_build", image, step)
+            await self._event(session_id, "image_build", image, step)
 
         try:
             await self.agent.prepare_image(image, progress)
@@ -385,6 +391,11 @@ class SessionManager:
     ) -> AsyncIterator[Event]:
         """Run code in the session; runs of one session wait for each other, in order."""
         live = self._running(record)
+        if live.restart_failed:
+            raise conflict(
+                f"session {record.name!r} has no kernel: its last restart failed; restart it "
+                "again or destroy it"
+            )
         timeout = timeout or self.config.execution_timeout
         live.busy += 1
         try:
@@ -408,13 +419,9 @@ class SessionManager:
     async def _note(self, record: SessionRecord, live: _Live, event: Event) -> None:
         """Record the events of a run that matter later: limits hit, the kernel's death."""
         if isinstance(event, OutputTruncated):
-            await asyncio.to_thread(
-                self.db.add_event, record.id, "limit_hit", "output", event.message
-            )
+            await self._event(record.id, "limit_hit", "output", event.message)
         elif isinstance(event, Finished) and event.status == "timeout":
-            await asyncio.to_thread(
-                self.db.add_event, record.id, "limit_hit", "exec_timeout", event.message
-            )
+            await self._event(record.id, "limit_hit", "exec_timeout", event.message)
         elif isinstance(event, KernelDied):
             await self._mark_dead(record.id, live)
 
@@ -424,7 +431,7 @@ class SessionManager:
         live.dead = True
         state = self.agent.state(session_id)
         kind = "limit_hit" if state.limit_hit else "died"
-        await asyncio.to_thread(self.db.add_event, session_id, kind, state.reason, state.message)
+        await self._event(session_id, kind, state.reason, state.message)
         await self._set_status(session_id, "dead", state.reason, state.message, event=None)
 
     async def send_input(self, record: SessionRecord, text: str) -> None:
@@ -434,7 +441,7 @@ class SessionManager:
     async def interrupt(self, record: SessionRecord) -> None:
         self._running(record)
         await self.agent.interrupt(record.id)
-        await asyncio.to_thread(self.db.add_event, record.id, "interrupted", "user", "")
+        await self._event(record.id, "interrupted", "user", "")
 
     async def restart(self, record: SessionRecord) -> None:
         """A fresh kernel (variables lost, files kept); also revives a dead session."""
@@ -443,9 +450,16 @@ class SessionManager:
         async with live.lock:
             try:
                 await self.agent.restart(record.id)
-            except KernelError as exc:
-                raise conflict(str(exc)) from exc
-            live.dead = False
+            except (CogboxError, OSError) as exc:
+                # Clearly dead, never half-broken: runs are refused until a restart works.
+                log.warning("restarting session %s failed: %s", record.id, exc)
+                live.dead = live.restart_failed = True
+                message = f"the kernel did not restart: {exc}"
+                await self._set_status(record.id, "dead", "restart-failed", message)
+                raise ServiceError(
+                    409, "restart-failed", message + "; restart it again or destroy it"
+                ) from exc
+            live.dead = live.restart_failed = False
             live.last_used = time.time()
         await self._set_status(record.id, "running", "restarted", "fresh kernel; files kept")
 
@@ -472,19 +486,36 @@ class SessionManager:
 
     # ------------------------------------------------------------------ files
 
-    async def upload(self, record: SessionRecord, path: str, data: bytes) -> None:
+    async def upload(
+        self, record: SessionRecord, path: str, chunks: AsyncIterator[bytes], limit: int
+    ) -> int:
+        """Write `chunks` to `path` in /home/work, one chunk in memory at a time; the file
+        appears only once whole. 413 past `limit` bytes; the quota of /home/work bounds it
+        too. Returns the size written."""
         self._running(record)
         try:
-            await self.agent.upload(record.id, path, data)
+            new = await self.agent.create_file(record.id, path)
         except KernelError as exc:
             raise _file_error(exc) from exc
+        try:
+            async for chunk in chunks:
+                if new.size + len(chunk) > limit:
+                    raise too_large(f"the file {path!r}", limit)
+                await asyncio.to_thread(new.write, chunk)
+            await asyncio.to_thread(new.commit)
+            return new.size
+        except KernelError as exc:
+            raise _file_error(exc) from exc
+        finally:
+            await asyncio.to_thread(new.close)
 
-    async def download(self, record: SessionRecord, path: str) -> bytes:
-        """A file of /home/work: from the live kernel, or the saved work dir of an ended one."""
+    async def open_file(self, record: SessionRecord, path: str) -> OpenFile:
+        """A file of /home/work, opened to read in chunks (`read_chunks`): from the live
+        kernel, or the saved work dir of an ended one. Close it when done."""
         try:
             if record.id in self._live:
-                return await self.agent.download(record.id, path)
-            return await asyncio.to_thread(read_stored_file, self._stored(record), path)
+                return await self.agent.open_file(record.id, path)
+            return await asyncio.to_thread(open_stored_file, self._stored(record), path)
         except KernelError as exc:
             raise _file_error(exc) from exc
 
@@ -503,6 +534,13 @@ class SessionManager:
         return workdir
 
     # ------------------------------------------------------------------ internals
+
+    async def _event(self, session_id: str, kind: str, reason: str, message: str) -> None:
+        """Record a session event; its message goes through `public_message` (tenants read
+        events: no host path may reach them)."""
+        await asyncio.to_thread(
+            self.db.add_event, session_id, kind, reason, public_message(message)
+        )
 
     async def _set_status(
         self,
@@ -524,7 +562,7 @@ class SessionManager:
         await asyncio.to_thread(self.db.update_session, session_id, **fields)
         kind = status if event == "" else event
         if kind is not None:
-            await asyncio.to_thread(self.db.add_event, session_id, kind, reason, message)
+            await self._event(session_id, kind, reason, message)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -563,7 +601,20 @@ class SessionManager:
                 await self._mark_dead(live.id, live)
 
 
+async def read_chunks(opened: OpenFile, size: int, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    """Exactly `size` bytes of `opened`, a chunk at a time: zeros if the jailed code shrank
+    the file meanwhile, cut if it grew (a tar header or Content-Length promised `size`)."""
+    offset = 0
+    while offset < size:
+        want = min(chunk, size - offset)
+        data = await asyncio.to_thread(opened.read_at, offset, want) or bytes(want)
+        offset += len(data)
+        yield data
+
+
 def _file_error(exc: KernelError) -> ServiceError:
+    if isinstance(exc, WorkdirFullError):
+        return ServiceError(413, "workdir-full", str(exc))
     if isinstance(exc, UnsafePathError):
         return ServiceError(400, "invalid-path", str(exc))
     if "does not exist" in str(exc):

@@ -24,7 +24,16 @@ from cogbox.images.recipe import LoadedRecipe, load_recipe
 from cogbox.images.store import Image, ImageNotFound, ImageStore
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.errors import KernelError
-from cogbox.kernel.events import Event, Finished, KernelDied
+from cogbox.kernel.events import (
+    Display,
+    Event,
+    Finished,
+    KernelDied,
+    OutputTruncated,
+    Result,
+    Stderr,
+    Stdout,
+)
 from cogbox.kernel.files import FileEntry, list_dir, read_file
 from cogbox.kernel.pool import KernelPool
 from cogbox.kernel.session import Session, start_session
@@ -32,6 +41,10 @@ from cogbox.kernel.session import Session, start_session
 _MAX_THREADS = 128
 _DONE = object()
 _REPORT_WAIT_S = 30.0
+# The most output (characters) of one run waiting between the kernel's thread and the
+# event loop; past it output is dropped and counted (the session's own cap, 512 KiB by
+# default, usually ends a flood first).
+RUN_QUEUE_CHARS = 4 << 20
 
 BuildProgress = Callable[[str], Awaitable[None]]
 """Told each step of an image build as it starts ("install Python packages")."""
@@ -301,11 +314,15 @@ class LocalAgent:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         abandoned = threading.Event()
+        waiting = _QueuedOutput(RUN_QUEUE_CHARS)
 
         def pump(events: Iterator[Event]) -> None:
             try:
                 for event in events:
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                    if isinstance(event, Finished | KernelDied) and waiting.dropped:
+                        loop.call_soon_threadsafe(queue.put_nowait, waiting.notice())
+                    if waiting.admit(event):
+                        loop.call_soon_threadsafe(queue.put_nowait, event)
                     if abandoned.is_set():
                         break
             except BaseException as exc:  # reported to the caller, not lost in the thread
@@ -324,6 +341,7 @@ class LocalAgent:
                     break
                 if isinstance(item, BaseException):
                     raise item
+                waiting.release(item)
                 assert isinstance(item, Finished | KernelDied) or hasattr(item, "kind")
                 yield item  # type: ignore[misc]
                 if isinstance(item, Finished | KernelDied):
@@ -381,6 +399,46 @@ class LocalAgent:
         )
         self._pools.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _QueuedOutput:
+    """The output of a run waiting for the event loop, bounded in characters: past the
+    bound output is dropped (errors and terminal events never are), and counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chars = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def admit(self, event: Event) -> bool:
+        size = _output_chars(event)
+        with self._lock:
+            if size and self.chars + size > self.limit:
+                self.dropped += 1
+                return False
+            self.chars += size
+            return True
+
+    def release(self, item: object) -> None:
+        size = _output_chars(item)
+        with self._lock:
+            self.chars -= size
+
+    def notice(self) -> OutputTruncated:
+        return OutputTruncated(
+            self.limit,
+            f"output truncated: {self.dropped:,} output events were dropped because more "
+            f"than {self.limit:,} characters of output waited for a slow client",
+        )
+
+
+def _output_chars(item: object) -> int:
+    if isinstance(item, Stdout | Stderr):
+        return len(item.text)
+    if isinstance(item, Display | Result):
+        return sum(len(value) for value in item.data.values())
+    return 0
 
 
 class _Build:

@@ -62,6 +62,7 @@ _CHANNELS = ("shell", "control", "stdin", "iopub")
 _NUDGE_SECONDS = 5.0
 _WATCH_SECONDS = 1.0
 _BATCH = 64  # most messages taken from one socket before the others get a turn
+_BATCH_BYTES = 1 << 20  # ... or this many bytes of them: a batch is held in memory whole
 _RECONNECT_MS = 100
 # Kernel messages waiting in each relay socket, counted in messages (a kernel can send 1 MB
 # ones): the relay reads them at once, so a few suffice; past them the kernel's side waits.
@@ -256,10 +257,12 @@ class _KernelSockets:
     async def read(self, sock: zmq.asyncio.Socket) -> list[dict[str, Any]]:
         """The messages queued on `sock` (at most a batch), verified and decoded."""
         messages: list[dict[str, Any]] = []
+        taken = 0
         for _ in range(_BATCH):
-            if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            if taken >= _BATCH_BYTES or not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
                 break
             frames = await sock.recv_multipart()
+            taken += sum(len(frame) for frame in frames)
             try:
                 _, rest = self.signer.feed_identities(frames)
                 # Contents stay packed (a 1 MB output is not parsed per client), small ones

@@ -42,7 +42,7 @@ STALL_SECONDS_ENV = "COGBOX_STREAM_STALL_SECONDS"
 CLOSE_POLICY = 1008  # RFC 6455 "policy violation": revoked, or a client that stopped reading
 REVOKED_REASON = "the keypair was revoked"
 REVOCATION_INTERVAL_S = 0.25
-_CLOSE_GRACE_S = 5.0  # how long a close frame may wait behind unread data before the cut
+_CLOSE_GRACE_S = 10.0  # how long a close frame may wait behind unread data before the cut
 _MAX_REASON_BYTES = 123  # what a close frame can carry
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,19 @@ def flood_code(megabytes: int) -> str:
     )
 
 
+def forged_error_flood(megabytes: int) -> str:
+    """Code that publishes `megabytes` 1 MiB `error` messages on iopub itself, as a hostile
+    kernel can: the session's output cap never counts errors."""
+    return (
+        "k = get_ipython().kernel\n"
+        "parent = k.get_parent('shell') if hasattr(k, 'get_parent') else k._parent_header\n"
+        "content = {'ename': 'Flood', 'evalue': 'x' * (1 << 20), 'traceback': []}\n"
+        f"for _ in range({megabytes}):\n"
+        "    k.session.send(k.iopub_socket, 'error', content, parent=parent)\n"
+        "print('flood done')\n"
+    )
+
+
 def signed_ws_headers(keys: Client, path: str) -> list[str]:
     headers = signed_headers(
         access_key=keys.access_key,

@@ -30,6 +30,7 @@ from tests.attacks.stream_clients import (
     backendai_stream,
     execute_request,
     flood_code,
+    forged_error_flood,
     jupyter_channels,
     native_stream,
 )
@@ -38,6 +39,7 @@ from tests.service.support import KEYPAIR, Client, Service, running_service
 STALL_SECONDS = 3
 FLOOD_MB = 40  # per surface; the benchmark floods 400
 RSS_GROWTH_LIMIT_MIB = 40
+RACE_RUNS = 200
 _SMALL_BUFFER = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
 _ENV = {"COGBOX_STREAM_STALL_SECONDS": str(STALL_SECONDS)}
 
@@ -166,12 +168,14 @@ def test_jupyter_channels_that_never_read_keep_the_service_rss_bounded(
 
 
 def test_native_streams_that_never_read_keep_the_service_rss_bounded(service: Service) -> None:
+    """Errors forged by the kernel pass the session's output cap: the stream's own bound
+    holds them."""
     keys = service.keypair("--max-sessions", "3")
     with sessions(keys, 3) as refs:
         sockets = []
         for ref in refs:
             ws = native_stream(keys, ref, sockopt=_SMALL_BUFFER)
-            ws.send(json.dumps({"code": flood_code(FLOOD_MB)}))
+            ws.send(json.dumps({"code": forged_error_flood(FLOOD_MB)}))
             sockets.append(ws)
         rss = flood_while_not_reading(service, sockets)
     assert rss.growth < RSS_GROWTH_LIMIT_MIB, f"service grew {rss.growth:.0f} MiB"
@@ -185,7 +189,7 @@ def test_backendai_streams_that_never_read_keep_the_service_rss_bounded(
         sockets = []
         for ref in refs:
             ws = backendai_stream(keys, ref, sockopt=_SMALL_BUFFER)
-            ws.send(json.dumps({"mode": "query", "code": flood_code(FLOOD_MB)}))
+            ws.send(json.dumps({"mode": "query", "code": forged_error_flood(FLOOD_MB)}))
             sockets.append(ws)
         rss = flood_while_not_reading(service, sockets)
     assert rss.growth < RSS_GROWTH_LIMIT_MIB, f"service grew {rss.growth:.0f} MiB"
@@ -293,7 +297,7 @@ def test_native_stream_takes_a_run_sent_the_instant_the_last_one_ended(service: 
         ws = native_stream(keys, ref)
         ws.settimeout(60)
         refused: list[dict[str, Any]] = []
-        for run in range(40):
+        for run in range(RACE_RUNS):
             ws.send(json.dumps({"code": f"{run} * 2"}))
             while True:
                 frame = json.loads(ws.recv())
@@ -303,7 +307,7 @@ def test_native_stream_takes_a_run_sent_the_instant_the_last_one_ended(service: 
                 if frame["kind"] in ("finished", "kernel_died"):
                     break
         ws.close()
-    assert not refused, refused[0]["msg"] + f" ({len(refused)} of 40 runs refused)"
+    assert not refused, refused[0]["msg"] + f" ({len(refused)} of {RACE_RUNS} runs refused)"
 
 
 def test_native_stream_that_stops_reading_is_dropped_naming_the_limit(service: Service) -> None:

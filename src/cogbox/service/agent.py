@@ -26,8 +26,10 @@ from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import (
     Display,
+    Error,
     Event,
     Finished,
+    InputRequest,
     KernelDied,
     OutputTruncated,
     Result,
@@ -41,10 +43,12 @@ from cogbox.kernel.session import Session, start_session
 _MAX_THREADS = 128
 _DONE = object()
 _REPORT_WAIT_S = 30.0
-# The most output (characters) of one run waiting between the kernel's thread and the
-# event loop; past it output is dropped and counted (the session's own cap, 512 KiB by
-# default, usually ends a flood first).
-RUN_QUEUE_CHARS = 4 << 20
+# The most of one run's events (characters, plus a fixed cost per event) waiting between
+# the kernel's thread and the event loop; past it events are dropped and counted. The
+# session's output cap (512 KiB) usually ends a flood first, but it lets errors through,
+# and a kernel can forge any number of them.
+RUN_QUEUE_SIZE = 4 << 20
+_EVENT_COST = 256
 
 BuildProgress = Callable[[str], Awaitable[None]]
 """Told each step of an image build as it starts ("install Python packages")."""
@@ -314,13 +318,15 @@ class LocalAgent:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         abandoned = threading.Event()
-        waiting = _QueuedOutput(RUN_QUEUE_CHARS)
+        waiting = _QueuedEvents(RUN_QUEUE_SIZE)
 
         def pump(events: Iterator[Event]) -> None:
             try:
                 for event in events:
                     if isinstance(event, Finished | KernelDied) and waiting.dropped:
-                        loop.call_soon_threadsafe(queue.put_nowait, waiting.notice())
+                        notice = waiting.notice()
+                        waiting.admit(notice)
+                        loop.call_soon_threadsafe(queue.put_nowait, notice)
                     if waiting.admit(event):
                         loop.call_soon_threadsafe(queue.put_nowait, event)
                     if abandoned.is_set():
@@ -401,44 +407,50 @@ class LocalAgent:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-class _QueuedOutput:
-    """The output of a run waiting for the event loop, bounded in characters: past the
-    bound output is dropped (errors and terminal events never are), and counted."""
+class _QueuedEvents:
+    """A run's events waiting for the event loop, bounded in size: past the bound events are
+    dropped and counted, except those the run's progress needs (input requests, notices,
+    terminal events)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.chars = 0
+        self.size = 0
         self.dropped = 0
         self._lock = threading.Lock()
 
     def admit(self, event: Event) -> bool:
-        size = _output_chars(event)
+        size = _queued_size(event)
         with self._lock:
-            if size and self.chars + size > self.limit:
+            if self.size + size > self.limit and not isinstance(event, _NEVER_DROPPED):
                 self.dropped += 1
                 return False
-            self.chars += size
+            self.size += size
             return True
 
     def release(self, item: object) -> None:
-        size = _output_chars(item)
+        size = _queued_size(item)
         with self._lock:
-            self.chars -= size
+            self.size -= size
 
     def notice(self) -> OutputTruncated:
         return OutputTruncated(
             self.limit,
-            f"output truncated: {self.dropped:,} output events were dropped because more "
-            f"than {self.limit:,} characters of output waited for a slow client",
+            f"output truncated: {self.dropped:,} events of this run were dropped because "
+            f"more than {self.limit:,} characters of them waited for a slow client",
         )
 
 
-def _output_chars(item: object) -> int:
+_NEVER_DROPPED = (Finished, KernelDied, InputRequest, OutputTruncated)
+
+
+def _queued_size(item: object) -> int:
     if isinstance(item, Stdout | Stderr):
-        return len(item.text)
+        return _EVENT_COST + len(item.text)
     if isinstance(item, Display | Result):
-        return sum(len(value) for value in item.data.values())
-    return 0
+        return _EVENT_COST + sum(len(value) for value in item.data.values())
+    if isinstance(item, Error):
+        return _EVENT_COST + len(item.ename) + len(item.evalue) + sum(map(len, item.traceback))
+    return _EVENT_COST
 
 
 class _Build:

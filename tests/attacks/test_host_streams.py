@@ -216,6 +216,29 @@ def test_client_that_stops_reading_is_dropped_with_its_reason_while_others_are_s
     assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
 
 
+def test_jupyter_client_that_catches_up_is_told_what_it_missed_and_sees_idle(
+    service: Service,
+) -> None:
+    """Output it was too slow for is dropped with a count; status messages never are
+    (nbclient waits for idle)."""
+    keys = service.keypair()
+    with sessions(keys, 1) as (ref,):
+        ws = jupyter_channels(keys, ref, sockopt=_SMALL_BUFFER)
+        time.sleep(1.0)
+        ws.send(execute_request(flood_code(FLOOD_MB)))
+        time.sleep(STALL_SECONDS / 2)  # reads nothing, but less than the stall limit
+        ws.settimeout(60)
+        notices = []
+        while True:
+            msg = json.loads(ws.recv())
+            if msg["msg_type"] == "stream" and "[cogbox:" in msg["content"]["text"]:
+                notices.append(msg["content"]["text"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        ws.close()
+    assert notices and "output messages were dropped" in notices[0], notices
+
+
 # ---------------------------------------------------------------- revocation
 
 

@@ -301,6 +301,7 @@ class _Relay:
         self.streams = streams
         self.access_key = access_key
         self.told_dropped = 0
+        self.missed_parent: dict[str, Any] | None = None
         self.sockets = sockets
         self.nudges = nudges
         self.record = record
@@ -371,15 +372,16 @@ class _Relay:
 
     async def _send(self, msg: dict[str, Any]) -> None:
         """Send `msg`; output the client is too slow for is dropped, and the client is
-        told how much on stderr once it catches up."""
+        told how much on stderr once it catches up (before the next message that gets
+        through, in the cell of the output it missed)."""
         droppable = msg["channel"] == "iopub" and msg["msg_type"] in _DROPPABLE
-        if droppable and self.sender.dropped > self.told_dropped:
-            missed = self.sender.dropped - self.told_dropped
-            notice = _dropped_notice(self.sockets.signer, missed, msg["parent_header"])
-            if not await self.sender.send(_encode(notice), droppable=True):
-                return
-            self.told_dropped = self.sender.dropped
-        await self.sender.send(_encode(msg), droppable=droppable)
+        missed = self.sender.dropped - self.told_dropped
+        if missed and (not droppable or self.sender.has_room()):
+            parent = self.missed_parent or msg["parent_header"]
+            await self.sender.send(_encode(_dropped_notice(self.sockets.signer, missed, parent)))
+            self.told_dropped += missed
+        if not await self.sender.send(_encode(msg), droppable=droppable):
+            self.missed_parent = msg["parent_header"]
 
     def _note(self, msg: dict[str, Any]) -> None:
         self._touch()

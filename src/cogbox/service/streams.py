@@ -98,6 +98,10 @@ class StreamSender:
     def queued_bytes(self) -> int:
         return self._queued
 
+    def has_room(self) -> bool:
+        """Whether a droppable message would be queued now (not dropped)."""
+        return self._queued < self.limits.buffer_bytes // 2
+
     async def send(self, data: str | bytes, *, droppable: bool = False) -> bool:
         """Queue `data`; False if it was dropped (droppable, buffer full). Waits for room
         otherwise; raises StreamClosed once the stream is closed."""

@@ -27,6 +27,11 @@ kernel (a DEALER identity of its own on shell/stdin, a SUB on iopub), and messag
 relayed as they are: signed with the kernel's key on the way in, checked on the way out,
 so clients never need the key. A client message without `channel` goes to shell (as in
 Jupyter Server), except `input_reply`, which only makes sense on stdin.
+
+A client that reads slower than its kernel prints misses output messages (`stream`,
+`display_data`, `update_display_data`, `execute_result`), never replies or status
+messages, and is told how many on stderr; one that reads nothing for the stall limit, or
+whose keypair is revoked, is closed with 1008 and the reason (cogbox.service.streams).
 """
 
 import asyncio

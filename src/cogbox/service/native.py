@@ -6,7 +6,10 @@ session events, speaking the kernel's own event model (`event_to_dict`). See /op
                 {"input": "text"}                answers the running code's input()
                 {"interrupt": true}              interrupts it
       server -> one JSON frame per event: {"kind": "stdout", "text": "..."}, ...,
-                {"kind": "finished", ...}; errors as {"kind": "problem", ...problem body}
+                {"kind": "finished", ...}; errors as {"kind": "problem", ...problem body}.
+                The next run may be sent as soon as the terminal frame arrives. The server
+                closes with 1008 and a reason when the keypair is revoked or the client
+                stopped reading (see cogbox.service.streams).
 """
 
 import asyncio

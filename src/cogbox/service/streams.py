@@ -149,7 +149,7 @@ class StreamSender:
                 reason = f"closed: the client read nothing for {stall:g} s with output waiting"
                 self.close(CLOSE_POLICY, reason)
                 return
-            except (ConnectionError, RuntimeError):  # the client went away
+            except Exception:  # the client went away (reset, closed): nothing more to send
                 self._gone("the client went away")
                 return
             self._queue.popleft()

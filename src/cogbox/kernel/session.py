@@ -59,7 +59,7 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 _POLL_MS = 50
 # Most messages taken from one socket per wait; held in memory together, and a kernel can
 # send 1 MB ones (256 of them grew the service by as much during a flood).
-_BATCH = 16
+_BATCH = 8
 _BATCH_RUNNER = "batch_runner.py"
 
 InputHandler = Callable[[InputRequest], str]

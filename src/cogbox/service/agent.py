@@ -47,7 +47,7 @@ _REPORT_WAIT_S = 30.0
 # the kernel's thread and the event loop; past it events are dropped and counted. The
 # session's output cap (512 KiB) usually ends a flood first, but it lets errors through,
 # and a kernel can forge any number of them.
-RUN_QUEUE_SIZE = 4 << 20
+RUN_QUEUE_SIZE = 2 << 20
 _EVENT_COST = 256
 
 BuildProgress = Callable[[str], Awaitable[None]]

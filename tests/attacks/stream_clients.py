@@ -50,9 +50,13 @@ def ws_url(keys: Client, path: str) -> str:
     return "ws://" + urlsplit(keys.url).netloc + path
 
 
-def jupyter_channels(keys: Client, kernel_id: str, **options: Any) -> websocket.WebSocket:
+def jupyter_channels(
+    keys: Client, kernel_id: str, *, token_in_path: bool = False, **options: Any
+) -> websocket.WebSocket:
     token = jupyter_token(keys.access_key, keys.secret_key)
     path = f"/api/kernels/{kernel_id}/channels?token={token}"
+    if token_in_path:  # as jupyter_server's gateway client connects
+        path = f"/t/{token}/api/kernels/{kernel_id}/channels"
     return websocket.create_connection(ws_url(keys, path), **options)
 
 

@@ -25,6 +25,7 @@ import pytest
 import websocket
 
 from cogbox.images.store import Image
+from cogbox.service.auth import jupyter_token
 from tests.attacks.harness import HostCanary, Neighbour
 from tests.attacks.stream_clients import (
     backendai_stream,
@@ -201,7 +202,7 @@ def test_client_that_stops_reading_is_dropped_with_its_reason_while_others_are_s
     keys, other = service.keypair(), service.keypair()
     with sessions(keys, 1) as (ref,), sessions(other, 1) as (other_ref,):
         other.execute(other_ref, "1+1")
-        ws = jupyter_channels(keys, ref, sockopt=_SMALL_BUFFER)
+        ws = jupyter_channels(keys, ref, token_in_path=True, sockopt=_SMALL_BUFFER)
         time.sleep(1.0)
         ws.send(execute_request(flood_code(FLOOD_MB)))
         latencies = []
@@ -212,7 +213,9 @@ def test_client_that_stops_reading_is_dropped_with_its_reason_while_others_are_s
             latencies.append(time.perf_counter() - started)
         code, reason = close_frame(ws, timeout=30)
     assert (code, "read nothing" in reason) == (1008, True), (code, reason)
-    assert "read nothing" in (service.directory / "service.log").read_text()
+    logged = (service.directory / "service.log").read_text()
+    assert "read nothing" in logged
+    assert jupyter_token(keys.access_key, keys.secret_key) not in logged
     assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
 
 

@@ -3,11 +3,11 @@
 Every WebSocket the service serves (the native stream, Backend.AI's stream, Jupyter's
 channels) sends through a `StreamSender`, never through `ws.send_*` directly:
 
-- At most `buffer_bytes` wait per connection (one message bigger than that may wait
-  alone). A sender whose message does not fit waits (backpressure: the run's events wait
-  in the agent, whose own queue is bounded too); a message marked droppable (Jupyter
-  output on iopub) is dropped instead, and counted, so a slow client never stalls the
-  kernel nor costs the service more memory.
+- At most `buffer_bytes` wait per connection (text frames counted in characters; one
+  message bigger than that may wait alone). A sender whose message does not fit waits
+  (backpressure: the run's events wait in the agent, whose own queue is bounded too); a
+  message marked droppable (Jupyter output on iopub) is dropped instead, and counted, so
+  a slow client never stalls the kernel nor costs the service more memory.
 - A client that reads nothing for `stall_seconds` while data waits for it is dropped: the
   close frame (code 1008) says why, the service log too, and after a short grace the
   connection is cut even if the client never reads its close frame.
@@ -83,7 +83,7 @@ class StreamSender:
     ) -> None:
         self.ws = ws
         self.limits = limits
-        self.label = label  # names the stream in the log (no secrets: a path without query)
+        self.label = label  # names the stream in the log: never a token
         self.dropped = 0
         self.closed_reason: str | None = None
         self._transport = request.transport
@@ -211,7 +211,7 @@ class OpenStreams:
         self, ws: web.WebSocketResponse, request: web.Request, access_key: str
     ) -> AsyncIterator[StreamSender]:
         """A sender for `ws`, registered under its keypair while the handler runs."""
-        sender = StreamSender(ws, request, self.limits, request.path)
+        sender = StreamSender(ws, request, self.limits, _label(request))
         self._open.setdefault(access_key, set()).add(sender)
         try:
             yield sender
@@ -256,6 +256,15 @@ class OpenStreams:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+def _label(request: web.Request) -> str:
+    """The stream for the log: its route's template (a Jupyter token in the path stays
+    out) and the session it serves."""
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else "stream"
+    session = request.match_info.get("ref") or request.match_info.get("kernel_id") or "?"
+    return f"{template} of session {session}"
 
 
 STREAMS_KEY = web.AppKey("streams", OpenStreams)

@@ -40,6 +40,7 @@ from cogbox.kernel.kernel_log import KernelLog
 START_TIMEOUT_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 2.0
 _POLL_MS = 50
+_RECEIVE_HWM = 8
 _LOG_TAIL_BYTES = 2000
 
 
@@ -146,6 +147,9 @@ class KernelProcess:
         # Connect first: the stdin monitor then cannot miss the kernel's handshake, and
         # zmq keeps retrying until the dial links lead to the kernel's proven sockets.
         client = BlockingKernelClient()
+        # Messages no run reads (output of a Jupyter client's cells) wait in this host
+        # process, counted in messages of any size: keep few; the kernel's side holds the rest.
+        client.context.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)
         client.load_connection_info(runtime.connection_info())
         client.start_channels(hb=False)
         stdin_socket = client.stdin_channel.socket

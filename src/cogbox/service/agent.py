@@ -24,7 +24,18 @@ from cogbox.images.recipe import LoadedRecipe, load_recipe
 from cogbox.images.store import Image, ImageNotFound, ImageStore
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.errors import KernelError
-from cogbox.kernel.events import Event, Finished, KernelDied
+from cogbox.kernel.events import (
+    Display,
+    Error,
+    Event,
+    Finished,
+    InputRequest,
+    KernelDied,
+    OutputTruncated,
+    Result,
+    Stderr,
+    Stdout,
+)
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import KernelPool
 from cogbox.kernel.session import Session, start_session
@@ -32,6 +43,12 @@ from cogbox.kernel.session import Session, start_session
 _MAX_THREADS = 128
 _DONE = object()
 _REPORT_WAIT_S = 30.0
+# The most of one run's events (characters, plus a fixed cost per event) waiting between
+# the kernel's thread and the event loop; past it events are dropped and counted. The
+# session's output cap (512 KiB) usually ends a flood first, but it lets errors through,
+# and a kernel can forge any number of them.
+RUN_QUEUE_SIZE = 2 << 20
+_EVENT_COST = 256
 
 BuildProgress = Callable[[str], Awaitable[None]]
 """Told each step of an image build as it starts ("install Python packages")."""
@@ -305,11 +322,17 @@ class LocalAgent:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         abandoned = threading.Event()
+        waiting = _QueuedEvents(RUN_QUEUE_SIZE)
 
         def pump(events: Iterator[Event]) -> None:
             try:
                 for event in events:
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                    if isinstance(event, Finished | KernelDied) and waiting.dropped:
+                        notice = waiting.notice()
+                        waiting.admit(notice)
+                        loop.call_soon_threadsafe(queue.put_nowait, notice)
+                    if waiting.admit(event):
+                        loop.call_soon_threadsafe(queue.put_nowait, event)
                     if abandoned.is_set():
                         break
             except BaseException as exc:  # reported to the caller, not lost in the thread
@@ -328,6 +351,7 @@ class LocalAgent:
                     break
                 if isinstance(item, BaseException):
                     raise item
+                waiting.release(item)
                 assert isinstance(item, Finished | KernelDied) or hasattr(item, "kind")
                 yield item  # type: ignore[misc]
                 if isinstance(item, Finished | KernelDied):
@@ -389,6 +413,52 @@ class LocalAgent:
         )
         self._pools.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _QueuedEvents:
+    """A run's events waiting for the event loop, bounded in size: past the bound events are
+    dropped and counted, except those the run's progress needs (input requests, notices,
+    terminal events)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def admit(self, event: Event) -> bool:
+        size = _queued_size(event)
+        with self._lock:
+            if self.size + size > self.limit and not isinstance(event, _NEVER_DROPPED):
+                self.dropped += 1
+                return False
+            self.size += size
+            return True
+
+    def release(self, item: object) -> None:
+        size = _queued_size(item)
+        with self._lock:
+            self.size -= size
+
+    def notice(self) -> OutputTruncated:
+        return OutputTruncated(
+            self.limit,
+            f"output truncated: {self.dropped:,} events of this run were dropped because "
+            f"more than {self.limit:,} characters of them waited for a slow client",
+        )
+
+
+_NEVER_DROPPED = (Finished, KernelDied, InputRequest, OutputTruncated)
+
+
+def _queued_size(item: object) -> int:
+    if isinstance(item, Stdout | Stderr):
+        return _EVENT_COST + len(item.text)
+    if isinstance(item, Display | Result):
+        return _EVENT_COST + sum(len(value) for value in item.data.values())
+    if isinstance(item, Error):
+        return _EVENT_COST + len(item.ename) + len(item.evalue) + sum(map(len, item.traceback))
+    return _EVENT_COST
 
 
 class _Build:

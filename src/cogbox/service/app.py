@@ -17,6 +17,7 @@ from cogbox.service.db import Database
 from cogbox.service.errors import ServiceError
 from cogbox.service.openapi import openapi_document
 from cogbox.service.sessions import SessionManager
+from cogbox.service.streams import STREAMS_KEY, OpenStreams
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,6 +72,7 @@ def create_app(
     # The JSON limit for every body aiohttp itself would read; uploads stream past it.
     app = web.Application(middlewares=[problems, authenticate], client_max_size=JSON_LIMIT_BYTES)
     app[MANAGER_KEY] = manager
+    app[STREAMS_KEY] = streams = OpenStreams(database)
     document = openapi_document()
 
     async def openapi(request: web.Request) -> web.Response:
@@ -93,6 +95,7 @@ def create_app(
 
     app.on_shutdown.append(disconnect)
     app.cleanup_ctx.append(lifecycle)  # type: ignore[arg-type]
+    app.cleanup_ctx.append(streams.running)
     return app
 
 

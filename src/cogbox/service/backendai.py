@@ -26,7 +26,7 @@ import logging
 import re
 import secrets
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -43,6 +43,7 @@ from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
 from cogbox.service.models import iso, session_memory
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
+from cogbox.service.streams import StreamClosed, StreamSender, streams_of
 
 log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
@@ -240,38 +241,16 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
         record = await session_of(request)
         ws = web.WebSocketResponse(heartbeat=30.0)
         await ws.prepare(request)
-        try:
-            first = await ws.receive_json(timeout=60)
-            mode = first.get("mode", "query") if isinstance(first, dict) else None
-            if mode not in ("query", "batch"):
-                raise bad_request(f"unknown stream mode {mode!r}: use query or batch")
-            code: str | BatchCommand = str(first.get("code", ""))
-            if mode == "batch":
-                code = _batch(first.get("options"))
-            await _stream_run(ws, manager, record, code)
-        except ServiceError as exc:
-            await ws.send_json(
-                {
-                    "status": "finished",
-                    "exitCode": 1,
-                    "console": [["stderr", exc.message + "\n"]],
-                    "options": {},
-                    "files": [],
-                    "error": exc.body(),
-                }
-            )
-        except (ValueError, TypeError):
-            await ws.send_json(
-                {
-                    "status": "finished",
-                    "exitCode": 1,
-                    "options": {},
-                    "files": [],
-                    "console": [["stderr", "the first frame must be JSON {code, mode, options}\n"]],
-                }
-            )
-        finally:
-            await ws.close()
+        streams = streams_of(request)
+        access_key = keypair_of(request).access_key
+        async with streams.opened(ws, request, access_key) as sender:
+            with contextlib.suppress(StreamClosed):
+                await _stream_session(
+                    ws, sender, manager, record, lambda: streams.still_allowed(access_key, sender)
+                )
+            await sender.flush()
+            if sender.closed_reason is None:
+                await ws.close()
         return ws
 
     @table.post("/admin/gql")
@@ -389,18 +368,61 @@ def _status_info(record: SessionRecord) -> str:
     return f"{record.status} ({record.status_info})" if record.status_info else record.status
 
 
+async def _stream_session(
+    ws: web.WebSocketResponse,
+    sender: StreamSender,
+    manager: SessionManager,
+    record: SessionRecord,
+    allowed: Callable[[], Awaitable[bool]],
+) -> None:
+    """The stream's one run: its first frame says what to run."""
+    try:
+        first = await ws.receive_json(timeout=60)
+        mode = first.get("mode", "query") if isinstance(first, dict) else None
+        if mode not in ("query", "batch"):
+            raise bad_request(f"unknown stream mode {mode!r}: use query or batch")
+        code: str | BatchCommand = str(first.get("code", ""))
+        if mode == "batch":
+            code = _batch(first.get("options"))
+        if await allowed():
+            await _stream_run(ws, sender, manager, record, code, allowed)
+    except ServiceError as exc:
+        await sender.send_json(
+            {
+                "status": "finished",
+                "exitCode": 1,
+                "console": [["stderr", exc.message + "\n"]],
+                "options": {},
+                "files": [],
+                "error": exc.body(),
+            }
+        )
+    except (ValueError, TypeError):
+        await sender.send_json(
+            {
+                "status": "finished",
+                "exitCode": 1,
+                "options": {},
+                "files": [],
+                "console": [["stderr", "the first frame must be JSON {code, mode, options}\n"]],
+            }
+        )
+
+
 async def _stream_run(
     ws: web.WebSocketResponse,
+    sender: StreamSender,
     manager: SessionManager,
     record: SessionRecord,
     code: str | BatchCommand,
+    allowed: Callable[[], Awaitable[bool]],
 ) -> None:
     """One run over a WebSocket: a frame per event; text frames from the client answer
     input(); the client closing the socket interrupts the run."""
 
     async def answers() -> None:
         async for message in ws:
-            if message.type == WSMsgType.TEXT:
+            if message.type == WSMsgType.TEXT and await allowed():
                 await manager.send_input(record, message.data)
 
     reader = asyncio.create_task(answers())
@@ -418,7 +440,7 @@ async def _stream_run(
             }
             if ws.closed:
                 break
-            await ws.send_json(frame)
+            await sender.send_json(frame)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
         reader.cancel()

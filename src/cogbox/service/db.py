@@ -193,6 +193,18 @@ class Database:
             rows = db.scalars(select(_Keypair).order_by(_Keypair.created_at)).all()
             return [_record(row, KeypairRecord) for row in rows]
 
+    def active_access_keys(self, access_keys: set[str]) -> set[str]:
+        """Which of `access_keys` still name an active keypair (one query, for revocation)."""
+        if not access_keys:
+            return set()
+        with self._session() as db:
+            rows = db.scalars(
+                select(_Keypair.access_key).where(
+                    _Keypair.access_key.in_(access_keys), _Keypair.is_active.is_(True)
+                )
+            ).all()
+            return set(rows)
+
     def remove_keypair(self, access_key: str) -> bool:
         with self._session() as db:
             result = db.execute(delete(_Keypair).where(_Keypair.access_key == access_key))

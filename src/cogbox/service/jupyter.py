@@ -27,6 +27,11 @@ kernel (a DEALER identity of its own on shell/stdin, a SUB on iopub), and messag
 relayed as they are: signed with the kernel's key on the way in, checked on the way out,
 so clients never need the key. A client message without `channel` goes to shell (as in
 Jupyter Server), except `input_reply`, which only makes sense on stdin.
+
+A client that reads slower than its kernel prints misses output messages (`stream`,
+`display_data`, `update_display_data`, `execute_result`), never replies or status
+messages, and is told how many on stderr; one that reads nothing for the stall limit, or
+whose keypair is revoked, is closed with 1008 and the reason (cogbox.service.streams).
 """
 
 import asyncio
@@ -52,6 +57,7 @@ from cogbox.service.backendai import json_body, keypair_of
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, not_found
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
+from cogbox.service.streams import OpenStreams, StreamSender, streams_of
 
 API_VERSION = "2.14.0"  # the Jupyter Server REST API this surface follows
 TOKEN_PREFIX = "/t/"
@@ -61,7 +67,16 @@ _CHANNELS = ("shell", "control", "stdin", "iopub")
 _NUDGE_SECONDS = 5.0
 _WATCH_SECONDS = 1.0
 _BATCH = 64  # most messages taken from one socket before the others get a turn
+_BATCH_BYTES = 1 << 20  # ... or this many bytes of them: a batch is held in memory whole
 _RECONNECT_MS = 100
+# Kernel messages waiting in each relay socket, counted in messages (a kernel can send 1 MB
+# ones): the relay reads them at once, so a few suffice; past them the kernel's side waits.
+_RECEIVE_HWM = 8
+_DECODE_MAX_BYTES = 64 << 10  # bigger contents are relayed as they came, never parsed
+# Output a client that reads too slowly may miss (counted, and told on stderr); replies and
+# status messages are never dropped (clients wait on them).
+_DROPPABLE = {"stream", "display_data", "update_display_data", "execute_result"}
+_RUNS_CODE = {"execute_request", "input_reply", "comm_open", "comm_msg"}
 _DROPPED_ENV = {"KERNEL_WORKING_DIR", "KERNEL_USERNAME"}  # meaningless inside the jail
 log = logging.getLogger(__name__)
 
@@ -177,17 +192,22 @@ class JupyterGateway:
             with contextlib.suppress(Exception):
                 await ws.close(code=1000, message=b"the kernel was shut down")
 
-    async def serve_channels(self, ws: web.WebSocketResponse, record: SessionRecord) -> None:
+    async def serve_channels(
+        self, ws: web.WebSocketResponse, request: web.Request, record: SessionRecord
+    ) -> None:
         """Relay between an open WebSocket and the session's kernel until either ends."""
         info = self.manager.connection_info(record)
         sockets = _KernelSockets(self._context, info)
         seen = self.activity(record.id)
         seen.connections += 1
         seen.sockets.add(ws)
+        streams = streams_of(request)
+        access_key = keypair_of(request).access_key
         try:
-            nudges = await sockets.nudge(_NUDGE_SECONDS)
-            relay = _Relay(ws, sockets, nudges, record, self)
-            await relay.run()
+            async with streams.opened(ws, request, access_key) as sender:
+                nudges = await sockets.nudge(_NUDGE_SECONDS)
+                relay = _Relay(sender, sockets, nudges, record, self, streams, access_key)
+                await relay.run()
         finally:
             seen.connections -= 1
             seen.sockets.discard(ws)
@@ -210,6 +230,7 @@ class _KernelSockets:
         for channel, kind in kinds.items():
             sock = context.socket(kind)
             sock.linger = 0
+            sock.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)  # set before connect: it then applies
             sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)  # a restarted kernel is found fast
             if channel in ("shell", "stdin"):
                 sock.setsockopt(zmq.IDENTITY, identity)
@@ -241,17 +262,24 @@ class _KernelSockets:
     async def read(self, sock: zmq.asyncio.Socket) -> list[dict[str, Any]]:
         """The messages queued on `sock` (at most a batch), verified and decoded."""
         messages: list[dict[str, Any]] = []
+        taken = 0
         for _ in range(_BATCH):
-            if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            if taken >= _BATCH_BYTES or not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
                 break
             frames = await sock.recv_multipart()
+            taken += sum(len(frame) for frame in frames)
             try:
                 _, rest = self.signer.feed_identities(frames)
-                msg = self.signer.deserialize(rest)
+                # Contents stay packed (a 1 MB output is not parsed per client), small ones
+                # are read: the relay looks at status messages.
+                msg = self.signer.deserialize(rest, content=False)
+                if len(msg["content"]) <= _DECODE_MAX_BYTES:
+                    msg["content"] = self.signer.unpack(msg["content"])
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("dropped a kernel message that did not verify: %s", exc)
                 continue
             msg["channel"] = self.channel_of[sock]
+            msg["msg_type"] = msg["header"].get("msg_type")
             messages.append(msg)
         return messages
 
@@ -265,13 +293,20 @@ class _Relay:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        sender: StreamSender,
         sockets: _KernelSockets,
         nudges: set[str],
         record: SessionRecord,
         gateway: JupyterGateway,
+        streams: OpenStreams,
+        access_key: str,
     ) -> None:
-        self.ws = ws
+        self.sender = sender
+        self.ws = sender.ws
+        self.streams = streams
+        self.access_key = access_key
+        self.told_dropped = 0
+        self.missed_parent: dict[str, Any] | None = None
         self.sockets = sockets
         self.nudges = nudges
         self.record = record
@@ -306,6 +341,11 @@ class _Relay:
             if channel not in ("shell", "control", "stdin"):
                 continue  # iopub and hb are not the client's to send on
             self._touch()
+            kind = msg["header"].get("msg_type")
+            if kind in _RUNS_CODE and not await self.streams.still_allowed(
+                self.access_key, self.sender
+            ):
+                break
             try:
                 await self.sockets.send(channel, msg, buffers)
             except (KeyError, TypeError, ValueError) as exc:
@@ -323,20 +363,38 @@ class _Relay:
                     if msg["parent_header"].get("msg_id") in self.nudges:
                         continue
                     self._note(msg)
-                    await _send(self.ws, msg)
+                    await self._send(msg)
+                    await asyncio.sleep(0)  # other tenants' requests between messages
             if not self.gateway.manager.has_kernel(self.record):
-                await self.ws.close(code=1000, message=b"the kernel was shut down")
+                await self.sender.close(1000, "the kernel was shut down")
                 return
             alive = self.gateway.manager.kernel_alive(self.record)
             if not alive and not told_dead:
                 # As Jupyter Server does: the client learns of the death on iopub.
-                await _send(self.ws, _status_message(self.sockets.signer, "dead"))
+                await self._send(_status_message(self.sockets.signer, "dead"))
                 self.seen.execution_state = "dead"
             told_dead = not alive
 
+    async def _send(self, msg: dict[str, Any]) -> None:
+        """Send `msg`; output the client is too slow for is dropped, and the client is
+        told how much on stderr once it catches up (before the next message that gets
+        through, in the cell of the output it missed)."""
+        droppable = msg["channel"] == "iopub" and msg["msg_type"] in _DROPPABLE
+        missed = self.sender.dropped - self.told_dropped
+        if missed and (not droppable or self.sender.has_room()):
+            parent = self.missed_parent or msg["parent_header"]
+            await self.sender.send(_encode(_dropped_notice(self.sockets.signer, missed, parent)))
+            self.told_dropped += missed
+        if not await self.sender.send(_encode(msg), droppable=droppable):
+            self.missed_parent = msg["parent_header"]
+
     def _note(self, msg: dict[str, Any]) -> None:
         self._touch()
-        if msg["channel"] == "iopub" and msg["msg_type"] == "status":
+        if (
+            msg["channel"] == "iopub"
+            and msg["msg_type"] == "status"
+            and isinstance(msg["content"], dict)
+        ):
             self.seen.execution_state = str(msg["content"].get("execution_state", "idle"))
 
     def _touch(self) -> None:
@@ -426,7 +484,7 @@ def routes(gateway: JupyterGateway) -> web.RouteTableDef:
             raise ServiceError(409, "conflict", f"kernel {record.id} runs no kernel process")
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 << 20)
         await ws.prepare(request)
-        await gateway.serve_channels(ws, record)
+        await gateway.serve_channels(ws, request, record)
         return ws
 
     table.get("/api/kernels/{kernel_id}/channels")(channels)
@@ -480,15 +538,31 @@ def _to_binary(msg: dict[str, Any], buffers: list[bytes]) -> bytes:
     return struct.pack(f"!{len(parts) + 1}I", len(parts), *offsets) + b"".join(parts)
 
 
-async def _send(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+def _encode(msg: dict[str, Any]) -> str | bytes:
+    """A kernel message as Jupyter Server's WebSocket frame; a content still packed (big
+    output) is spliced in as the JSON it already is."""
     buffers = [bytes(buffer) for buffer in msg.pop("buffers", None) or []]
-    if ws.closed:
-        return
-    with contextlib.suppress(ConnectionResetError):
-        if buffers:
-            await ws.send_bytes(_to_binary(msg, buffers))
-        else:
-            await ws.send_str(json.dumps(msg, default=json_default))
+    content = msg.get("content")
+    if isinstance(content, bytes | memoryview):
+        rest = {key: value for key, value in msg.items() if key != "content"}
+        head = json.dumps(rest, default=json_default)
+        text = head[:-1] + ', "content": ' + bytes(content).decode("utf-8", "replace") + "}"
+        if not buffers:
+            return text
+        msg = {**rest, "content": json.loads(text)["content"]}
+    if buffers:
+        return _to_binary(msg, buffers)
+    return json.dumps(msg, default=json_default)
+
+
+def _dropped_notice(signer: Signer, count: int, parent: dict[str, Any]) -> dict[str, Any]:
+    text = (
+        f"[cogbox: {count} output messages were dropped: this client read slower than the "
+        "kernel printed]\n"
+    )
+    msg = signer.msg("stream", {"name": "stderr", "text": text}, parent=parent)
+    msg["channel"] = "iopub"
+    return msg
 
 
 def _status_message(signer: Signer, state: str) -> dict[str, Any]:

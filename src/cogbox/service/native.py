@@ -6,19 +6,23 @@ session events, speaking the kernel's own event model (`event_to_dict`). See /op
                 {"input": "text"}                answers the running code's input()
                 {"interrupt": true}              interrupts it
       server -> one JSON frame per event: {"kind": "stdout", "text": "..."}, ...,
-                {"kind": "finished", ...}; errors as {"kind": "problem", ...problem body}
+                {"kind": "finished", ...}; errors as {"kind": "problem", ...problem body}.
+                The next run may be sent as soon as the terminal frame arrives. The server
+                closes with 1008 and a reason when the keypair is revoked or the client
+                stopped reading (see cogbox.service.streams).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ValidationError
 
-from cogbox.kernel.events import Event, InputRequest, event_to_dict
+from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied, event_to_dict
 from cogbox.service.agent import BatchCommand
 from cogbox.service.backendai import keypair_of
 from cogbox.service.bodies import UPLOAD_LIMIT_BYTES, body_chunks, json_object
@@ -39,6 +43,7 @@ from cogbox.service.models import (
     session_info,
 )
 from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
+from cogbox.service.streams import StreamClosed, StreamSender, streams_of
 
 log = logging.getLogger(__name__)
 PREFIX = "/v1"
@@ -164,7 +169,12 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
         record = await session_of(request)
         ws = web.WebSocketResponse(heartbeat=30.0)
         await ws.prepare(request)
-        await _serve_stream(ws, manager, record)
+        streams = streams_of(request)
+        access_key = keypair_of(request).access_key
+        async with streams.opened(ws, request, access_key) as sender:
+            await _serve_stream(
+                ws, sender, manager, record, lambda: streams.still_allowed(access_key, sender)
+            )
         return ws
 
     return table
@@ -213,19 +223,43 @@ async def _run_to_end(
 
 
 async def _serve_stream(
-    ws: web.WebSocketResponse, manager: SessionManager, record: SessionRecord
+    ws: web.WebSocketResponse,
+    sender: StreamSender,
+    manager: SessionManager,
+    record: SessionRecord,
+    allowed: Callable[[], Awaitable[bool]],
 ) -> None:
+    """Runs over one WebSocket, one at a time. `allowed` is asked before code or input
+    goes to the kernel (the keypair may have been revoked)."""
     run: asyncio.Task[None] | None = None
+    going = False
 
-    async def forward(code: str, timeout: float | None) -> None:
-        events = manager.execute(record, code, timeout)
+    async def forward(
+        code: str, timeout: float | None, previous: asyncio.Task[None] | None
+    ) -> None:
+        nonlocal going
+        if previous is not None:  # its terminal frame goes out before this run's frames
+            with contextlib.suppress(Exception):
+                await previous
+        terminal: dict[str, Any] | None = None
         try:
-            async for event in events:
-                await ws.send_json(_frame(event))
+            events = manager.execute(record, code, timeout)
+            try:
+                async for event in events:
+                    if isinstance(event, Finished | KernelDied):
+                        terminal = _frame(event)  # sent once the run has let go of the kernel
+                    else:
+                        await sender.send_json(_frame(event))
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
         except ServiceError as exc:
-            await ws.send_json({"kind": "problem", **exc.body()})
+            terminal = {"kind": "problem", **exc.body()}
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            # The run is over before its client can read the terminal frame, so a next run
+            # sent the instant it arrives is taken, never refused as "a run is going".
+            going = False
+        if terminal is not None:
+            await sender.send_json(terminal)
 
     try:
         async for message in ws:
@@ -235,11 +269,14 @@ async def _serve_stream(
                 frame = json.loads(message.data)
                 if not isinstance(frame, dict):
                     raise ValueError("not an object")
+                if ("code" in frame or "input" in frame) and not await allowed():
+                    break
                 if "code" in frame:
                     body = ExecuteBody.model_validate(frame)
-                    if run is not None and not run.done():
+                    if going:
                         raise bad_request("a run is going: wait for its terminal event")
-                    run = asyncio.create_task(forward(body.code, body.timeout))
+                    going = True
+                    run = asyncio.create_task(forward(body.code, body.timeout, run))
                 elif "input" in frame:
                     await manager.send_input(record, str(frame["input"]))
                 elif frame.get("interrupt"):
@@ -247,14 +284,20 @@ async def _serve_stream(
                 else:
                     raise bad_request("send {code, timeout}, {input} or {interrupt: true}")
             except ServiceError as exc:
-                await ws.send_json({"kind": "problem", **exc.body()})
+                await sender.send_json({"kind": "problem", **exc.body()})
             except (ValueError, ValidationError) as exc:
-                await ws.send_json({"kind": "problem", **bad_request(f"bad frame: {exc}").body()})
+                await sender.send_json(
+                    {"kind": "problem", **bad_request(f"bad frame: {exc}").body()}
+                )
+    except StreamClosed:
+        pass
     finally:
         if run is not None and not run.done():
-            run.cancel()  # closing the iterator interrupts the code
+            if going:
+                run.cancel()  # closing the iterator interrupts the code
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run
+        await sender.flush()
 
 
 def _frame(event: Event) -> dict[str, Any]:

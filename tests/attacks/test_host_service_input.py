@@ -572,3 +572,52 @@ def test_problem_bodies_say_which_field_is_wrong_in_native_bodies(alice: Client)
     response = alice.request("POST", "/v1/sessions", json={"image": "python", "memory": [1]})
     body = _problem(response)
     assert (response.status_code, "memory" in body["msg"]) == (400, True), json.dumps(body)
+
+
+# ------------------------------------------------------------------ WebSocket frames
+
+
+def _log_since(service: Service, start: int) -> str:
+    with (service.directory / "service.log").open("rb") as written:
+        written.seek(start)
+        return written.read().decode(errors="replace")
+
+
+def test_deeply_nested_websocket_frames_are_refused_on_every_stream(
+    service: Service, alice: Client, session: str
+) -> None:
+    from tests.attacks.stream_clients import (
+        backendai_stream,
+        execute_request,
+        jupyter_channels,
+        native_stream,
+    )
+
+    start = (service.directory / "service.log").stat().st_size
+    native = native_stream(alice, session, timeout=30)
+    native.send(_NESTED)
+    native_answer = json.loads(native.recv())
+    native.send(json.dumps({"code": "print(6 * 7)"}))
+    native_after = [json.loads(native.recv()) for _ in range(2)]
+    native.close()
+
+    backendai = backendai_stream(alice, session, timeout=30)
+    backendai.send(_NESTED)
+    backendai_answer = json.loads(backendai.recv())
+    backendai.close()
+
+    channels = jupyter_channels(alice, session, timeout=30)
+    channels.send(_NESTED)
+    channels.send(execute_request("print(6 * 7)"))
+    outputs = []
+    while not any(o.get("msg_type") == "execute_reply" for o in outputs):
+        message = json.loads(channels.recv())
+        outputs.append({"msg_type": message["msg_type"], "content": message["content"]})
+    channels.close()
+
+    log = _log_since(service, start)
+    assert (native_answer["kind"], "nested" in native_answer["msg"]) == ("problem", True)
+    assert any(e.get("text") == "42\n" for e in native_after), native_after
+    assert "nested" in backendai_answer["console"][0][1], backendai_answer
+    assert any(o["content"].get("text") == "42\n" for o in outputs), outputs
+    assert ("Traceback" in log, "RecursionError" in log) == (False, False), log[-3000:]

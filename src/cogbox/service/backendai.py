@@ -37,7 +37,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
 from cogbox.kernel.files import OpenFile
 from cogbox.service.agent import BatchCommand
-from cogbox.service.bodies import CHUNK_BYTES, UPLOAD_LIMIT_BYTES, json_object
+from cogbox.service.bodies import CHUNK_BYTES, UPLOAD_LIMIT_BYTES, json_object, parse_json_object
 from cogbox.service.console import console_items, exit_code, result_body, run_status
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
@@ -377,8 +377,8 @@ async def _stream_session(
 ) -> None:
     """The stream's one run: its first frame says what to run."""
     try:
-        first = await ws.receive_json(timeout=60)
-        mode = first.get("mode", "query") if isinstance(first, dict) else None
+        first = parse_json_object(await ws.receive_str(timeout=60), "the first frame")
+        mode = first.get("mode", "query")
         if mode not in ("query", "batch"):
             raise bad_request(f"unknown stream mode {mode!r}: use query or batch")
         code: str | BatchCommand = str(first.get("code", ""))

@@ -29,17 +29,23 @@ async def json_object(request: web.Request, limit: int = JSON_LIMIT_BYTES) -> di
     raw = await read_limited(request, limit, "the JSON request body")
     if not raw.strip():
         return {}
+    return parse_json_object(raw, "the request body")
+
+
+def parse_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    """`raw` parsed as a JSON object (a request body, a WebSocket frame); 400 naming `what`
+    when it is not JSON, not an object, nested deeper than MAX_JSON_DEPTH, or holds NaN."""
     try:
-        body = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant)
     except RecursionError as exc:
-        raise _too_deep() from exc
+        raise _too_deep(what) from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    if _depth(body) > MAX_JSON_DEPTH:
-        raise _too_deep()
-    return body
+        raise bad_request(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise bad_request(f"{what} must be a JSON object")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise _too_deep(what)
+    return value
 
 
 async def read_limited(request: web.Request, limit: int, what: str) -> bytes:
@@ -66,10 +72,9 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _too_deep() -> Exception:
+def _too_deep(what: str) -> Exception:
     return bad_request(
-        f"the request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of "
-        "arrays and objects"
+        f"{what} is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects"
     )
 
 

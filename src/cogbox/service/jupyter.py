@@ -54,6 +54,7 @@ from jupyter_client.session import Session as Signer
 from cogbox.images.store import ImageStore
 from cogbox.kernel.connection import channel_endpoint
 from cogbox.service.backendai import json_body, keypair_of
+from cogbox.service.bodies import parse_json_object
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, not_found
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
@@ -500,8 +501,8 @@ def _default_channel(msg: dict[str, Any]) -> str:
 
 def _from_json(text: str) -> tuple[dict[str, Any], list[bytes]] | None:
     try:
-        msg = json.loads(text)
-    except ValueError:
+        msg = parse_json_object(text, "the message")
+    except ServiceError:
         return None
     return _checked(msg, [])
 
@@ -524,8 +525,8 @@ def _from_binary(data: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
         offsets = list(struct.unpack(f"!{count}I", data[4 : 4 * (count + 1)]))
         offsets.append(len(data))
         parts = [data[offsets[i] : offsets[i + 1]] for i in range(count)]
-        msg = json.loads(parts[0])
-    except (struct.error, ValueError, IndexError):
+        msg = parse_json_object(parts[0], "the message")
+    except (struct.error, IndexError, ServiceError):
         return None
     return _checked(msg, parts[1:])
 

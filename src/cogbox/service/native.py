@@ -14,7 +14,6 @@ session events, speaking the kernel's own event model (`event_to_dict`). See /op
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,7 +24,12 @@ from pydantic import BaseModel, ValidationError
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied, event_to_dict
 from cogbox.service.agent import BatchCommand
 from cogbox.service.backendai import keypair_of
-from cogbox.service.bodies import UPLOAD_LIMIT_BYTES, body_chunks, json_object
+from cogbox.service.bodies import (
+    UPLOAD_LIMIT_BYTES,
+    body_chunks,
+    json_object,
+    parse_json_object,
+)
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, too_large
 from cogbox.service.models import (
@@ -266,9 +270,7 @@ async def _serve_stream(
             if message.type != WSMsgType.TEXT:
                 continue
             try:
-                frame = json.loads(message.data)
-                if not isinstance(frame, dict):
-                    raise ValueError("not an object")
+                frame = parse_json_object(message.data, "the frame")
                 if ("code" in frame or "input" in frame) and not await allowed():
                     break
                 if "code" in frame:

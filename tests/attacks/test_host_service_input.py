@@ -609,8 +609,9 @@ def test_deeply_nested_websocket_frames_are_refused_on_every_stream(
     channels = jupyter_channels(alice, session, timeout=30)
     channels.send(_NESTED)
     channels.send(execute_request("print(6 * 7)"))
-    outputs = []
-    while not any(o.get("msg_type") == "execute_reply" for o in outputs):
+    outputs: list[dict[str, Any]] = []
+    # Done once the kernel is idle again: iopub's output and shell's reply come in any order.
+    while not any(o["content"].get("execution_state") == "idle" for o in outputs):
         message = json.loads(channels.recv())
         outputs.append({"msg_type": message["msg_type"], "content": message["content"]})
     channels.close()

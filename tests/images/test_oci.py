@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cogbox.cli import main
+from cogbox.cli import cli
 from cogbox.images import oci
 from cogbox.images.oci import Exported, ExportError, write_oci_layout
 from cogbox.images.store import Image
@@ -119,7 +119,7 @@ def test_image_ls_shows_the_exported_and_pushed_digests(
 ) -> None:
     ref = f"{registry}/cogbox/cntk:ls"
     oci.push(cntk_image, ref, tls_verify=False)
-    listed = json.loads(CliRunner().invoke(main, ["image", "ls", "--json"]).output)
+    listed = json.loads(CliRunner().invoke(cli, ["image", "ls", "--json"]).output)
     (entry,) = [i for i in listed if i["digest"] == cntk_image.digest]
     assert entry["exports"]["oci"]["manifest_digest"] == cntk_exported.manifest_digest
     assert {"ref": ref, "digest": cntk_exported.manifest_digest} in entry["exports"]["pushes"]
@@ -131,3 +131,14 @@ def test_export_without_umoci_names_the_debian_package(
     monkeypatch.setattr(oci.shutil, "which", lambda cmd: None if cmd == "umoci" else "/bin/x")
     with pytest.raises(ExportError, match="install the Debian package umoci"):
         write_oci_layout(cntk_image, tmp_path / "layout")
+
+
+def test_cli_export_writes_the_archive_and_prints_its_manifest_digest(
+    cntk_exported: Exported, engines_dir: Path
+) -> None:
+    archive = engines_dir / "cli-cntk.tar"
+    result = CliRunner().invoke(
+        cli, ["image", "export", "cntk", "--format", "oci", "-o", str(archive)]
+    )
+    assert result.exit_code == 0, result.output
+    assert cntk_exported.manifest_digest in result.output and archive.stat().st_size > 0

@@ -34,6 +34,7 @@ ArchiveFormat = Literal["oci", "docker-archive"]
 EPOCH = "1970-01-01T00:00:00Z"
 # The engine makes its own /dev, /proc and /sys: the rootfs's device nodes stay out.
 _EXCLUDED = ("./dev/*", "./proc/*", "./sys/*")
+KEEP_RECORDS = 5  # archives and pushes remembered per image, newest last
 _TOOLS = {"umoci": "umoci", "skopeo": "skopeo", "tar": "tar"}  # command -> Debian package
 
 
@@ -269,10 +270,10 @@ def _update_exports(
         data = {"oci": oci}  # a new layout: older archives and pushes no longer describe it
     if archive is not None:
         kept = [a for a in data.get("archives", []) if a["path"] != archive["path"]]
-        data["archives"] = [*kept, archive]
+        data["archives"] = [*kept, archive][-KEEP_RECORDS:]
     if push is not None:
         kept = [p for p in data.get("pushes", []) if p["ref"] != push["ref"]]
-        data["pushes"] = [*kept, push]
+        data["pushes"] = [*kept, push][-KEEP_RECORDS:]
     path = image.exports_path
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))

@@ -36,14 +36,19 @@ def fetch_wheels_script(step: FetchWheels) -> str:
     download = shlex.join(
         ["python3", "-m", "pip", *pip_download_args(step.python, step.glibc, WHEEL_DIR)]
     )
+    # Purge exactly what python3-pip brought in: `--auto-remove` would keep packages that
+    # something installed merely recommends (ca-certificates, openssl).
+    listed = "dpkg-query -W -f '${Package}\\n' | sort"
     return "\n".join(
         [
             "export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1",
+            f"{listed} > /tmp/cogbox-debs-before",
             "apt-get install -y -q --no-install-recommends python3-pip",
             f"mkdir -p {WHEEL_DIR}",
             f"printf '%s\\n' {pins} > {WHEEL_DIR}/{REQUIREMENTS}",
             f"{download} -q",
-            "apt-get purge -y -q --auto-remove python3-pip",
+            f"apt-get purge -y -q $({listed} | comm -13 /tmp/cogbox-debs-before -)",
+            "rm -f /tmp/cogbox-debs-before",
         ]
     )
 

@@ -30,9 +30,9 @@ def engines_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def cntk_exported(cntk_image: Image) -> Exported:
-    """The cntk image's OCI layout (made once per built image, then reused)."""
+    """The cntk image's OCI layout, made afresh once per session (about 10 s)."""
     engines.require("umoci", "skopeo")
-    return oci_layout(cntk_image)
+    return oci_layout(cntk_image, force=True)
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,8 @@ def cold_start(image: Image) -> float:
 def bare_start(image: Image) -> float:
     python = kernel_command(image).python
     started = time.perf_counter()
-    result = run_in_rootfs(image.rootfs, [python, "-c", FIRST_OUTPUT[image.name]], image.env)
+    code = FIRST_OUTPUT[image.name]
+    result = run_in_rootfs(image.rootfs, [python, "-c", code], image.env, readonly=True)
     took = time.perf_counter() - started
     if "ready" not in result.stdout:
         raise RuntimeError(f"bare run failed: {result.stderr}")

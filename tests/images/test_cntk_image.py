@@ -41,7 +41,12 @@ print("minibatches=%d first=%.3f last=%.3f" % (len(losses), losses[0], losses[-1
 
 def _python(image: Image, code: str) -> subprocess.CompletedProcess[str]:
     return run_in_rootfs(
-        image.rootfs, ["python", "-c", code], image.env, cwd="/home/work", timeout=300
+        image.rootfs,
+        ["python", "-c", code],
+        image.env,
+        cwd="/home/work",
+        timeout=300,
+        readonly=True,  # the shared image must stay as built (its exports depend on it)
     )
 
 

@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -10,6 +11,7 @@ from rich.table import Table
 from cogbox.config import recipes_dir
 from cogbox.images.builder import build_image
 from cogbox.images.dockerfile import render_dockerfile
+from cogbox.images.oci import ArchiveFormat, export_archive, exports, oci_layout, push
 from cogbox.images.recipe import load_recipe
 from cogbox.images.store import ImageStore
 from cogbox.sizes import format_size
@@ -51,11 +53,14 @@ def list_images(as_json: bool) -> None:
     """List images: name, digest, path, size on disk, build time, ready."""
     images = ImageStore().images()
     if as_json:
-        click.echo(json.dumps([i.summary() for i in images], indent=2))
+        click.echo(json.dumps([{**i.summary(), "exports": exports(i)} for i in images], indent=2))
         return
-    table = Table("name", "digest", "ready", "size", "built", "build time", "path")
+    table = Table("name", "digest", "ready", "size", "built", "build time", "exported", "path")
     for i in images:
         s = i.summary()
+        done = exports(i)
+        exported = [f"oci {done['oci']['manifest_digest'][7:19]}"] if "oci" in done else []
+        exported += [f"{p['ref']} {p['digest'][7:19]}" for p in done.get("pushes", [])]
         table.add_row(
             i.name,
             i.digest[:12],
@@ -63,6 +68,7 @@ def list_images(as_json: bool) -> None:
             format_size(i.size_bytes) if i.ready else "-",
             s["built_at"] or "-",
             f"{s['build_seconds']} s" if s["build_seconds"] else "-",
+            "\n".join(exported) or "-",
             str(i.path),
         )
     Console().print(table)
@@ -81,3 +87,61 @@ def rm(name: str) -> None:
 def dockerfile(name: str) -> None:
     """Print a Dockerfile for NAME (build context: images/NAME) from the same recipe."""
     click.echo(render_dockerfile(load_recipe(recipes_dir() / name)), nl=False)
+
+
+@image.command()
+@click.argument("name")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["oci", "docker-archive"]),
+    default="oci",
+    show_default=True,
+    help="oci: an OCI archive (podman, containerd, skopeo); docker-archive: for `docker load`.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Remake the OCI layout even if one exists.")
+def export(name: str, fmt: ArchiveFormat, output: Path, force: bool) -> None:
+    """Write built image NAME as a container image archive (one layer: its rootfs)."""
+    built = ImageStore().get(name)
+    console = Console(stderr=True, log_path=False)
+    started = time.monotonic()
+    with console.status(f"exporting {name}") as status:
+
+        def report(step: str) -> None:
+            status.update(f"[bold]{name}[/]: {step}")
+            console.log(step, highlight=False)
+
+        if force:
+            oci_layout(built, report, force=True)
+        result = export_archive(built, fmt, output, report)
+    console.print(
+        f"[green]exported[/] {name} {fmt} {output} ({format_size(output.stat().st_size)}, "
+        f"{time.monotonic() - started:.1f} s)\n"
+        f"  manifest {result.manifest_digest}\n"
+        f"  layer    {result.layer_digest} ({format_size(result.layer_bytes)} compressed, "
+        f"{format_size(result.layer_tar_bytes)} as tar)"
+    )
+
+
+@image.command(name="push")
+@click.argument("name")
+@click.argument("ref")
+@click.option(
+    "--tls-verify/--no-tls-verify",
+    default=True,
+    show_default=True,
+    help="--no-tls-verify: a plain-HTTP registry (e.g. one on loopback).",
+)
+def push_image(name: str, ref: str, tls_verify: bool) -> None:
+    """Push built image NAME to a registry as REF (host[:port]/repository[:tag])."""
+    built = ImageStore().get(name)
+    console = Console(stderr=True, log_path=False)
+    with console.status(f"pushing {name}") as status:
+
+        def report(step: str) -> None:
+            status.update(f"[bold]{name}[/]: {step}")
+            console.log(step, highlight=False)
+
+        digest = push(built, ref, tls_verify=tls_verify, report=report)
+    click.echo(f"{ref}@{digest}")

@@ -1,11 +1,13 @@
 """`cogbox policy ...`: check a jail policy file and render it for runc, Docker or Kubernetes."""
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cogbox.jail.engine_flags import not_enforced, render_engine_flags
 from cogbox.jail.kubernetes import render_kubernetes
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import WORKDIR, load_policy
@@ -40,7 +42,7 @@ def check(file: Path) -> None:
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["oci", "docker", "kubernetes"]),
+    type=click.Choice(["oci", "docker", "docker-run", "kubernetes"]),
     default="oci",
     show_default=True,
 )
@@ -48,6 +50,12 @@ def check(file: Path) -> None:
 @click.option("--workdir", default="workdir", show_default=True, help="oci: host /home/work.")
 @click.option("--image", default=None, help="kubernetes: image (default cogbox/<policy dir>).")
 @click.option("--profile-name", default=None, help="kubernetes: profile file name.")
+@click.option(
+    "--seccomp-profile",
+    default="seccomp.json",
+    show_default=True,
+    help="docker-run: where the `--format docker` profile was written.",
+)
 def render(
     file: Path,
     args: tuple[str, ...],
@@ -56,10 +64,18 @@ def render(
     workdir: str,
     image: str | None,
     profile_name: str | None,
+    seccomp_profile: str,
 ) -> None:
     """Print policy FILE as JSON: an OCI config.json running ARGS (default /bin/sh), a Docker
-    seccomp profile, or a Kubernetes pod fragment with its profile."""
+    seccomp profile, or a Kubernetes pod fragment with its profile. docker-run prints the
+    `docker run` / `podman run` flags instead (what they cannot enforce goes to stderr)."""
     loaded = load_policy(file)
+    if output_format == "docker-run":
+        flags = render_engine_flags(loaded, seccomp_profile=seccomp_profile)
+        click.echo(" \\\n".join(shlex.quote(flag) for flag in flags))
+        for gap in not_enforced(loaded):
+            click.echo(f"# not enforced by these flags: {gap}", err=True)
+        return
     name = file.resolve().parent.name or "default"
     rendered: dict[str, Any]
     if output_format == "docker":

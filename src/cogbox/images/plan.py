@@ -11,7 +11,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cogbox.images.recipe import DEBIAN_SUITES, LoadedRecipe, PythonSpec
+from cogbox.images.recipe import DEBIAN_SUITES, KernelInfo, LoadedRecipe, PythonSpec
+from cogbox.sizes import parse_size
 
 WHEEL_DIR = "/tmp/cogbox-wheels"
 POLICY_DEST = "/etc/backend.ai/jail/policy.yml"
@@ -20,6 +21,7 @@ POLICY_DEST = "/etc/backend.ai/jail/policy.yml"
 JAIL_RUNTIME_DIR = "/run/cogbox"
 JAIL_INIT = "/usr/sbin/cogbox-init"
 REQUIREMENTS = "requirements.txt"
+DISTRO_VERSIONS = {"bullseye": "debian11", "bookworm": "debian12", "trixie": "debian13"}
 
 # Debug symbols are a sixth of the Python packages' size (numpy 1.13's wheel ships them).
 # binutils' strip can misalign the LOAD segments of libraries that auditwheel rewrote with
@@ -87,6 +89,19 @@ class FetchWheels:
 
 
 BuildStep = Shell | CopyIn | FetchWheels
+
+
+def backend_ai_labels(suite: str, kernel: KernelInfo) -> dict[str, str]:
+    """Backend.AI's image labels (what its agent reads to run a kernel), for every rendering."""
+    return {
+        "ai.backend.kernelspec": "1",
+        "ai.backend.features": " ".join(kernel.features),
+        "ai.backend.base-distro": DISTRO_VERSIONS[suite],
+        "ai.backend.runtime-type": kernel.runtime_type,
+        "ai.backend.runtime-path": kernel.runtime_path,
+        "ai.backend.resource.min.cpu": f"{kernel.min_cpu:g}",
+        "ai.backend.resource.min.mem": f"{parse_size(kernel.min_memory)}",
+    }
 
 
 def requirements_text(python: PythonSpec) -> str:

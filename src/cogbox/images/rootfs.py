@@ -16,12 +16,21 @@ BASE_ENV = {
 
 
 def bwrap_argv(
-    rootfs: Path, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str = "/"
+    rootfs: Path,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    *,
+    readonly: bool = False,
 ) -> list[str]:
-    """The bwrap command line that runs `argv` with `rootfs` as / and a clean environment."""
+    """The bwrap command line that runs `argv` with `rootfs` as / and a clean environment.
+
+    `readonly`: inspect a built image without changing it (a program run as root would
+    otherwise leave files behind, e.g. Keras's ~/.keras/keras.json, and every later export
+    of the image would carry them); /tmp is then a fresh tmpfs."""
     cmd = [
         "bwrap",
-        "--bind",
+        "--ro-bind" if readonly else "--bind",
         str(rootfs),
         "/",
         "--proc",
@@ -30,6 +39,7 @@ def bwrap_argv(
         "/dev",
         "--tmpfs",
         "/run",
+        *(["--tmpfs", "/tmp"] if readonly else []),
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
@@ -52,10 +62,11 @@ def run_in_rootfs(
     cwd: str = "/",
     input: str | None = None,
     timeout: float | None = None,
+    readonly: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv` inside `rootfs`; returns the completed process with text stdout/stderr."""
     return subprocess.run(
-        bwrap_argv(rootfs, argv, env, cwd),
+        bwrap_argv(rootfs, argv, env, cwd, readonly=readonly),
         capture_output=True,
         text=True,
         input=input,

@@ -2,6 +2,8 @@
 
     <data>/images/<name>/<digest>/rootfs/        the root filesystem
     <data>/images/<name>/<digest>/manifest.json  written last: its presence means "ready"
+    <data>/images/<name>/<digest>/oci/           its OCI image layout, once exported
+    <data>/images/<name>/<digest>/exports.json   its exports and pushes, with digests
     <data>/images/<name>/.staging-<digest>-<pid>/ a build in progress (never "ready")
     <data>/images/<name>/.lock                   held while a build of <name> runs
     <data>/cache/                                 downloads and base systems reused by builds
@@ -48,6 +50,16 @@ class Image:
     @property
     def rootfs(self) -> Path:
         return self.path / "rootfs"
+
+    @property
+    def oci_dir(self) -> Path:
+        """The OCI image layout `cogbox image export` makes from the rootfs (images/oci.py)."""
+        return self.path / "oci"
+
+    @property
+    def exports_path(self) -> Path:
+        """JSON record of the image's OCI export, archives and pushes (images/oci.py)."""
+        return self.path / "exports.json"
 
     @property
     def size_bytes(self) -> int:

@@ -37,11 +37,9 @@ from cogbox.kernel.events import (
     Stderr,
     Stdout,
 )
-from cogbox.service.auth import jupyter_token, signed_headers
+from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
+from cogbox.service.signing import jupyter_token, signed_headers
 
-ENDPOINT_ENVS = ("COGBOX_ENDPOINT", "BACKEND_ENDPOINT")
-ACCESS_KEY_ENVS = ("COGBOX_ACCESS_KEY", "BACKEND_ACCESS_KEY")
-SECRET_KEY_ENVS = ("COGBOX_SECRET_KEY", "BACKEND_SECRET_KEY")
 _JSON = "application/json"
 _OCTETS = "application/octet-stream"  # what an empty body (and a WebSocket upgrade) signs as
 _POLL_S = 0.5  # how often a create call that waits looks at the image build's progress

@@ -22,9 +22,11 @@ import click
 from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
 from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
 
-# The client (aiohttp) and rich are imported when a command runs, so `cogbox --help` stays fast.
+# The client (aiohttp) and rich are imported when a command runs, so `cogbox --help` stays fast;
+# commands that make one call (ls, rm) use `endpoint.call` and never import aiohttp.
 if TYPE_CHECKING:
-    from cogbox.service.client import Endpoint, ServiceClient
+    from cogbox.service.client import ServiceClient
+    from cogbox.service.endpoint import Endpoint
 
 _T = TypeVar("_T")
 _ENDED = {"terminated", "lost", "error"}
@@ -52,7 +54,7 @@ async def _with_client(
 
 
 def _endpoint(ctx: click.Context) -> "Endpoint":
-    from cogbox.service.client import Endpoint
+    from cogbox.service.endpoint import Endpoint
 
     parent = ctx.find_object(tuple)
     url, access_key, secret_key = parent if parent else (None, None, None)
@@ -139,7 +141,9 @@ def list_sessions(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    sessions = _run(ctx, lambda client: client.list_sessions())
+    from cogbox.service.endpoint import call
+
+    sessions = list(call(_endpoint(ctx), "GET", "/v1/sessions")["sessions"])
     if not show_all:
         sessions = [s for s in sessions if s["status"] not in _ENDED]
     if as_json:
@@ -196,13 +200,12 @@ def exec_code(
 @click.pass_context
 def remove(ctx: click.Context, refs: tuple[str, ...]) -> None:
     """End sessions REFS (names or ids); their files are deleted."""
+    from cogbox.service.endpoint import call
 
-    async def destroy(client: "ServiceClient") -> None:
-        for ref in refs:
-            await client.destroy_session(ref)
-            click.echo(f"removed {ref}")
-
-    _run(ctx, destroy)
+    endpoint = _endpoint(ctx)
+    for ref in refs:
+        call(endpoint, "DELETE", f"/v1/sessions/{ref}")
+        click.echo(f"removed {ref}")
 
 
 @session.command()

@@ -56,3 +56,44 @@ def test_the_service_client_imports_no_server_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+_LS_PROBE = """
+import json, os, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Sessions(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"sessions": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", 0), Sessions)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+os.environ.update(
+    COGBOX_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
+    COGBOX_ACCESS_KEY="AKIATESTTESTTESTTEST",
+    COGBOX_SECRET_KEY="s" * 40,
+)
+from cogbox.cli import cli
+cli.main(["session", "ls", "--json"], prog_name="cogbox", standalone_mode=False)
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in HEAVY)))
+"""
+
+
+def test_session_ls_makes_its_request_without_aiohttp() -> None:
+    # One call needs no aiohttp (~160 ms to import): endpoint.call uses the standard library.
+    out = subprocess.run(
+        [sys.executable, "-c", f"HEAVY = {set(HEAVY)!r}\n{_LS_PROBE}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    listed, loaded = out.splitlines()[-2:]
+    assert (json.loads(listed), json.loads(loaded)) == ([], [])

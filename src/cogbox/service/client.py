@@ -6,7 +6,7 @@
         async for event in client.execute(session["id"], "print(6 * 7)"):
             ...                        # cogbox.kernel.events: Stdout("42\\n"), Finished(...)
 
-Requests are signed by `cogbox.service.auth.signed_headers`, the same code the service
+Requests are signed by `cogbox.service.signing.signed_headers`, the same code the service
 verifies with. `run_remote` is `cogbox run` against a service: a fresh session, one run
 streamed live, the session destroyed at the end (also on Ctrl-C).
 """

@@ -3,18 +3,13 @@
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from cogbox.config import recipes_dir
-from cogbox.images.builder import build_image
-from cogbox.images.dockerfile import render_dockerfile
-from cogbox.images.oci import ArchiveFormat, export_archive, exports, oci_layout, push
-from cogbox.images.recipe import load_recipe
-from cogbox.images.store import ImageStore
-from cogbox.sizes import format_size
+# The image tools and rich are imported in the commands that use them: `cogbox --help` stays fast.
+if TYPE_CHECKING:
+    from cogbox.images.oci import ArchiveFormat
 
 
 @click.group()
@@ -27,6 +22,14 @@ def image() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if the recipe is unchanged.")
 def build(name: str, force: bool) -> None:
     """Build image NAME from its recipe (cached: an unchanged recipe is not rebuilt)."""
+    from rich.console import Console
+
+    from cogbox.config import recipes_dir
+    from cogbox.images.builder import build_image
+    from cogbox.images.recipe import load_recipe
+    from cogbox.images.store import ImageStore
+    from cogbox.sizes import format_size
+
     loaded = load_recipe(recipes_dir() / name)
     console = Console(stderr=True, log_path=False)
     started = time.monotonic()
@@ -51,6 +54,13 @@ def build(name: str, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
 def list_images(as_json: bool) -> None:
     """List images: name, digest, path, size on disk, build time, ready."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cogbox.images.oci import exports
+    from cogbox.images.store import ImageStore
+    from cogbox.sizes import format_size
+
     images = ImageStore().images()
     if as_json:
         click.echo(json.dumps([{**i.summary(), "exports": exports(i)} for i in images], indent=2))
@@ -78,6 +88,8 @@ def list_images(as_json: bool) -> None:
 @click.argument("name")
 def rm(name: str) -> None:
     """Remove image NAME (every built version of it)."""
+    from cogbox.images.store import ImageStore
+
     count = ImageStore().remove(name)
     click.echo(f"removed {name} ({count} folder{'s' if count != 1 else ''})")
 
@@ -86,6 +98,10 @@ def rm(name: str) -> None:
 @click.argument("name")
 def dockerfile(name: str) -> None:
     """Print a Dockerfile for NAME (build context: images/NAME) from the same recipe."""
+    from cogbox.config import recipes_dir
+    from cogbox.images.dockerfile import render_dockerfile
+    from cogbox.images.recipe import load_recipe
+
     click.echo(render_dockerfile(load_recipe(recipes_dir() / name)), nl=False)
 
 
@@ -101,8 +117,14 @@ def dockerfile(name: str) -> None:
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--force", is_flag=True, help="Remake the OCI layout even if one exists.")
-def export(name: str, fmt: ArchiveFormat, output: Path, force: bool) -> None:
+def export(name: str, fmt: "ArchiveFormat", output: Path, force: bool) -> None:
     """Write built image NAME as a container image archive (one layer: its rootfs)."""
+    from rich.console import Console
+
+    from cogbox.images.oci import export_archive, oci_layout
+    from cogbox.images.store import ImageStore
+    from cogbox.sizes import format_size
+
     built = ImageStore().get(name)
     console = Console(stderr=True, log_path=False)
     started = time.monotonic()
@@ -135,6 +157,11 @@ def export(name: str, fmt: ArchiveFormat, output: Path, force: bool) -> None:
 )
 def push_image(name: str, ref: str, tls_verify: bool) -> None:
     """Push built image NAME to a registry as REF (host[:port]/repository[:tag])."""
+    from rich.console import Console
+
+    from cogbox.images.oci import push
+    from cogbox.images.store import ImageStore
+
     built = ImageStore().get(name)
     console = Console(stderr=True, log_path=False)
     with console.status(f"pushing {name}") as status:

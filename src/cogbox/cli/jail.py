@@ -7,9 +7,8 @@ from types import FrameType
 
 import click
 
-from cogbox.images.store import ImageStore
-from cogbox.jail.launcher import RUNTIMES, Jail, JailSpec, reap_stale_jails
-from cogbox.jail.policy import load_policy, policy_or_default
+# The launcher and the image store are imported in the commands: `cogbox --help` stays fast.
+from cogbox.jail.runtimes import RUNTIMES
 
 
 @click.group()
@@ -53,6 +52,10 @@ def run(
     128 + the signal (or the command's own status). Variables from --env pass only if the
     policy preserves them.
     """
+    from cogbox.images.store import ImageStore
+    from cogbox.jail.launcher import Jail, JailSpec
+    from cogbox.jail.policy import load_policy, policy_or_default
+
     image = ImageStore().get(image_name)
     policy = load_policy(policy_file) if policy_file else policy_or_default(image.policy_path)
     env: dict[str, str] = {}
@@ -91,6 +94,8 @@ def gc() -> None:
     Their containers are killed and deleted, their cgroups removed, /home/work copied back
     and unmounted. Jails of live processes are never touched; safe to run at any time.
     """
+    from cogbox.jail.launcher import reap_stale_jails
+
     reaped = reap_stale_jails()
     for jail_id in reaped:
         click.echo(f"removed {jail_id}")

@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 import click
-from jupyter_client.kernelspec import KernelSpecManager
 
 # kernelspec name -> (image, display name)
 KERNELSPECS = {
@@ -41,6 +40,8 @@ def kernelspec() -> None:
 )
 def install(user: bool, prefix: Path | None) -> None:
     """Install the cogbox-cntk and cogbox-python kernelspecs (default: system-wide)."""
+    from jupyter_client.kernelspec import KernelSpecManager  # here: `cogbox --help` stays fast
+
     if user and prefix is not None:
         raise click.UsageError("give --user or --prefix, not both")
     manager = KernelSpecManager()

@@ -2,13 +2,16 @@
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
-from cogbox.service.config import default_database_url
-from cogbox.service.db import Database
-from cogbox.service.keypairs import DEFAULT_MAX_SESSIONS, create_keypair
+from cogbox.service.names import DEFAULT_MAX_SESSIONS
 from cogbox.sizes import format_size, parse_size
+
+# SQLAlchemy is imported when a command opens the database: `cogbox --help` stays fast.
+if TYPE_CHECKING:
+    from cogbox.service.db import Database
 
 _database_option = click.option(
     "--database-url",
@@ -17,7 +20,10 @@ _database_option = click.option(
 )
 
 
-def _db(url: str | None) -> Database:
+def _db(url: str | None) -> "Database":
+    from cogbox.service.config import default_database_url
+    from cogbox.service.db import Database
+
     return Database(url or default_database_url())
 
 
@@ -58,6 +64,8 @@ def create(
         memory = None if max_memory is None else parse_size(max_memory)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-memory") from exc
+    from cogbox.service.keypairs import create_keypair
+
     record = create_keypair(
         _db(database_url), max_sessions=max_sessions, max_memory_bytes=memory, is_admin=admin
     )

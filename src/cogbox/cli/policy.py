@@ -7,18 +7,8 @@ from typing import Any
 
 import click
 
-from cogbox.jail.engine_flags import not_enforced, render_engine_flags
-from cogbox.jail.kubernetes import render_kubernetes
-from cogbox.jail.oci import Bind, jail_env, render_oci_spec
-from cogbox.jail.policy import WORKDIR, load_policy
-from cogbox.jail.seccomp import render_docker_profile
-
-# Stand-ins for what the launcher knows at start time (the image's env, the session dir).
-_PLACEHOLDER_IMAGE_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": WORKDIR,
-    "LANG": "C.UTF-8",
-}
+# The policy model (pydantic, YAML) and renderers are imported in the commands that use them,
+# so that `cogbox --help` stays fast.
 
 
 @click.group()
@@ -30,6 +20,8 @@ def policy() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def check(file: Path) -> None:
     """Check policy FILE: exit 0 with a summary, or name each bad line and exit 2."""
+    from cogbox.jail.policy import load_policy
+
     loaded = load_policy(file)
     click.echo(f"{file}: ok")
     for line in loaded.describe():
@@ -69,6 +61,18 @@ def render(
     """Print policy FILE as JSON: an OCI config.json running ARGS (default /bin/sh), a Docker
     seccomp profile, or a Kubernetes pod fragment with its profile. docker-run prints the
     `docker run` / `podman run` flags instead (what they cannot enforce goes to stderr)."""
+    from cogbox.jail.engine_flags import not_enforced, render_engine_flags
+    from cogbox.jail.kubernetes import render_kubernetes
+    from cogbox.jail.oci import Bind, jail_env, render_oci_spec
+    from cogbox.jail.policy import WORKDIR, load_policy
+    from cogbox.jail.seccomp import render_docker_profile
+
+    # Stand-ins for what the launcher knows at start time (the image's env, the session dir).
+    placeholder_image_env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": WORKDIR,
+        "LANG": "C.UTF-8",
+    }
     loaded = load_policy(file)
     if output_format == "docker-run":
         flags = render_engine_flags(loaded, seccomp_profile=seccomp_profile)
@@ -89,7 +93,7 @@ def render(
             loaded,
             rootfs=Path(rootfs),
             args=list(args) or ["/bin/sh"],
-            env=jail_env(loaded, _PLACEHOLDER_IMAGE_ENV, {}),
+            env=jail_env(loaded, placeholder_image_env, {}),
             binds=[Bind(Path(workdir), WORKDIR, readonly=False)],
         )
     click.echo(json.dumps(rendered, indent=2))

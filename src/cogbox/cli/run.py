@@ -5,13 +5,12 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
-from rich.console import Console
-from rich.status import Status
 
-from cogbox.jail.policy import load_policy
+# cogbox.kernel.events is plain dataclasses; the kernel's and the client's stacks (jupyter_client,
+# zmq, aiohttp) and rich are imported where a run needs them, so `cogbox --help` stays fast.
 from cogbox.kernel.events import (
     Display,
     Error,
@@ -24,7 +23,9 @@ from cogbox.kernel.events import (
     Stderr,
     Stdout,
 )
-from cogbox.kernel.session import start_session
+
+if TYPE_CHECKING:
+    from rich.status import Status
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the code raised an exception it did not catch
@@ -75,6 +76,8 @@ def run(
         code = sys.stdin.read() if str(file) == "-" else _read(file)
     if timeout is not None and timeout <= 0:
         raise click.BadParameter("must be a positive number of seconds", param_hint="--timeout")
+    from cogbox.jail.policy import load_policy
+
     policy = load_policy(policy_file) if policy_file is not None else None
     # SIGTERM (a supervisor, `timeout`) ends us through `with`, so the jail is removed too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -83,6 +86,8 @@ def run(
         if policy is not None:
             raise click.UsageError("--policy applies to local runs only; the service decides")
         sys.exit(_run_remote(endpoint, access_key, secret_key, image_name, code, timeout))
+    from cogbox.kernel.session import start_session
+
     with start_session(image_name, policy) as session:
         try:
             for event in session.execute(code, timeout=timeout, on_input=answer_input):
@@ -102,6 +107,8 @@ def _run_remote(
     timeout: float | None,
 ) -> int:
     """The same run through `cogbox serve` at `endpoint`, with a spinner while it starts."""
+    from rich.console import Console
+
     from cogbox.service.client import Endpoint, run_remote
 
     spinner = Console(stderr=True).status("starting a session...")
@@ -124,7 +131,7 @@ def _run_remote(
     return status
 
 
-def _spin(spinner: Status, message: str) -> None:
+def _spin(spinner: "Status", message: str) -> None:
     if message:
         spinner.update(message)
         spinner.start()

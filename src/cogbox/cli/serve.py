@@ -1,10 +1,6 @@
 """`cogbox serve`: the HTTP service (manager and a local agent in one process)."""
 
 import click
-from sqlalchemy.engine import make_url
-
-from cogbox.service import ServiceConfig
-from cogbox.service import serve as run_service
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 DEFAULT_POOLS = ("python=1", "cntk=1")
@@ -71,6 +67,12 @@ def serve(
 
     Requests are signed with keypairs made by `cogbox keypair create`.
     """
+    # The service's stack is imported only here, so `cogbox --help` stays fast.
+    from sqlalchemy.engine import make_url
+
+    from cogbox.service import ServiceConfig
+    from cogbox.service import serve as run_service
+
     if host not in _LOOPBACK and not allow_remote:
         raise click.BadParameter(
             f"{host} is not a loopback address; add --allow-remote to listen on it "

@@ -10,26 +10,23 @@
 Backend.AI's BACKEND_ENDPOINT/_ACCESS_KEY/_SECRET_KEY work too.
 """
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
-from cogbox.service.client import (
-    ACCESS_KEY_ENVS,
-    ENDPOINT_ENVS,
-    SECRET_KEY_ENVS,
-    Endpoint,
-    ServiceClient,
-)
+from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
+
+# The client (aiohttp) and rich are imported when a command runs, so `cogbox --help` stays fast;
+# commands that make one call (ls, rm) use `endpoint.call` and never import aiohttp.
+if TYPE_CHECKING:
+    from cogbox.service.client import ServiceClient
+    from cogbox.service.endpoint import Endpoint
 
 _T = TypeVar("_T")
 _ENDED = {"terminated", "lost", "error"}
@@ -47,18 +44,26 @@ def session(
     ctx.obj = (endpoint, access_key, secret_key)
 
 
-async def _with_client(endpoint: Endpoint, work: Callable[[ServiceClient], Awaitable[_T]]) -> _T:
+async def _with_client(
+    endpoint: "Endpoint", work: "Callable[[ServiceClient], Awaitable[_T]]"
+) -> _T:
+    from cogbox.service.client import ServiceClient
+
     async with ServiceClient(endpoint) as client:
         return await work(client)
 
 
-def _endpoint(ctx: click.Context) -> Endpoint:
+def _endpoint(ctx: click.Context) -> "Endpoint":
+    from cogbox.service.endpoint import Endpoint
+
     parent = ctx.find_object(tuple)
     url, access_key, secret_key = parent if parent else (None, None, None)
     return Endpoint.resolve(url, access_key, secret_key)
 
 
-def _run(ctx: click.Context, work: Callable[[ServiceClient], Awaitable[_T]]) -> _T:
+def _run(ctx: click.Context, work: "Callable[[ServiceClient], Awaitable[_T]]") -> _T:
+    import asyncio
+
     return asyncio.run(_with_client(_endpoint(ctx), work))
 
 
@@ -66,6 +71,8 @@ def _run(ctx: click.Context, work: Callable[[ServiceClient], Awaitable[_T]]) -> 
 def _progress(message: str) -> Iterator[Callable[[str], None]]:
     """A spinner on a terminal's stderr while something slow happens; nothing otherwise.
     Yields a function that changes the spinner's text (e.g. to an image build's step)."""
+    from rich.console import Console
+
     console = Console(stderr=True)
     if not console.is_terminal:
         yield lambda _: None
@@ -131,7 +138,12 @@ def create(
 @click.pass_context
 def list_sessions(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """List your sessions (active ones, unless --all)."""
-    sessions = _run(ctx, lambda client: client.list_sessions())
+    from rich.console import Console
+    from rich.table import Table
+
+    from cogbox.service.endpoint import call
+
+    sessions = list(call(_endpoint(ctx), "GET", "/v1/sessions")["sessions"])
     if not show_all:
         sessions = [s for s in sessions if s["status"] not in _ENDED]
     if as_json:
@@ -169,7 +181,7 @@ def exec_code(
             raise click.BadParameter(f"cannot read {file}: {exc}", param_hint="FILE") from exc
     run_code: str = code
 
-    async def stream(client: ServiceClient) -> int:
+    async def stream(client: "ServiceClient") -> int:
         status = EXIT_OK
         async for event in client.execute(ref, run_code, timeout=timeout, on_input=answer_input):
             status = show_event(event, status)
@@ -188,13 +200,12 @@ def exec_code(
 @click.pass_context
 def remove(ctx: click.Context, refs: tuple[str, ...]) -> None:
     """End sessions REFS (names or ids); their files are deleted."""
+    from cogbox.service.endpoint import call
 
-    async def destroy(client: ServiceClient) -> None:
-        for ref in refs:
-            await client.destroy_session(ref)
-            click.echo(f"removed {ref}")
-
-    _run(ctx, destroy)
+    endpoint = _endpoint(ctx)
+    for ref in refs:
+        call(endpoint, "DELETE", f"/v1/sessions/{ref}")
+        click.echo(f"removed {ref}")
 
 
 @session.command()

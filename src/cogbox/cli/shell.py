@@ -2,13 +2,16 @@
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cogbox.cli.run import answer_input, show_event
-from cogbox.jail.policy import load_policy
 from cogbox.kernel.events import KernelDied
-from cogbox.kernel.session import Session, start_session
+
+# The kernel's stack (jupyter_client, zmq) is imported when a shell starts: `--help` stays fast.
+if TYPE_CHECKING:
+    from cogbox.kernel.session import Session
 
 _OPENERS, _CLOSERS = "([{", ")]}"
 
@@ -38,6 +41,9 @@ def shell(image_name: str, policy_file: Path | None) -> None:
 
     Ctrl-C interrupts the running cell (the session lives on); Ctrl-D ends the session.
     """
+    from cogbox.jail.policy import load_policy
+    from cogbox.kernel.session import start_session
+
     policy = load_policy(policy_file) if policy_file is not None else None
     click.echo(f"starting a {image_name} session...", err=True)
     with start_session(image_name, policy) as session:
@@ -69,7 +75,7 @@ def _read_cell(count: int) -> str | None:
             return "\n".join(lines)
 
 
-def _run_cell(session: Session, cell: str) -> None:
+def _run_cell(session: "Session", cell: str) -> None:
     try:
         for event in session.execute(cell, on_input=answer_input):
             show_event(event, 0)

@@ -67,11 +67,13 @@ from cogbox.jail.identity import (
 )
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import WORKDIR, Policy
+from cogbox.jail.runtimes import RUNTIMES
 from cogbox.jail.workdir import Workdir, WorkdirError
 
 __all__ = [
     "DEVNULL",
     "PIPE",
+    "RUNTIMES",
     "ExitReason",
     "Jail",
     "JailError",
@@ -84,7 +86,6 @@ __all__ = [
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
-RUNTIMES = ("runc", "runsc")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # What a login would set; offered as requests, so the policy's preserved keys still decide.
 DEFAULT_ENV = {

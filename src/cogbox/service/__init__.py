@@ -8,7 +8,24 @@ cogbox's native API at `/v1` (described by `/openapi.json`), and Jupyter Server'
 API at `/api` (so Jupyter's clients, e.g. nbclient through a gateway, use sessions as kernels).
 """
 
-from cogbox.service.app import create_app, serve
-from cogbox.service.config import ServiceConfig
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cogbox.service.app import create_app, serve
+    from cogbox.service.config import ServiceConfig
 
 __all__ = ["ServiceConfig", "create_app", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: a client module (`cogbox.service.client`, what `cogbox session`
+    # needs) must not pull in the server's stack (SQLAlchemy, jupyter_client, zmq).
+    if name == "ServiceConfig":
+        from cogbox.service.config import ServiceConfig
+
+        return ServiceConfig
+    if name in ("create_app", "serve"):
+        from cogbox.service import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

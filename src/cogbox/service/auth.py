@@ -27,89 +27,27 @@ like the secret key, and deactivate the keypair to revoke it.
 
 import asyncio
 import email.utils
-import hashlib
 import hmac
 import re
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from cogbox.service.db import Database, KeypairRecord
 from cogbox.service.errors import ServiceError, unauthorized
+
+# Signing lives apart so that clients (the CLI) import no server code; re-exported here.
+from cogbox.service.signing import jupyter_token, signature, signed_headers
+
+if TYPE_CHECKING:
+    from cogbox.service.db import Database, KeypairRecord
+
+__all__ = ["RequestVerifier", "jupyter_token", "parse_date", "signature", "signed_headers"]
 
 _AUTHORIZATION = re.compile(
     r"^BackendAI\s+signMethod=HMAC-(?P<hash>[A-Za-z0-9]+),\s*"
     r"credential=(?P<access>[^:\s]+):(?P<signature>[0-9a-fA-F]+)$"
 )
 _VERSION = re.compile(r"^v\d+\.\d{8}$")
-_TOKEN_CONTEXT = b"cogbox-jupyter-token-v1"
-_TOKEN_HEX_CHARS = 40
-
-
-def jupyter_token(access_key: str, secret_key: str) -> str:
-    """The Jupyter token of a keypair (see the module's doc): what Jupyter clients send."""
-    mac = hmac.new(secret_key.encode(), _TOKEN_CONTEXT, "sha256").hexdigest()
-    return f"{access_key}.{mac[:_TOKEN_HEX_CHARS]}"
-
-
-def signature(
-    *,
-    secret_key: str,
-    method: str,
-    path_with_query: str,
-    raw_date: str,
-    date: datetime,
-    host: str,
-    content_type: str,
-    version: str,
-) -> str:
-    """The hex HMAC-SHA256 signature of a request (the algorithm of Backend.AI's clients)."""
-    body_hash = hashlib.sha256(b"").hexdigest()
-    to_sign = "\n".join(
-        [
-            method.upper(),
-            path_with_query,
-            raw_date,
-            f"host:{host}",
-            f"content-type:{content_type.lower()}",
-            f"x-backendai-version:{version}",
-            body_hash,
-        ]
-    ).encode()
-    key = hmac.new(secret_key.encode(), date.strftime("%Y%m%d").encode(), "sha256").digest()
-    key = hmac.new(key, host.encode(), "sha256").digest()
-    return hmac.new(key, to_sign, "sha256").hexdigest()
-
-
-def signed_headers(
-    *,
-    access_key: str,
-    secret_key: str,
-    method: str,
-    path_with_query: str,
-    host: str,
-    content_type: str = "application/json",
-    version: str = "v7.20230615",
-    now: datetime | None = None,
-) -> dict[str, str]:
-    """Headers that sign a request, for cogbox's own clients (tests, benchmarks)."""
-    date = now or datetime.now(UTC)
-    raw_date = date.isoformat()
-    sig = signature(
-        secret_key=secret_key,
-        method=method,
-        path_with_query=path_with_query,
-        raw_date=raw_date,
-        date=date,
-        host=host,
-        content_type=content_type,
-        version=version,
-    )
-    return {
-        "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:{sig}",
-        "Date": raw_date,
-        "X-BackendAI-Version": version,
-        "Content-Type": content_type,
-    }
 
 
 def parse_date(raw: str) -> datetime:
@@ -127,7 +65,7 @@ def parse_date(raw: str) -> datetime:
 class RequestVerifier:
     """Checks signed requests against the stored keypairs and remembers recent signatures."""
 
-    def __init__(self, db: Database, max_skew: float) -> None:
+    def __init__(self, db: "Database", max_skew: float) -> None:
         self._db = db
         self._max_skew = max_skew
 
@@ -141,7 +79,7 @@ class RequestVerifier:
         authorization: str | None,
         raw_date: str | None,
         version: str | None,
-    ) -> KeypairRecord:
+    ) -> "KeypairRecord":
         """The keypair that signed the request; raises a 401 ServiceError otherwise."""
         if not authorization:
             raise unauthorized(
@@ -194,7 +132,7 @@ class RequestVerifier:
             )
         return keypair
 
-    async def verify_token(self, token: str | None) -> KeypairRecord:
+    async def verify_token(self, token: str | None) -> "KeypairRecord":
         """The keypair whose Jupyter token `token` is; raises a 401 ServiceError otherwise."""
         if not token:
             raise unauthorized(
@@ -210,6 +148,6 @@ class RequestVerifier:
             raise unauthorized("unknown or revoked Jupyter token")
         return keypair
 
-    async def _keypair(self, access_key: str) -> KeypairRecord | None:
+    async def _keypair(self, access_key: str) -> "KeypairRecord | None":
         # Read on every request, never cached: a removed keypair is refused at once.
         return await asyncio.to_thread(self._db.get_keypair, access_key)

@@ -6,7 +6,7 @@
         async for event in client.execute(session["id"], "print(6 * 7)"):
             ...                        # cogbox.kernel.events: Stdout("42\\n"), Finished(...)
 
-Requests are signed by `cogbox.service.auth.signed_headers`, the same code the service
+Requests are signed by `cogbox.service.signing.signed_headers`, the same code the service
 verifies with. `run_remote` is `cogbox run` against a service: a fresh session, one run
 streamed live, the session destroyed at the end (also on Ctrl-C).
 """
@@ -14,17 +14,14 @@ streamed live, the session destroyed at the end (also on Ctrl-C).
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 from collections.abc import AsyncGenerator, Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-from yarl import URL
 
-from cogbox.errors import CogboxError
 from cogbox.kernel.events import (
     Display,
     Error,
@@ -37,13 +34,27 @@ from cogbox.kernel.events import (
     Stderr,
     Stdout,
 )
-from cogbox.service.auth import jupyter_token, signed_headers
 
-ENDPOINT_ENVS = ("COGBOX_ENDPOINT", "BACKEND_ENDPOINT")
-ACCESS_KEY_ENVS = ("COGBOX_ACCESS_KEY", "BACKEND_ACCESS_KEY")
-SECRET_KEY_ENVS = ("COGBOX_SECRET_KEY", "BACKEND_SECRET_KEY")
-_JSON = "application/json"
-_OCTETS = "application/octet-stream"  # what an empty body (and a WebSocket upgrade) signs as
+# Endpoint, its errors and one-off calls live apart, without aiohttp: see that module.
+from cogbox.service.endpoint import (
+    JSON,
+    OCTETS,
+    Endpoint,
+    ServiceClientError,
+    problem_of,
+    refused,
+)
+
+__all__ = [
+    "Endpoint",
+    "InputHandler",
+    "ProgressHandler",
+    "ServiceClient",
+    "ServiceClientError",
+    "event_from_dict",
+    "run_remote",
+]
+
 _POLL_S = 0.5  # how often a create call that waits looks at the image build's progress
 _EVENT_TYPES: dict[str, type[Any]] = {
     cls.kind: cls
@@ -64,62 +75,6 @@ InputHandler = Callable[[InputRequest], str]
 ProgressHandler = Callable[[str], None]
 
 
-class ServiceClientError(CogboxError):
-    """The service refused a request, or could not be reached; the message says which."""
-
-    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a cogbox service is and the keypair to sign requests with."""
-
-    url: str
-    access_key: str
-    secret_key: str
-
-    @classmethod
-    def resolve(
-        cls, url: str | None = None, access_key: str | None = None, secret_key: str | None = None
-    ) -> "Endpoint":
-        """The given values, else COGBOX_ENDPOINT/_ACCESS_KEY/_SECRET_KEY, else Backend.AI's
-        BACKEND_ENDPOINT/_ACCESS_KEY/_SECRET_KEY. Raises ServiceClientError naming what is
-        missing."""
-        url = url or _env(ENDPOINT_ENVS)
-        access_key = access_key or _env(ACCESS_KEY_ENVS)
-        secret_key = secret_key or _env(SECRET_KEY_ENVS)
-        missing = [
-            name
-            for name, value in (
-                ("--endpoint / COGBOX_ENDPOINT", url),
-                ("--access-key / COGBOX_ACCESS_KEY", access_key),
-                ("--secret-key / COGBOX_SECRET_KEY", secret_key),
-            )
-            if not value
-        ]
-        if missing:
-            raise ServiceClientError(
-                f"missing {', '.join(missing)} (Backend.AI's BACKEND_* variables work too; "
-                "make a keypair with `cogbox keypair create`)"
-            )
-        assert url and access_key and secret_key
-        if not url.startswith(("http://", "https://")):
-            raise ServiceClientError(f"the endpoint {url!r} must start with http:// or https://")
-        return cls(url.rstrip("/"), access_key, secret_key)
-
-    @property
-    def jupyter_token(self) -> str:
-        """The keypair's token for the service's Jupyter API (/api/kernels)."""
-        return jupyter_token(self.access_key, self.secret_key)
-
-
-def _env(names: tuple[str, ...]) -> str | None:
-    return next((os.environ[name] for name in names if os.environ.get(name)), None)
-
-
 def event_from_dict(data: dict[str, Any]) -> Event:
     """The event a service sent as JSON (the inverse of `event_to_dict`)."""
     kind = data.get("kind")
@@ -138,10 +93,6 @@ class ServiceClient:
         self.endpoint = endpoint
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._http: aiohttp.ClientSession | None = None
-        base = URL(endpoint.url)
-        port = "" if base.is_default_port() else f":{base.port}"
-        self._host = f"{base.raw_host}{port}"
-        self._prefix = base.raw_path.rstrip("/")
 
     async def __aenter__(self) -> "ServiceClient":
         self._http = aiohttp.ClientSession(timeout=self._timeout)
@@ -236,7 +187,7 @@ class ServiceClient:
         path = f"/v1/sessions/{ref}/stream"
         try:
             ws = await self._session().ws_connect(
-                self._url(path), headers=self._headers("GET", path, _OCTETS), heartbeat=30.0
+                self._url(path), headers=self._headers("GET", path, OCTETS), heartbeat=30.0
             )
         except aiohttp.WSServerHandshakeError as exc:
             await self.get_session(ref)  # raises the service's own explanation (no such session)
@@ -255,7 +206,7 @@ class ServiceClient:
                     break
                 data = json.loads(message.data)
                 if data.get("kind") == "problem":
-                    raise _error(int(data.get("status", 0)), data)
+                    raise refused(int(data.get("status", 0)), data)
                 event = event_from_dict(data)
                 yield event
                 if isinstance(event, InputRequest):
@@ -276,16 +227,7 @@ class ServiceClient:
         return self.endpoint.url + path
 
     def _headers(self, method: str, path: str, content_type: str) -> dict[str, str]:
-        headers = signed_headers(
-            access_key=self.endpoint.access_key,
-            secret_key=self.endpoint.secret_key,
-            method=method,
-            path_with_query=self._prefix + path,
-            host=self._host,
-            content_type=content_type,
-        )
-        headers["Host"] = self._host
-        return headers
+        return self.endpoint.signed_headers(method, path, content_type)
 
     async def _call(
         self,
@@ -296,7 +238,7 @@ class ServiceClient:
         raw: bool = False,
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
-        content_type = _JSON if body is not None else _OCTETS
+        content_type = JSON if body is not None else OCTETS
         data = json.dumps(body).encode() if body is not None else None
         try:
             async with self._session().request(
@@ -308,11 +250,7 @@ class ServiceClient:
             ) as response:
                 payload = await response.read()
                 if response.status >= 400:
-                    try:
-                        problem = json.loads(payload)
-                    except ValueError:
-                        problem = {"msg": payload.decode(errors="replace")[:500]}
-                    raise _error(response.status, problem)
+                    raise refused(response.status, problem_of(payload))
         except aiohttp.ClientConnectionError as exc:
             raise ServiceClientError(
                 f"cannot reach the cogbox service at {self.endpoint.url}: {exc}"
@@ -320,12 +258,6 @@ class ServiceClient:
         if raw:
             return payload
         return json.loads(payload) if payload else None
-
-
-def _error(status: int, problem: dict[str, Any]) -> ServiceClientError:
-    code = str(problem.get("error") or "")
-    message = str(problem.get("msg") or problem.get("title") or "request refused")
-    return ServiceClientError(f"the service refused: {message} (HTTP {status})", status, code)
 
 
 def run_remote(

@@ -9,8 +9,9 @@ import string
 import time
 
 from cogbox.service.db import Database, KeypairRecord
+from cogbox.service.names import DEFAULT_MAX_SESSIONS
 
-DEFAULT_MAX_SESSIONS = 8
+__all__ = ["DEFAULT_MAX_SESSIONS", "create_keypair"]
 _UPPER_ALNUM = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.status import Status
 
+from cogbox.cli.script import ScriptError, ScriptRun, prepare_script
 from cogbox.jail.policy import load_policy
 from cogbox.kernel.events import (
     Display,
@@ -34,10 +35,19 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-@click.command()
+@click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--image", "image_name", default="python", show_default=True, help="Image to run.")
-@click.option("-c", "--code", help="Code to run (instead of FILE).")
+@click.option("-c", "--code", help="Code to run as a notebook cell (instead of FILE).")
+@click.option(
+    "--upload",
+    "uploads",
+    multiple=True,
+    metavar="PATH[:DEST]",
+    help="A file or folder (its tree kept) to put in /home/work before FILE runs, as its own "
+    "name or DEST; repeatable.",
+)
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option(
     "--policy",
     "policy_file",
@@ -55,24 +65,35 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def run(
     image_name: str,
     code: str | None,
+    uploads: tuple[str, ...],
     file: Path | None,
+    args: tuple[str, ...],
     policy_file: Path | None,
     timeout: float | None,
     endpoint: str | None,
     access_key: str | None,
     secret_key: str | None,
 ) -> None:
-    """Run CODE (-c) or FILE ("-" for stdin) in a new session of an image, then end it.
+    """Run the script FILE with ARGS, or CODE (-c) or "-" (stdin) as a notebook cell, in a
+    new session of an image, then end it.
 
-    Standard output and error are streamed as the code writes them. Exit status: 0 on
-    success, 1 if the code raised an exception, 3 if the kernel died (the message names the
+    FILE runs as `python FILE ARGS...` in /home/work with the image's own Python (real
+    sys.argv, __file__, __name__ == "__main__"), after FILE and each --upload are put there;
+    its standard input is empty. Standard output and error are streamed as the code writes
+    them. Exit status: a script's own (128 + N if killed by signal N); for a cell 0 on
+    success, 1 if the code raised an exception; 3 if the kernel died (the message names the
     limit it hit), 124 if --timeout passed, 130 on Ctrl-C.
     """
     if (code is None) == (file is None):
         raise click.UsageError("give either -c CODE or FILE")
+    script = None
+    if file is not None and str(file) != "-":
+        script = _prepare(file, args, uploads)
+        code = script.command
+    elif args or uploads:
+        raise click.UsageError("ARGS and --upload go with a script FILE, not -c CODE or -")
     if code is None:
-        assert file is not None
-        code = sys.stdin.read() if str(file) == "-" else _read(file)
+        code = sys.stdin.read()
     if timeout is not None and timeout <= 0:
         raise click.BadParameter("must be a positive number of seconds", param_hint="--timeout")
     policy = load_policy(policy_file) if policy_file is not None else None
@@ -82,10 +103,16 @@ def run(
     if endpoint:
         if policy is not None:
             raise click.UsageError("--policy applies to local runs only; the service decides")
-        sys.exit(_run_remote(endpoint, access_key, secret_key, image_name, code, timeout))
+        sys.exit(_run_remote(endpoint, access_key, secret_key, image_name, code, timeout, script))
     with start_session(image_name, policy) as session:
         try:
-            for event in session.execute(code, timeout=timeout, on_input=answer_input):
+            if script is None:
+                events = session.execute(code, timeout=timeout, on_input=answer_input)
+            else:
+                for upload in script.uploads:
+                    session.upload(upload.dest, upload.data)
+                events = session.execute_batch(None, code, timeout=timeout)
+            for event in events:
                 status = show_event(event, status)
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
@@ -100,6 +127,7 @@ def _run_remote(
     image_name: str,
     code: str,
     timeout: float | None,
+    script: ScriptRun | None,
 ) -> int:
     """The same run through `cogbox serve` at `endpoint`, with a spinner while it starts."""
     from cogbox.service.client import Endpoint, run_remote
@@ -114,6 +142,8 @@ def _run_remote(
             timeout=timeout,
             on_input=answer_input,
             on_progress=lambda message: _spin(spinner, message),
+            uploads=[(u.dest, u.data) for u in script.uploads] if script else (),
+            batch=script is not None,
         ):
             status = show_event(event, status)
     except KeyboardInterrupt:
@@ -132,11 +162,12 @@ def _spin(spinner: Status, message: str) -> None:
         spinner.stop()
 
 
-def _read(file: Path) -> str:
+def _prepare(file: Path, args: tuple[str, ...], uploads: tuple[str, ...]) -> ScriptRun:
+    """The script's files, read (and their destinations checked) before a session starts."""
     try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"cannot read {file}: {exc}", param_hint="FILE") from exc
+        return prepare_script(file, args, uploads)
+    except ScriptError as exc:
+        raise click.BadParameter(str(exc), param_hint="FILE / --upload") from exc
 
 
 def show_event(event: Event, status: int) -> int:
@@ -161,6 +192,10 @@ def show_event(event: Event, status: int) -> int:
         if event.status == "timeout":
             click.secho(event.message, fg="red", err=True)
             return EXIT_TIMEOUT
+        if event.exit_code is not None:  # a script's own status is ours
+            return event.exit_code
+        if event.status != "ok" and event.message:
+            click.secho(event.message, fg="red", err=True)
         if event.status != "ok":
             return EXIT_ERROR
     elif isinstance(event, KernelDied):

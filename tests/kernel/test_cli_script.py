@@ -2,14 +2,17 @@
 status, uploads), locally; what is refused before a session starts."""
 
 import json
+import signal
+import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from cogbox.cli.script import ScriptError, prepare_script
 from cogbox.images.store import Image
-from tests.kernel.test_cli_run import cogbox_run
+from tests.kernel.test_cli_run import COGBOX_RUN, cogbox_run
 
 HELPER = "def epoch_line(n):\n    return 'epoch %d' % n\n"
 TRAIN = textwrap.dedent(
@@ -131,3 +134,15 @@ def test_script_command_quotes_each_argument(tmp_path: Path) -> None:
     script.write_text("")
     run = prepare_script(script, ("a b", "it's"), ())
     assert run.command == "exec \"$COGBOX_PYTHON\" 'my job.py' 'a b' 'it'\"'\"'s'"
+
+
+def test_ctrl_c_interrupts_the_script_and_exits_130(python_image: Image, tmp_path: Path) -> None:
+    script = tmp_path / "forever.py"
+    script.write_text("import time\nprint('started', flush=True)\ntime.sleep(300)\n")
+    with subprocess.Popen(
+        [*COGBOX_RUN, "--image", "python", str(script)], stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None and process.stdout.readline() == "started\n"
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert (process.wait(timeout=60), time.monotonic() - started < 30) == (130, True)

@@ -217,14 +217,14 @@ class ServiceClient:
         await self._call("DELETE", f"/v1/sessions/{ref}")
 
     async def download(self, ref: str, path: str) -> bytes:
-        query = urlencode({"path": path})
+        query = urlencode({"path": path}, safe="/")
         data = await self._call("GET", f"/v1/sessions/{ref}/files/content?{query}", raw=True)
         assert isinstance(data, bytes)
         return data
 
     async def upload(self, ref: str, path: str, data: bytes) -> None:
         """Write `data` to `path` (relative to /home/work, folders made as needed)."""
-        query = urlencode({"path": path})
+        query = urlencode({"path": path}, safe="/")
         await self._call("PUT", f"/v1/sessions/{ref}/files/content?{query}", data=data)
 
     async def execute(

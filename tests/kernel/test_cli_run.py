@@ -69,10 +69,12 @@ def test_uncaught_exception_exits_1_with_the_traceback(python_image: Image) -> N
     assert "KeyError: 'nope'" in result.stderr
 
 
-def test_file_argument_and_input_from_stdin(python_image: Image, tmp_path: Path) -> None:
-    script = tmp_path / "greet.py"
-    script.write_text("print('hello', input('who? '))\n")
-    result = cogbox_run("--image", "python", str(script), stdin="world\n")
+def test_cell_answers_input_from_stdin(python_image: Image) -> None:
+    # Was run from a FILE: a FILE now runs as a script (tests/kernel/test_cli_script.py),
+    # whose stdin is empty like any batch command's; a cell still reads input() from ours.
+    result = cogbox_run(
+        "--image", "python", "-c", "print('hello', input('who? '))", stdin="world\n"
+    )
     assert (result.returncode, result.stdout) == (0, "who? hello world\n")
 
 

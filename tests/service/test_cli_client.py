@@ -1,6 +1,7 @@
 """The CLI as a client of a real `cogbox serve`: `cogbox session create/ls/exec/rm/token`
 and `run_remote` (what `cogbox run --endpoint` runs), signed by the service's own code."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -8,9 +9,11 @@ from click.testing import CliRunner, Result
 
 from cogbox.cli.run import run
 from cogbox.cli.session import session
+from cogbox.images.store import Image
 from cogbox.kernel.events import Finished, Stdout
 from cogbox.service.auth import jupyter_token
 from cogbox.service.client import Endpoint, ServiceClientError, run_remote
+from tests.kernel.test_cli_script import write_training_job
 from tests.service.support import Client
 
 
@@ -111,3 +114,46 @@ def test_cogbox_run_with_endpoint_runs_on_the_service(bob: Client) -> None:
     assert (result.exit_code, result.stdout.splitlines()[0]) == (1, "42")
     assert "ZeroDivisionError" in result.stderr
     assert {n: s for n, s in _statuses(bob).items() if n not in before and s != "terminated"} == {}
+
+
+def test_cogbox_run_script_with_upload_on_the_service_exits_with_its_status(
+    bob: Client, cntk_image: Image, tmp_path: Path
+) -> None:
+    job = write_training_job(tmp_path)
+    env = {"COGBOX_ACCESS_KEY": bob.access_key, "COGBOX_SECRET_KEY": bob.secret_key}
+    args = ["--image", "cntk", "--upload", str(job / "helper.py"), str(job / "train.py")]
+    result = CliRunner().invoke(
+        run, [*args, "--epochs", "2"], env={"COGBOX_ENDPOINT": bob.url, **env}
+    )
+    assert (result.exit_code, result.stdout) == (3, "epoch 1\nepoch 2\n"), result.stderr
+
+
+def test_cogbox_run_script_on_the_service_gets_argv_and_folder_uploads(
+    bob: Client, tmp_path: Path
+) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "mod.py").write_text("VALUE = 'deep'\n")
+    script = tmp_path / "my main+1.py"  # a name that needs quoting in the upload's URL
+    script.write_text(
+        "import sys\nfrom pkg.sub.mod import VALUE\nprint(VALUE, __name__, sys.argv[1:])\n"
+    )
+    env = {"COGBOX_ACCESS_KEY": bob.access_key, "COGBOX_SECRET_KEY": bob.secret_key}
+    result = CliRunner().invoke(
+        run,
+        ["--endpoint", bob.url, "--upload", str(tmp_path / "pkg"), str(script), "a b", "it's"],
+        env=env,
+    )
+    assert (result.exit_code, result.stdout) == (0, "deep __main__ ['a b', \"it's\"]\n"), (
+        result.output,
+        result.exception,
+    )
+
+
+def test_cogbox_run_script_on_the_service_killed_by_a_signal_exits_128_plus_n(
+    bob: Client, tmp_path: Path
+) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    env = {"COGBOX_ACCESS_KEY": bob.access_key, "COGBOX_SECRET_KEY": bob.secret_key}
+    result = CliRunner().invoke(run, ["--endpoint", bob.url, str(script)], env=env)
+    assert result.exit_code == 128 + 9, result.output

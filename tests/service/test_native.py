@@ -9,7 +9,9 @@ from typing import Any
 import aiohttp
 import requests
 
+from cogbox.kernel.events import Event, Finished, Stdout
 from cogbox.service.auth import signed_headers
+from cogbox.service.client import Endpoint, ServiceClient
 from tests.service.support import Client, Service, stdout_of
 
 
@@ -194,3 +196,16 @@ def test_websocket_streams_events_and_answers_input(alice: Client) -> None:
 def test_openapi_document_is_served_unsigned(service: Service) -> None:
     document = requests.get(service.url + "/openapi.json", timeout=10).json()
     assert "/v1/sessions/{ref}/execute" in document["paths"]
+
+
+def test_websocket_batch_frame_streams_the_command_and_its_exit_status(alice: Client) -> None:
+    ref = alice.create()["id"]
+
+    async def talk() -> list[Event]:
+        endpoint = Endpoint(alice.url, alice.access_key, alice.secret_key)
+        async with ServiceClient(endpoint) as client:
+            return [e async for e in client.execute_batch(ref, 'echo "$PWD"; exit 4')]
+
+    events = asyncio.run(talk())
+    assert events == [Stdout("/home/work\n"), Finished("error", None, events[-1].message, 4)]
+    alice.request("DELETE", f"/v1/sessions/{ref}")

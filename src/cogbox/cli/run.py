@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from cogbox.cli.script import ScriptError, ScriptRun, prepare_script
+
 # cogbox.kernel.events is plain dataclasses; the kernel's and the client's stacks (jupyter_client,
 # zmq, aiohttp) and rich are imported where a run needs them, so `cogbox --help` stays fast.
 from cogbox.kernel.events import (
@@ -35,10 +37,19 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-@click.command()
+@click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--image", "image_name", default="python", show_default=True, help="Image to run.")
-@click.option("-c", "--code", help="Code to run (instead of FILE).")
+@click.option("-c", "--code", help="Code to run as a notebook cell (instead of FILE).")
+@click.option(
+    "--upload",
+    "uploads",
+    multiple=True,
+    metavar="PATH[:DEST]",
+    help="A file or folder (its tree kept) to put in /home/work before FILE runs, as its own "
+    "name or DEST; repeatable.",
+)
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option(
     "--policy",
     "policy_file",
@@ -56,24 +67,35 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def run(
     image_name: str,
     code: str | None,
+    uploads: tuple[str, ...],
     file: Path | None,
+    args: tuple[str, ...],
     policy_file: Path | None,
     timeout: float | None,
     endpoint: str | None,
     access_key: str | None,
     secret_key: str | None,
 ) -> None:
-    """Run CODE (-c) or FILE ("-" for stdin) in a new session of an image, then end it.
+    """Run the script FILE with ARGS, or CODE (-c) or "-" (stdin) as a notebook cell, in a
+    new session of an image, then end it.
 
-    Standard output and error are streamed as the code writes them. Exit status: 0 on
-    success, 1 if the code raised an exception, 3 if the kernel died (the message names the
+    FILE runs as `python FILE ARGS...` in /home/work with the image's own Python (real
+    sys.argv, __file__, __name__ == "__main__"), after FILE and each --upload are put there;
+    its standard input is empty. Standard output and error are streamed as the code writes
+    them. Exit status: a script's own (128 + N if killed by signal N); for a cell 0 on
+    success, 1 if the code raised an exception; 3 if the kernel died (the message names the
     limit it hit), 124 if --timeout passed, 130 on Ctrl-C.
     """
     if (code is None) == (file is None):
         raise click.UsageError("give either -c CODE or FILE")
+    script = None
+    if file is not None and str(file) != "-":
+        script = _prepare(file, args, uploads)
+        code = script.command
+    elif args or uploads:
+        raise click.UsageError("ARGS and --upload go with a script FILE, not -c CODE or -")
     if code is None:
-        assert file is not None
-        code = sys.stdin.read() if str(file) == "-" else _read(file)
+        code = sys.stdin.read()
     if timeout is not None and timeout <= 0:
         raise click.BadParameter("must be a positive number of seconds", param_hint="--timeout")
     from cogbox.jail.policy import load_policy
@@ -85,12 +107,18 @@ def run(
     if endpoint:
         if policy is not None:
             raise click.UsageError("--policy applies to local runs only; the service decides")
-        sys.exit(_run_remote(endpoint, access_key, secret_key, image_name, code, timeout))
+        sys.exit(_run_remote(endpoint, access_key, secret_key, image_name, code, timeout, script))
     from cogbox.kernel.session import start_session
 
     with start_session(image_name, policy) as session:
         try:
-            for event in session.execute(code, timeout=timeout, on_input=answer_input):
+            if script is None:
+                events = session.execute(code, timeout=timeout, on_input=answer_input)
+            else:
+                for upload in script.uploads:
+                    session.upload(upload.dest, upload.data)
+                events = session.execute_batch(None, code, timeout=timeout)
+            for event in events:
                 status = show_event(event, status)
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
@@ -105,6 +133,7 @@ def _run_remote(
     image_name: str,
     code: str,
     timeout: float | None,
+    script: ScriptRun | None,
 ) -> int:
     """The same run through `cogbox serve` at `endpoint`, with a spinner while it starts."""
     from rich.console import Console
@@ -121,6 +150,8 @@ def _run_remote(
             timeout=timeout,
             on_input=answer_input,
             on_progress=lambda message: _spin(spinner, message),
+            uploads=[(u.dest, u.data) for u in script.uploads] if script else (),
+            batch=script is not None,
         ):
             status = show_event(event, status)
     except KeyboardInterrupt:
@@ -139,11 +170,12 @@ def _spin(spinner: "Status", message: str) -> None:
         spinner.stop()
 
 
-def _read(file: Path) -> str:
+def _prepare(file: Path, args: tuple[str, ...], uploads: tuple[str, ...]) -> ScriptRun:
+    """The script's files, read (and their destinations checked) before a session starts."""
     try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"cannot read {file}: {exc}", param_hint="FILE") from exc
+        return prepare_script(file, args, uploads)
+    except ScriptError as exc:
+        raise click.BadParameter(str(exc), param_hint="FILE / --upload") from exc
 
 
 def show_event(event: Event, status: int) -> int:
@@ -168,6 +200,10 @@ def show_event(event: Event, status: int) -> int:
         if event.status == "timeout":
             click.secho(event.message, fg="red", err=True)
             return EXIT_TIMEOUT
+        if event.exit_code is not None:  # a script's own status is ours
+            return event.exit_code
+        if event.status != "ok" and event.message:
+            click.secho(event.message, fg="red", err=True)
         if event.status != "ok":
             return EXIT_ERROR
     elif isinstance(event, KernelDied):

@@ -4,7 +4,8 @@
 own, followed by a call of `run_batch(build, exec)`. So this file is plain Python 2/3
 (the cntk image's kernel is Python 2.7): no annotations, no f-strings.
 
-Each command runs with `/bin/sh -c` in /home/work, in its own session (process group), its
+Each command runs with `/bin/sh -c` in /home/work, in its own session (process group), with
+`$COGBOX_PYTHON` set to the kernel's own interpreter (the image's `kernel.runtime_path`), its
 stdout and stderr streamed to the kernel's as they come, so they reach the client as
 ordinary output events. An interrupt (KeyboardInterrupt in the kernel) is passed on to the
 command's whole process group as SIGINT, then SIGKILL after a grace period, and re-raised.
@@ -39,6 +40,7 @@ def _spawn(command):  # type: (bytes) -> subprocess.Popen[bytes]
         "stdout": subprocess.PIPE,
         "stderr": subprocess.PIPE,
         "close_fds": True,
+        "env": dict(os.environ, COGBOX_PYTHON=sys.executable),
     }  # type: dict[str, Any]
     if sys.version_info[0] >= 3:  # noqa: UP036 (this file also runs on Python 2.7)
         options["start_new_session"] = True

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import fields
 from typing import Any
 from urllib.parse import urlencode
@@ -168,10 +168,15 @@ class ServiceClient:
         await self._call("DELETE", f"/v1/sessions/{ref}")
 
     async def download(self, ref: str, path: str) -> bytes:
-        query = urlencode({"path": path})
+        query = urlencode({"path": path}, safe="/")
         data = await self._call("GET", f"/v1/sessions/{ref}/files/content?{query}", raw=True)
         assert isinstance(data, bytes)
         return data
+
+    async def upload(self, ref: str, path: str, data: bytes) -> None:
+        """Write `data` to `path` (relative to /home/work, folders made as needed)."""
+        query = urlencode({"path": path}, safe="/")
+        await self._call("PUT", f"/v1/sessions/{ref}/files/content?{query}", data=data)
 
     async def execute(
         self,
@@ -184,6 +189,25 @@ class ServiceClient:
         """One run over the session's WebSocket, its events as they come, ending with the
         terminal event. `on_input` answers input() (called in a thread, so the socket stays
         served while it waits); without it the code gets an empty line."""
+        frame = {"code": code, **({"timeout": timeout} if timeout else {})}
+        async for event in self._stream(ref, frame, on_input):
+            yield event
+
+    async def execute_batch(
+        self, ref: str, exec: str, *, build: str | None = None, timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """A batch run (shell commands in /home/work, as `Session.execute_batch`) over the
+        session's WebSocket, its output live, ending with `Finished` and its `exit_code`."""
+        frame = {"exec": exec, "build": build, **({"timeout": timeout} if timeout else {})}
+        async for event in self._stream(ref, frame, None):
+            yield event
+
+    async def _stream(
+        self,
+        ref: str,
+        frame: dict[str, Any],
+        on_input: Callable[[InputRequest], Any] | None,
+    ) -> AsyncGenerator[Event, None]:
         path = f"/v1/sessions/{ref}/stream"
         try:
             ws = await self._session().ws_connect(
@@ -200,7 +224,7 @@ class ServiceClient:
                 f"cannot reach the cogbox service at {self.endpoint.url}: {exc}"
             ) from exc
         async with ws:
-            await ws.send_json({"code": code, **({"timeout": timeout} if timeout else {})})
+            await ws.send_json(frame)
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.TEXT:
                     break
@@ -235,11 +259,13 @@ class ServiceClient:
         path: str,
         body: dict[str, Any] | None = None,
         *,
+        data: bytes | None = None,
         raw: bool = False,
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         content_type = JSON if body is not None else OCTETS
-        data = json.dumps(body).encode() if body is not None else None
+        if body is not None:
+            data = json.dumps(body).encode()
         try:
             async with self._session().request(
                 method,
@@ -268,9 +294,14 @@ def run_remote(
     timeout: float | None = None,
     on_input: InputHandler | None = None,
     on_progress: ProgressHandler | None = None,
+    uploads: Sequence[tuple[str, bytes]] = (),
+    batch: bool = False,
 ) -> Iterator[Event]:
     """`cogbox run` on a service: start a session of `image`, run `code` in it, yield its
     events live, then destroy the session (also when the caller stops early or on Ctrl-C).
+
+    `uploads` (path in /home/work, content) are written first. With `batch`, `code` is a
+    shell command run as a process (`cogbox run SCRIPT`), ending with its exit status.
 
     `on_progress` is told what is happening before the first event ("starting a session of
     cntk", then each step if the service builds the image first: "building image cntk:
@@ -291,7 +322,12 @@ def run_remote(
             if on_progress is not None:
                 on_progress("")
         session_id = str(created["id"])
-        events = client.execute(session_id, code, timeout=timeout, on_input=on_input)
+        for dest, data in uploads:
+            loop.run_until_complete(client.upload(session_id, dest, data))
+        if batch:
+            events = client.execute_batch(session_id, code, timeout=timeout)
+        else:
+            events = client.execute(session_id, code, timeout=timeout, on_input=on_input)
         while True:
             try:
                 event = loop.run_until_complete(anext(events))

@@ -3,6 +3,8 @@ session events, speaking the kernel's own event model (`event_to_dict`). See /op
 
     WebSocket /v1/sessions/{ref}/stream
       client -> {"code": "...", "timeout": 30}   starts a run (one at a time)
+                {"exec": "...", "build": null, "timeout": 30}
+                                                 starts a batch run (the body of /batch)
                 {"input": "text"}                answers the running code's input()
                 {"interrupt": true}              interrupts it
       server -> one JSON frame per event: {"kind": "stdout", "text": "..."}, ...,
@@ -239,7 +241,7 @@ async def _serve_stream(
     going = False
 
     async def forward(
-        code: str, timeout: float | None, previous: asyncio.Task[None] | None
+        code: str | BatchCommand, timeout: float | None, previous: asyncio.Task[None] | None
     ) -> None:
         nonlocal going
         if previous is not None:  # its terminal frame goes out before this run's frames
@@ -271,20 +273,28 @@ async def _serve_stream(
                 continue
             try:
                 frame = parse_json_object(message.data, "the frame")
-                if ("code" in frame or "input" in frame) and not await allowed():
+                if ("code" in frame or "exec" in frame or "input" in frame) and not await allowed():
                     break
-                if "code" in frame:
-                    body = ExecuteBody.model_validate(frame)
+                if "code" in frame or "exec" in frame:
+                    body: ExecuteBody | BatchBody
+                    if "code" in frame:
+                        body = ExecuteBody.model_validate(frame)
+                        code: str | BatchCommand = body.code
+                    else:
+                        body = BatchBody.model_validate(frame)
+                        code = BatchCommand(body.build, body.exec)
                     if going:
                         raise bad_request("a run is going: wait for its terminal event")
                     going = True
-                    run = asyncio.create_task(forward(body.code, body.timeout, run))
+                    run = asyncio.create_task(forward(code, body.timeout, run))
                 elif "input" in frame:
                     await manager.send_input(record, str(frame["input"]))
                 elif frame.get("interrupt"):
                     await manager.interrupt(record)
                 else:
-                    raise bad_request("send {code, timeout}, {input} or {interrupt: true}")
+                    raise bad_request(
+                        "send {code, timeout}, {exec, build, timeout}, {input} or {interrupt: true}"
+                    )
             except ServiceError as exc:
                 await sender.send_json({"kind": "problem", **exc.body()})
             except (ValueError, ValidationError) as exc:

@@ -658,14 +658,15 @@ def reap_stale_jails(
     its container is deleted (`runc delete --force` kills what still runs), its cgroups
     killed and removed, /home/work's quota filesystem copied back to the caller's directory
     and unmounted, and the bundle removed. Bundles from launchers before the lock existed
-    are reaped only once older than a day. Safe to run concurrently with live jails.
+    are reaped only once older than a day. Then the host identities those drivers held are
+    freed, once no process uses their ids. Safe to run concurrently with live jails.
     """
     runtime_root, jails_dir = state_dirs(state_dir)
     reaped: list[str] = []
     try:
         entries = sorted(jails_dir.iterdir())
     except FileNotFoundError:
-        return reaped
+        entries = []
     for entry in entries:
         try:
             fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -688,6 +689,8 @@ def reap_stale_jails(
                     reaped.append(jail_id)
         finally:
             os.close(fd)
+    with contextlib.suppress(OSError, CogboxError):
+        reap_stale_identities()
     return reaped
 
 
@@ -739,8 +742,6 @@ def _reap_once(state_dir: Path | None, cgroup_root: Path) -> None:
     # Best effort: leftovers of others must never keep this jail from starting.
     with contextlib.suppress(OSError, CogboxError):
         reap_stale_jails(state_dir=state_dir, cgroup_root=cgroup_root)
-        # Then the identity slots their drivers held, once no process uses their ids.
-        reap_stale_identities()
 
 
 def _write_driver_record(bundle: Path, record: dict[str, Any]) -> None:

@@ -139,8 +139,14 @@ class Session:
         try:
             self._identity = allocate()
         except (IdentityError, OSError) as exc:
+            self._remove_own_workdir()
             raise KernelError(f"cannot give the session a host identity: {exc}") from exc
-        self._runtime = RuntimeDir.create()
+        try:
+            self._runtime = RuntimeDir.create()
+        except BaseException:
+            self._identity.release()
+            self._remove_own_workdir()
+            raise
         try:
             self._kernel: KernelProcess | None = self._start_kernel()
         except BaseException:
@@ -512,6 +518,9 @@ class Session:
     def _release_files(self) -> None:
         self._identity.release()
         self._runtime.remove()
+        self._remove_own_workdir()
+
+    def _remove_own_workdir(self) -> None:
         if self._owns_workdir:
             shutil.rmtree(self.workdir.parent, ignore_errors=True)
 

@@ -9,6 +9,11 @@ import click
 
 # The image tools and rich are imported in the commands that use them: `cogbox --help` stays fast.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+    from rich.status import Status
+
     from cogbox.images.oci import ArchiveFormat
 
 
@@ -33,16 +38,8 @@ def build(name: str, force: bool) -> None:
     loaded = load_recipe(recipes_dir() / name)
     console = Console(stderr=True, log_path=False)
     started = time.monotonic()
-    step_started = [started]
     with console.status(f"building {name}") as status:
-
-        def report(step: str) -> None:
-            now = time.monotonic()
-            status.update(f"[bold]{name}[/]: {step}")
-            console.log(f"{step}", highlight=False)
-            step_started[0] = now
-
-        result = build_image(loaded, ImageStore(), report, force=force)
+        result = build_image(loaded, ImageStore(), _reporter(console, status, name), force=force)
     took = time.monotonic() - started
     console.print(
         f"[green]ready[/] {result.name} {result.digest[:12]} "
@@ -129,11 +126,7 @@ def export(name: str, fmt: "ArchiveFormat", output: Path, force: bool) -> None:
     console = Console(stderr=True, log_path=False)
     started = time.monotonic()
     with console.status(f"exporting {name}") as status:
-
-        def report(step: str) -> None:
-            status.update(f"[bold]{name}[/]: {step}")
-            console.log(step, highlight=False)
-
+        report = _reporter(console, status, name)
         if force:
             oci_layout(built, report, force=True)
         result = export_archive(built, fmt, output, report)
@@ -165,10 +158,15 @@ def push_image(name: str, ref: str, tls_verify: bool) -> None:
     built = ImageStore().get(name)
     console = Console(stderr=True, log_path=False)
     with console.status(f"pushing {name}") as status:
-
-        def report(step: str) -> None:
-            status.update(f"[bold]{name}[/]: {step}")
-            console.log(step, highlight=False)
-
-        digest = push(built, ref, tls_verify=tls_verify, report=report)
+        digest = push(built, ref, tls_verify=tls_verify, report=_reporter(console, status, name))
     click.echo(f"{ref}@{digest}")
+
+
+def _reporter(console: "Console", status: "Status", name: str) -> "Callable[[str], None]":
+    """A progress callback: each step shown on the spinner and logged above it."""
+
+    def report(step: str) -> None:
+        status.update(f"[bold]{name}[/]: {step}")
+        console.log(step, highlight=False)
+
+    return report

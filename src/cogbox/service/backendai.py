@@ -48,7 +48,6 @@ from cogbox.service.streams import StreamClosed, StreamSender, streams_of
 log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
 MAX_DOWNLOAD_FILES = 64
-json_body = json_object  # the JSON-body parser of every route (jupyter.py imports it here)
 _STATUS = {
     "building": "PREPARING",
     "starting": "PREPARING",
@@ -74,7 +73,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
 
     @table.post("/session")
     async def create(request: web.Request) -> web.Response:
-        body = await json_body(request)
+        body = await json_object(request)
         image = body.get("image") or body.get("lang")
         name = body.get("name") or body.get("clientSessionToken")
         config = _object_or_empty(body.get("config"), "config")
@@ -136,7 +135,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
     @table.post("/session/{ref}")
     async def execute(request: web.Request) -> web.Response:
         record = await session_of(request)
-        body = await json_body(request)
+        body = await json_object(request)
         mode = body.get("mode")
         code = body.get("code", "")
         if not isinstance(code, str):
@@ -185,7 +184,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
         """multipart/mixed of one tar file per name, streamed: each file is read a chunk at
         a time, so a name given many times costs one chunk, not its size, each time."""
         record = await session_of(request)
-        body = await json_body(request) if request.can_read_body else {}
+        body = await json_object(request) if request.can_read_body else {}
         names = body.get("files") or request.query.getall("files", [])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
             raise bad_request("'files' must be a non-empty list of paths in /home/work")
@@ -218,7 +217,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
     @table.get("/session/{ref}/files")
     async def list_files(request: web.Request) -> web.Response:
         record = await session_of(request)
-        body = await json_body(request) if request.can_read_body else {}
+        body = await json_object(request) if request.can_read_body else {}
         path = _in_work(str(body.get("path") or request.query.get("path", ".")))
         entries = await manager.list_files(record, path)
         files = [
@@ -255,7 +254,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
 
     @table.post("/admin/gql")
     async def gql(request: web.Request) -> web.Response:
-        body = await json_body(request)
+        body = await json_object(request)
         return web.json_response(
             await _graphql(manager, keypair_of(request), body.get("query"), body.get("variables"))
         )

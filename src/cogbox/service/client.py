@@ -158,20 +158,11 @@ class ServiceClient:
                 shown = step
                 on_progress(f"building image {image}: {step} ...")
 
-    async def list_sessions(self) -> list[dict[str, Any]]:
-        return list((await self._call("GET", "/v1/sessions"))["sessions"])
-
     async def get_session(self, ref: str) -> dict[str, Any]:
         return dict(await self._call("GET", f"/v1/sessions/{ref}"))
 
     async def destroy_session(self, ref: str) -> None:
         await self._call("DELETE", f"/v1/sessions/{ref}")
-
-    async def download(self, ref: str, path: str) -> bytes:
-        query = urlencode({"path": path}, safe="/")
-        data = await self._call("GET", f"/v1/sessions/{ref}/files/content?{query}", raw=True)
-        assert isinstance(data, bytes)
-        return data
 
     async def upload(self, ref: str, path: str, data: bytes) -> None:
         """Write `data` to `path` (relative to /home/work, folders made as needed)."""
@@ -260,7 +251,6 @@ class ServiceClient:
         body: dict[str, Any] | None = None,
         *,
         data: bytes | None = None,
-        raw: bool = False,
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         content_type = JSON if body is not None else OCTETS
@@ -281,8 +271,6 @@ class ServiceClient:
             raise ServiceClientError(
                 f"cannot reach the cogbox service at {self.endpoint.url}: {exc}"
             ) from exc
-        if raw:
-            return payload
         return json.loads(payload) if payload else None
 
 

@@ -53,8 +53,8 @@ from jupyter_client.session import Session as Signer
 
 from cogbox.images.store import ImageStore
 from cogbox.kernel.connection import channel_endpoint
-from cogbox.service.backendai import json_body, keypair_of
-from cogbox.service.bodies import parse_json_object
+from cogbox.service.backendai import keypair_of
+from cogbox.service.bodies import json_object, parse_json_object
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, not_found
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
@@ -438,7 +438,7 @@ def routes(gateway: JupyterGateway) -> web.RouteTableDef:
 
     @table.post("/api/kernels")
     async def start(request: web.Request) -> web.Response:
-        body = await json_body(request)
+        body = await json_object(request)
         name = body.get("name") or kernel_name("python")
         env = body.get("env") or {}
         if not isinstance(name, str):

@@ -11,7 +11,7 @@ import time
 from cogbox.service.db import Database, KeypairRecord
 from cogbox.service.names import DEFAULT_MAX_SESSIONS
 
-__all__ = ["DEFAULT_MAX_SESSIONS", "create_keypair"]
+__all__ = ["create_keypair"]
 _UPPER_ALNUM = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 

@@ -476,6 +476,11 @@ def routes(gateway: JupyterGateway) -> web.RouteTableDef:
     async def restart(request: web.Request) -> web.Response:
         record = await kernel_of(request)
         await manager.restart(record)
+        # Open channels' sockets find the new kernel on their next reconnect attempt (every
+        # _RECONNECT_MS); a SUB socket misses what is published before it rejoins, so the
+        # client hears "restarted" only once they had two attempts (a first cell's output
+        # was lost otherwise, about once in four suite runs).
+        await asyncio.sleep(2 * _RECONNECT_MS / 1000)
         gateway.activity(record.id).execution_state = "idle"
         return web.json_response(gateway.model(await kernel_of(request)))
 

@@ -94,6 +94,7 @@ def create_app(
         gateway.close()
         transfers.close()
         await manager.close()
+        await asyncio.to_thread(manager.vfolders.unmount_all)
         database.close()
 
     async def disconnect(app: web.Application) -> None:

@@ -247,6 +247,17 @@ class VFolders:
         )
         return binds
 
+    def unmount_all(self) -> None:
+        """Unmount every folder (the service stops; its sessions' jails are gone). The next
+        use mounts a folder again; a folder left mounted by a crash is reused as it is."""
+        if not self.root.is_dir():
+            return
+        for directory in self.root.iterdir():
+            mount_point = directory / "mnt"
+            if os.path.ismount(mount_point):
+                with contextlib.suppress(ServiceError):
+                    _run(["umount", "-l", str(mount_point)], "umount")
+
     # ------------------------------------------------------------------ on the host
 
     def _quota(self, quota: object) -> int:

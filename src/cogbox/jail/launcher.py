@@ -810,6 +810,10 @@ def _make_mount_points(rootfs: Path, mounts: list[dict[str, Any]]) -> None:
     for mount in mounts:
         if mount["type"] != "bind":
             continue
+        if mount["destination"].startswith(WORKDIR + "/"):
+            # Inside the bound /home/work (a storage folder's mount point): runc makes it
+            # there, in the session's own files, never in the shared image.
+            continue
         *folders, name = [part for part in mount["destination"].split("/") if part]
         is_dir = os.path.isdir(mount["source"])
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

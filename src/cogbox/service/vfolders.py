@@ -14,8 +14,10 @@ names do not leak. A keypair's folders may together claim at most `vfolder_keypa
 (their quotas, not their usage: a quota promised is room reserved).
 
 Mounts follow Backend.AI's rules: `NAME` goes to /home/work/NAME, `NAME=rel/path` to
-/home/work/rel/path, `NAME=/abs/path` anywhere but over the system's own folders; folders
-whose name starts with a dot are mounted into every session of their keypair. Sessions bind
+/home/work/rel/path; an absolute path must lie under /home/work (Backend.AI also allows
+other paths off the system's folders, but their mount point would have to be made in the
+image that all sessions share: refused, naming the rule). Folders whose name starts with a
+dot are mounted into every session of their keypair. Sessions bind
 them nosuid,nodev, read-only when the folder's permission is "ro"; whether code in them may
 run follows the image policy's OP_EXEC like /home/work (Backend.AI's users keep scripts there).
 """
@@ -94,13 +96,19 @@ def mount_destination(name: str, requested: str | None) -> str:
     text = str(pure)
     if text == WORKDIR or text == "/":
         raise bad_request(f"mount path {path!r} for {name!r} would hide {text}")
-    inside_work = text.startswith(WORKDIR + "/")
-    if not inside_work and any(text == r or text.startswith(r + "/") for r in RESERVED_PATHS):
+    if text.startswith(WORKDIR + "/"):
+        return text
+    if any(text == r or text.startswith(r + "/") for r in RESERVED_PATHS):
         raise bad_request(
             f"mount path {path!r} for {name!r} is over a system folder "
             f"({', '.join(RESERVED_PATHS)} are reserved); use a path under {WORKDIR}"
         )
-    return text
+    # Backend.AI allows other absolute paths; their mount point would have to be made in
+    # the image itself, which every session of every keypair shares.
+    raise bad_request(
+        f"mount path {path!r} for {name!r} is outside {WORKDIR}: cogbox mounts folders "
+        f"under {WORKDIR} only (give a relative path or one under {WORKDIR})"
+    )
 
 
 class VFolders:

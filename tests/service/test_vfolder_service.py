@@ -1,0 +1,69 @@
+"""Storage folders through a real `cogbox serve`: the service's quotas (per folder by default,
+per keypair for all its folders), and folders that outlive a restart of the service."""
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from cogbox.images.store import Image
+from tests.service.support import Client, Service, running_service
+
+
+@pytest.fixture(scope="module")
+def service(python_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    directory = tmp_path_factory.mktemp("vfolder-service")
+    args = ("--pool", "python=0", "--pool", "cntk=0")
+    quotas = ("--vfolder-quota", "8m", "--vfolder-keypair-quota", "20m")
+    with running_service(directory, *args, *quotas) as running:
+        yield running
+
+
+def _create(keys: Client, name: str, quota: str | None = None) -> requests.Response:
+    return keys.request("POST", "/folders", json={"name": name, "quota": quota})
+
+
+def test_a_folder_made_without_a_quota_gets_the_service_default(alice: Client) -> None:
+    made = _create(alice, "default-quota")
+    assert (made.status_code, made.json()["max_size"]) == (201, 8 << 20), made.text
+
+
+def test_the_keypair_quota_refuses_a_folder_past_it_naming_the_figures(
+    alice: Client, bob: Client
+) -> None:
+    first = _create(alice, "big", "12m")
+    refused = _create(alice, "bigger", "4m")
+    others = _create(bob, "bobs", "16m")
+    assert first.status_code == 201, first.text
+    assert (refused.status_code, refused.json()["error"]) == (429, "vfolder-keypair-quota")
+    assert "20.0 MiB together" in refused.json()["msg"], refused.text
+    assert others.status_code == 201, others.text
+
+
+def test_folders_and_their_files_outlive_a_restart_of_the_service(
+    service: Service, bob: Client
+) -> None:
+    assert _create(bob, "kept", "4m").status_code == 201
+    asked = bob.request(
+        "POST", "/folders/kept/request-upload", json={"path": "notes.txt", "size": 5}
+    ).json()
+    sent = requests.patch(
+        asked["url"],
+        params={"token": asked["token"]},
+        data=b"notes",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+        timeout=30,
+    )
+    service.stop()
+    mounted = [line for line in open("/proc/self/mounts") if str(service.directory) in line]
+    service.start("--pool", "python=0", "--pool", "cntk=0")
+    listed = bob.request("GET", "/folders/kept/files", json={"path": "."})
+    assert sent.status_code == 204, sent.text
+    assert mounted == [], "the stopped service left its folders mounted"
+    assert '"notes.txt"' in listed.json()["files"], listed.text
+    assert os.path.ismount(next((service.directory / "vfolders").iterdir()) / "mnt")

@@ -3,6 +3,7 @@ per keypair for all its folders), and folders that outlive a restart of the serv
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -60,7 +61,8 @@ def test_folders_and_their_files_outlive_a_restart_of_the_service(
         timeout=30,
     )
     service.stop()
-    mounted = [line for line in open("/proc/self/mounts") if str(service.directory) in line]
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    mounted = [line for line in mounts if str(service.directory) in line]
     service.start("--pool", "python=0", "--pool", "cntk=0")
     listed = bob.request("GET", "/folders/kept/files", json={"path": "."})
     assert sent.status_code == 204, sent.text

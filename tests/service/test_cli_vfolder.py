@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from cogbox.cli.session import session
 from cogbox.cli.vfolder import vfolder
 from cogbox.images.store import Image
 from tests.service.support import Client, Service, running_service
@@ -72,3 +73,24 @@ def test_vfolder_upload_past_the_quota_is_refused_by_the_service(
     result = _cli(alice, "upload", "cli-small", str(tmp_path / "big.bin"))
     assert result.exit_code != 0
     assert "folder 'cli-small' is full" in str(result.exception), result.output
+
+
+def test_session_create_mounts_a_folder_from_the_cli(alice: Client, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("mounted")
+    _cli(alice, "create", "cli-mnt", "--quota", "8m")
+    _cli(alice, "upload", "cli-mnt", str(tmp_path / "in.txt"))
+    env = {
+        "COGBOX_ENDPOINT": alice.url,
+        "COGBOX_ACCESS_KEY": alice.access_key,
+        "COGBOX_SECRET_KEY": alice.secret_key,
+    }
+    runner = CliRunner()
+    made = runner.invoke(
+        session, ["create", "python", "--name", "mnt-cli", "-v", "cli-mnt=m"], env=env
+    )
+    ran = runner.invoke(
+        session, ["exec", "mnt-cli", "-c", "print(open('/home/work/m/in.txt').read())"], env=env
+    )
+    runner.invoke(session, ["rm", "mnt-cli"], env=env)
+    assert made.exit_code == 0, made.output
+    assert "mounted" in ran.output, ran.output

@@ -3,7 +3,7 @@
 import pytest
 
 from cogbox.service.errors import ServiceError
-from cogbox.service.vfolders import check_name, mount_destination
+from cogbox.service.vfolders import check_name, mount_destination, parse_mount_args
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,10 @@ def test_folder_names_refused(name: object) -> None:
     with pytest.raises(ServiceError) as caught:
         check_name(name)
     assert caught.value.status == 400
+
+
+def test_mount_args_split_like_backendai_prepare_mount_arg() -> None:
+    assert parse_mount_args(["a", "b=x/y", "c:/home/work/z"]) == (
+        ["a", "b", "c"],
+        {"b": "x/y", "c": "/home/work/z"},
+    )

@@ -83,6 +83,19 @@ def check_name(name: object) -> str:
     return name
 
 
+def parse_mount_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Backend.AI's `-v NAME[=PATH]` (or docker's NAME:PATH) into names and name -> path."""
+    names: list[str] = []
+    paths: dict[str, str] = {}
+    for arg in args:
+        sep = "=" if "=" in arg else ":" if ":" in arg else ""
+        name, _, path = arg.partition(sep) if sep else (arg, "", "")
+        names.append(name)
+        if sep:
+            paths[name] = path
+    return names, paths
+
+
 def mount_destination(name: str, requested: str | None) -> str:
     """Where folder `name` goes in the jail (Backend.AI's rules), else 400 naming the path."""
     path = requested or name

@@ -69,3 +69,26 @@ def test_folders_and_their_files_outlive_a_restart_of_the_service(
     assert mounted == [], "the stopped service left its folders mounted"
     assert '"notes.txt"' in listed.json()["files"], listed.text
     assert os.path.ismount(next((service.directory / "vfolders").iterdir()) / "mnt")
+
+
+VFOLDER_LIST = (
+    "query($limit:Int!, $offset:Int!, $filter: String) { vfolder_list(limit:$limit, "
+    "offset:$offset, filter:$filter) { items { name permission } total_count } }"
+)
+
+
+def test_graphql_vfolder_list_shows_only_the_keypairs_own_folders(
+    alice: Client, bob: Client
+) -> None:
+    variables = {"limit": 20, "offset": 0, "filter": None}
+    mine = alice.request("POST", "/admin/gql", json={"query": VFOLDER_LIST, "variables": variables})
+    names = [item["name"] for item in mine.json()["data"]["vfolder_list"]["items"]]
+    assert "bobs" not in names and "big" in names, mine.text
+
+
+def test_graphql_vfolder_list_refuses_a_filter_by_name(alice: Client) -> None:
+    variables = {"limit": 20, "offset": 0, "filter": 'name == "x"'}
+    answer = alice.request(
+        "POST", "/admin/gql", json={"query": VFOLDER_LIST, "variables": variables}
+    )
+    assert (answer.status_code, "'variables.filter'" in answer.text) == (400, True), answer.text

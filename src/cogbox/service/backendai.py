@@ -559,6 +559,12 @@ async def _graphql(
     if root == "keypair":
         return {"data": {"keypair": _pick(_keypair_fields(keypair), _fields_of(query, "keypair"))}}
     if root == "vfolder_list":
+        unsupported = [k for k in ("group_id", "filter", "order") if variables.get(k) is not None]
+        if unsupported:
+            raise bad_request(
+                f"'variables.{unsupported[0]}': cogbox lists a keypair's own folders, "
+                "unfiltered, oldest first"
+            )
         limit = _count_variable(variables, "limit", 20)
         offset = _count_variable(variables, "offset", 0)
         listing = await gql_vfolder_list(

@@ -68,7 +68,8 @@ def test_folders_and_their_files_outlive_a_restart_of_the_service(
     assert sent.status_code == 204, sent.text
     assert mounted == [], "the stopped service left its folders mounted"
     assert '"notes.txt"' in listed.json()["files"], listed.text
-    assert os.path.ismount(next((service.directory / "vfolders").iterdir()) / "mnt")
+    folder_id = bob.request("GET", "/folders/kept").json()["id"]
+    assert os.path.ismount(service.directory / "vfolders" / folder_id / "mnt")
 
 
 VFOLDER_LIST = (

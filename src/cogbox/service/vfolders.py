@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ class VFolders:
         self.default_quota = config.vfolder_quota
         self.keypair_quota = config.vfolder_keypair_quota
         self._lock = asyncio.Lock()  # create/delete/rename of one host's folders, one at a time
+        # Mounting runs in worker threads: two first uses of a folder after a restart must not
+        # both mount its image (two loop devices over one ext4 would corrupt it).
+        self._mounting = threading.Lock()
 
     # ------------------------------------------------------------------ folders
 
@@ -273,6 +277,10 @@ class VFolders:
         use mounts a folder again; a folder left mounted by a crash is reused as it is."""
         if not self.root.is_dir():
             return
+        with self._mounting:
+            self._unmount_all()
+
+    def _unmount_all(self) -> None:
         for directory in self.root.iterdir():
             mount_point = directory / "mnt"
             if os.path.ismount(mount_point):
@@ -317,6 +325,10 @@ class VFolders:
             raise
 
     def _mounted(self, folder: VFolderRecord) -> Path:
+        with self._mounting:
+            return self._mount(folder)
+
+    def _mount(self, folder: VFolderRecord) -> Path:
         directory = self._dir(folder)
         mount_point = directory / "mnt"
         if not os.path.ismount(mount_point):
@@ -328,6 +340,10 @@ class VFolders:
         return mount_point
 
     def _destroy(self, folder: VFolderRecord) -> None:
+        with self._mounting:
+            self._remove(folder)
+
+    def _remove(self, folder: VFolderRecord) -> None:
         directory = self._dir(folder)
         mount_point = directory / "mnt"
         if os.path.ismount(mount_point):

@@ -93,3 +93,33 @@ def test_graphql_vfolder_list_refuses_a_filter_by_name(alice: Client) -> None:
         "POST", "/admin/gql", json={"query": VFOLDER_LIST, "variables": variables}
     )
     assert (answer.status_code, "'variables.filter'" in answer.text) == (400, True), answer.text
+
+
+def _patch(url: str, token: str, offset: int, data: bytes) -> requests.Response:
+    return requests.patch(
+        url,
+        params={"token": token},
+        data=data,
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        timeout=30,
+    )
+
+
+def test_tus_upload_resumes_at_the_offset_head_reports(bob: Client) -> None:
+    asked = bob.request(
+        "POST", "/folders/bobs/request-upload", json={"path": "parts.bin", "size": 8}
+    ).json()
+    url, token = asked["url"], asked["token"]
+    first = _patch(url, token, 0, b"1234")
+    head = requests.head(url, params={"token": token}, headers={"Tus-Resumable": "1.0.0"})
+    wrong = _patch(url, token, 0, b"5678")
+    rest = _patch(url, token, 4, b"5678")
+    listed = bob.request("GET", "/folders/bobs/files", json={"path": "."}).json()["files"]
+    assert (first.status_code, first.headers["Upload-Offset"]) == (204, "4"), first.text
+    assert (head.headers["Upload-Offset"], head.headers["Upload-Length"]) == ("4", "8")
+    assert (wrong.status_code, rest.status_code) == (409, 204), wrong.text + rest.text
+    assert '"filename": "parts.bin", "size": 8' in listed, listed

@@ -123,3 +123,14 @@ def test_tus_upload_resumes_at_the_offset_head_reports(bob: Client) -> None:
     assert (head.headers["Upload-Offset"], head.headers["Upload-Length"]) == ("4", "8")
     assert (wrong.status_code, rest.status_code) == (409, 204), wrong.text + rest.text
     assert '"filename": "parts.bin", "size": 8' in listed, listed
+
+
+def test_delete_by_id_deletes_only_the_keypairs_own_folder(alice: Client, bob: Client) -> None:
+    bobs_id = bob.request("GET", "/folders/bobs").json()["id"]
+    by_alice = alice.request("DELETE", "/folders", json={"id": bobs_id})
+    still = bob.request("GET", "/folders/bobs")
+    own = next(f for f in bob.request("GET", "/folders").json() if f["name"] != "bobs")
+    by_bob = bob.request("DELETE", "/folders", json={"id": own["id"]})
+    gone = bob.request("GET", f"/folders/{own['name']}")
+    assert (by_alice.status_code, still.status_code) == (404, 200), by_alice.text
+    assert (by_bob.status_code, gone.status_code) == (204, 404), by_bob.text

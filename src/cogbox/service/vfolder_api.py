@@ -31,7 +31,7 @@ from aiohttp import web
 
 from cogbox.service.bodies import json_object
 from cogbox.service.db import KeypairRecord, VFolderRecord
-from cogbox.service.errors import bad_request
+from cogbox.service.errors import bad_request, not_found
 from cogbox.service.models import iso
 from cogbox.service.vfolder_files import (
     list_dir,
@@ -76,7 +76,7 @@ def routes(vfolders: VFolders, transfers: Transfers) -> web.RouteTableDef:
             if folder.id == wanted:
                 await vfolders.delete(keypair, folder.name)
                 return web.Response(status=204)
-        raise bad_request(f"'id': no folder with id {wanted!r}")
+        raise not_found(f"no folder with id {wanted!r}")
 
     @table.get("/folders/_/hosts")
     async def hosts(request: web.Request) -> web.Response:

@@ -98,6 +98,19 @@ def test_create_upload_by_tus_ls_and_list(bai: Bai) -> None:
     assert "models" in folders.stdout, out(folders)
 
 
+def test_recursive_upload_keeps_the_tree(bai: Bai) -> None:
+    (bai.cwd / "tree" / "sub").mkdir(parents=True)
+    (bai.cwd / "tree" / "top.txt").write_text("t")
+    (bai.cwd / "tree" / "sub" / "deep.txt").write_text("d")
+    bai("vfolder", "create", "recursive", "-q", "8m")
+    uploaded = bai("vfolder", "upload", "-r", "recursive", "tree")
+    assert "Done." in out(uploaded), out(uploaded)
+    assert (bai.files("recursive", "tree"), bai.files("recursive", "tree/sub")) == (
+        ["sub", "top.txt"],
+        ["deep.txt"],
+    )
+
+
 def test_session_writes_the_mounted_folder_and_the_file_downloads_after_it_ended(
     bai: Bai,
 ) -> None:

@@ -52,6 +52,18 @@ def _parse_pools(
     "repeat for several images). Pools fill once the image is built.",
 )
 @click.option(
+    "--vfolder-quota",
+    default="10g",
+    show_default=True,
+    help="The quota of a storage folder made without one.",
+)
+@click.option(
+    "--vfolder-keypair-quota",
+    default="100g",
+    show_default=True,
+    help="What all the storage folders of one keypair may hold together (their quotas).",
+)
+@click.option(
     "--allow-remote", is_flag=True, help="Allow a non-loopback --host (put TLS in front of it)."
 )
 def serve(
@@ -61,6 +73,8 @@ def serve(
     idle_timeout: float,
     max_lifetime: float,
     pools: dict[str, int],
+    vfolder_quota: str,
+    vfolder_keypair_quota: str,
     allow_remote: bool,
 ) -> None:
     """Serve Backend.AI's client API (at /) and cogbox's native API (at /v1).
@@ -79,8 +93,20 @@ def serve(
             "(request bodies are not signed: use TLS in front)",
             param_hint="--host",
         )
+    from cogbox.sizes import parse_size
+
+    try:
+        folder_quota, keypair_quota = parse_size(vfolder_quota), parse_size(vfolder_keypair_quota)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--vfolder-quota") from exc
     config = ServiceConfig(
-        host=host, port=port, idle_timeout=idle_timeout, max_lifetime=max_lifetime, pools=pools
+        host=host,
+        port=port,
+        idle_timeout=idle_timeout,
+        max_lifetime=max_lifetime,
+        pools=pools,
+        vfolder_quota=folder_quota,
+        vfolder_keypair_quota=keypair_quota,
     )
     if database_url:
         config = config.model_copy(update={"database_url": database_url})

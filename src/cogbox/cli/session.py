@@ -90,6 +90,14 @@ def _progress(message: str) -> Iterator[Callable[[str], None]]:
 @click.option(
     "--memory", metavar="SIZE", help="Its memory limit, e.g. 1g (default: the image policy's)."
 )
+@click.option(
+    "--mount",
+    "-v",
+    "mounts",
+    multiple=True,
+    metavar="NAME[=PATH]",
+    help="Mount storage folder NAME (`cogbox vfolder`) at /home/work/NAME or PATH.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
 @click.pass_context
 def create(
@@ -100,6 +108,7 @@ def create(
     max_lifetime: float | None,
     env_pairs: tuple[str, ...],
     memory: str | None,
+    mounts: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Start a session of IMAGE; prints its name and id.
@@ -123,6 +132,7 @@ def create(
                 max_lifetime=max_lifetime,
                 env=env,
                 memory=memory,
+                mounts=list(mounts),
                 on_progress=show,
             ),
         )

@@ -19,6 +19,7 @@ import queue
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ class KernelProcess:
         env: dict[str, str] | None = None,
         timeout: float = START_TIMEOUT_SECONDS,
         identity: Identity | None = None,
+        binds: Sequence[Bind] = (),
     ) -> "KernelProcess":
         """Start the kernel and wait until it answers on every channel (`timeout` seconds).
 
@@ -140,7 +142,7 @@ class KernelProcess:
             argv=argv,
             workdir=workdir,
             env=requested,
-            binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False, noexec=True)],
+            binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False, noexec=True), *binds],
             name=f"kernel-{image.name}",
             identity=identity,
         )

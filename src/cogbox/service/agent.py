@@ -22,6 +22,7 @@ from cogbox.errors import CogboxError
 from cogbox.images.builder import build_image
 from cogbox.images.recipe import LoadedRecipe, load_recipe
 from cogbox.images.store import Image, ImageNotFound, ImageStore
+from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import (
@@ -63,6 +64,7 @@ class KernelSpec:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
+    binds: list[Bind] = field(default_factory=list)  # its storage folders (service.vfolders)
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ class LocalAgent:
 
     def _acquire(self, spec: KernelSpec) -> Session | None:
         pool = self._pool(spec.image)
-        if pool is None or spec.env:
+        if pool is None or spec.env or spec.binds:
             return None
         if spec.memory_bytes not in (None, pool.policy.limits.memory_bytes):
             return None
@@ -302,7 +304,7 @@ class LocalAgent:
         policy = self._policy(image)
         if spec.memory_bytes is not None:
             policy = policy.with_limits(memory_bytes=spec.memory_bytes)
-        return start_session(image, policy, spec.workdir, env=spec.env)
+        return start_session(image, policy, spec.workdir, env=spec.env, binds=spec.binds)
 
     async def start(self, spec: KernelSpec) -> Path:
         session = await self._call(self._start_session, spec)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from cogbox.service import backendai, jupyter, native
+from cogbox.service import backendai, jupyter, native, vfolder_api
 from cogbox.service.agent import Agent, LocalAgent
 from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
@@ -18,6 +18,7 @@ from cogbox.service.errors import ServiceError
 from cogbox.service.openapi import openapi_document
 from cogbox.service.sessions import SessionManager
 from cogbox.service.streams import STREAMS_KEY, OpenStreams
+from cogbox.service.vfolder_transfer import Transfers, is_transfer_path
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,6 +35,7 @@ def create_app(
     manager = SessionManager(database, agent, config)
     verifier = RequestVerifier(database, config.max_clock_skew)
     gateway = jupyter.JupyterGateway(manager)
+    transfers = Transfers(database, manager.vfolders)
 
     @web.middleware
     async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -57,6 +59,8 @@ def create_app(
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if jupyter.is_jupyter_path(request.path):
             request["keypair"] = await verifier.verify_token(jupyter.token_of(request))
+        elif is_transfer_path(request.path):
+            pass  # storage-folder transfers carry their own token (vfolder_transfer)
         elif (request.method, request.path) not in _UNSIGNED:
             request["keypair"] = await verifier.verify(
                 method=request.method,
@@ -81,13 +85,16 @@ def create_app(
     app.router.add_get("/openapi.json", openapi)
     app.router.add_routes(native.routes(manager))
     app.router.add_routes(backendai.routes(manager, config.query_wait))
+    app.router.add_routes(vfolder_api.routes(manager.vfolders, transfers))
     app.router.add_routes(jupyter.routes(gateway))
 
     async def lifecycle(app: web.Application) -> object:
         await manager.open()
         yield
         gateway.close()
+        transfers.close()
         await manager.close()
+        await asyncio.to_thread(manager.vfolders.unmount_all)
         database.close()
 
     async def disconnect(app: web.Application) -> None:

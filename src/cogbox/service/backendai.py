@@ -44,6 +44,7 @@ from cogbox.service.errors import ServiceError, bad_request
 from cogbox.service.models import iso, session_memory
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
+from cogbox.service.vfolder_api import gql_vfolder_list
 
 log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
@@ -89,6 +90,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
             memory_bytes = None if memory is None else session_memory(memory)
         except ValueError as exc:
             raise bad_request(f"'config.resources.mem': {exc}") from exc
+        mounts, mount_map = _mounts(config)
         image = image.split(":", 1)[0].rsplit("/", 1)[-1]  # "cntk:latest", "lablup/cntk"
         record, created = await manager.create(
             keypair_of(request),
@@ -98,6 +100,8 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
                 env={str(k): str(v) for k, v in env.items()},
                 reuse_if_exists=bool(body.get("reuseIfExists", True)),
                 memory_bytes=memory_bytes,
+                mounts=mounts,
+                mount_map=mount_map,
             ),
         )
         return web.json_response(
@@ -283,6 +287,17 @@ def _object_or_empty(value: object, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise bad_request(f"'{name}' must be an object")
     return value
+
+
+def _mounts(config: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """`config.mounts` (folder names) and `config.mount_map` (name -> path) of a create."""
+    mounts = config.get("mounts") or []
+    if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
+        raise bad_request("'config.mounts' must be a list of folder names")
+    mount_map = _object_or_empty(config.get("mount_map"), "config.mount_map")
+    if not all(isinstance(v, str) for v in mount_map.values()):
+        raise bad_request("'config.mount_map' must map folder names to paths")
+    return list(mounts), {str(k): v for k, v in mount_map.items()}
 
 
 def _batch(options: object) -> BatchCommand:
@@ -543,6 +558,19 @@ async def _graphql(
     root = _root_field(query)
     if root == "keypair":
         return {"data": {"keypair": _pick(_keypair_fields(keypair), _fields_of(query, "keypair"))}}
+    if root == "vfolder_list":
+        unsupported = [k for k in ("group_id", "filter", "order") if variables.get(k) is not None]
+        if unsupported:
+            raise bad_request(
+                f"'variables.{unsupported[0]}': cogbox lists a keypair's own folders, "
+                "unfiltered, oldest first"
+            )
+        limit = _count_variable(variables, "limit", 20)
+        offset = _count_variable(variables, "offset", 0)
+        listing = await gql_vfolder_list(
+            manager.vfolders, keypair, _fields_of(query, "items"), limit, offset
+        )
+        return {"data": {"vfolder_list": listing}}
     if root == "compute_session_list":
         wanted = _fields_of(query, "items")
         status = variables.get("status")
@@ -572,8 +600,8 @@ async def _graphql(
         "data": None,
         "errors": [
             {
-                "message": f"cogbox supports only the keypair and compute_session_list "
-                f"queries, not {root or 'this query'!r}"
+                "message": f"cogbox supports only the keypair, compute_session_list and "
+                f"vfolder_list queries, not {root or 'this query'!r}"
             }
         ],
     }

@@ -43,6 +43,13 @@ class CreateSessionBody(_Strict):
         "default: the image policy's. It counts against the keypair's memory cap.",
         examples=["1g"],
     )
+    mounts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="storage folders to mount, as Backend.AI's `-v`: NAME (at /home/work/NAME) "
+        "or NAME=PATH (relative to /home/work, or absolute under it)",
+        examples=[["data", "models=inputs/models"]],
+    )
 
     @field_validator("memory")
     @classmethod

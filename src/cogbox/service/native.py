@@ -50,6 +50,7 @@ from cogbox.service.models import (
 )
 from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
+from cogbox.service.vfolders import parse_mount_args
 
 log = logging.getLogger(__name__)
 PREFIX = "/v1"
@@ -80,6 +81,7 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
     @table.post(PREFIX + "/sessions")
     async def create(request: web.Request) -> web.Response:
         body = await _body(request, CreateSessionBody)
+        mounts, mount_map = parse_mount_args(body.mounts)
         record, _ = await manager.create(
             keypair_of(request),
             CreateRequest(
@@ -89,6 +91,8 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
                 max_lifetime=body.max_lifetime,
                 env=body.env,
                 memory_bytes=body.memory_bytes,
+                mounts=mounts,
+                mount_map=mount_map,
             ),
         )
         return web.json_response(info(record), status=201)

@@ -48,6 +48,7 @@ from cogbox.service.errors import (
     public_message,
     too_large,
 )
+from cogbox.service.vfolders import FolderMount, VFolders
 from cogbox.sizes import format_size
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class CreateRequest:
     env: dict[str, str] = field(default_factory=dict)
     reuse_if_exists: bool = False
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
+    # Storage folders to mount (names) and where (name -> path); see service.vfolders.
+    mounts: list[str] = field(default_factory=list)
+    mount_map: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +98,7 @@ class SessionManager:
         self.db = db
         self.agent = agent
         self.config = config
+        self.vfolders = VFolders(db, config)
         self._live: dict[str, _Live] = {}
         self._starting: dict[str, list[int]] = {}  # access key -> memory of sessions starting
         self._build_steps: dict[str, str] = {}  # session id -> latest step of its image build
@@ -186,13 +191,14 @@ class SessionManager:
             memory = request.memory_bytes or await self.agent.memory_limit(request.image)
         except ImageNotFound as exc:
             raise ServiceError(404, "image-not-found", str(exc)) from exc
+        mounts = await self.vfolders.mounts_for(keypair, request.mounts, request.mount_map)
         # Checked and reserved with no await in between, so concurrent creates cannot both
         # pass a limit.
         self._check_limits(keypair, memory)
         starting = self._starting.setdefault(access, [])
         starting.append(memory)
         try:
-            return await self._start(keypair, request, name, idle, lifetime, memory), True
+            return await self._start(keypair, request, name, idle, lifetime, memory, mounts), True
         finally:
             starting.remove(memory)
 
@@ -228,6 +234,7 @@ class SessionManager:
         idle: float,
         lifetime: float,
         memory: int,
+        mounts: list[FolderMount],
     ) -> SessionRecord:
         session_id = str(uuid.uuid4())
         workdir = self.config.sessions_dir / session_id / "home"
@@ -251,7 +258,8 @@ class SessionManager:
         await self._event(session_id, "created", "", f"image {request.image}")
         try:
             await self._prepare_image(session_id, request.image)
-            spec = KernelSpec(session_id, request.image, workdir, request.env, memory)
+            binds = await self.vfolders.binds(session_id, mounts)
+            spec = KernelSpec(session_id, request.image, workdir, request.env, memory, binds)
             used = await self.agent.start(spec)
             pooled = used != workdir  # a pre-started kernel, with its own /home/work
             if pooled:

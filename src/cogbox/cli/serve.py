@@ -3,7 +3,7 @@
 import click
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-DEFAULT_POOLS = ("python=1", "cntk=1")
+DEFAULT_POOLS = ("python=1", "cntk=1", "keras=1")
 
 
 def _parse_pools(

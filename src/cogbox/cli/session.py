@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from cogbox.cli import session_files
+from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
 from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
 
@@ -54,11 +56,7 @@ async def _with_client(
 
 
 def _endpoint(ctx: click.Context) -> "Endpoint":
-    from cogbox.service.endpoint import Endpoint
-
-    parent = ctx.find_object(tuple)
-    url, access_key, secret_key = parent if parent else (None, None, None)
-    return Endpoint.resolve(url, access_key, secret_key)
+    return resolve_endpoint(ctx, ctx.find_object(tuple))
 
 
 def _run(ctx: click.Context, work: "Callable[[ServiceClient], Awaitable[_T]]") -> _T:
@@ -82,6 +80,7 @@ def _progress(message: str) -> Iterator[Callable[[str], None]]:
 
 
 @session.command()
+@endpoint_options
 @click.argument("image")
 @click.option("--name", help="A name to refer to the session by (default: generated).")
 @click.option("--idle-timeout", type=float, help="Seconds without runs before it is reaped.")
@@ -133,6 +132,7 @@ def create(
 
 
 @session.command(name="ls")
+@endpoint_options
 @click.option("--all", "show_all", is_flag=True, help="Also sessions that ended.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sessions as JSON.")
 @click.pass_context
@@ -158,6 +158,7 @@ def list_sessions(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 
 
 @session.command(name="exec")
+@endpoint_options
 @click.argument("ref")
 @click.option("-c", "--code", help="Code to run (instead of FILE).")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -196,6 +197,7 @@ def exec_code(
 
 
 @session.command(name="rm")
+@endpoint_options
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
 def remove(ctx: click.Context, refs: tuple[str, ...]) -> None:
@@ -209,6 +211,7 @@ def remove(ctx: click.Context, refs: tuple[str, ...]) -> None:
 
 
 @session.command()
+@endpoint_options
 @click.pass_context
 def token(ctx: click.Context) -> None:
     """Print your keypair's token for the service's Jupyter API (/api/kernels).
@@ -218,3 +221,6 @@ def token(ctx: click.Context) -> None:
     no headers).
     """
     click.echo(_endpoint(ctx).jupyter_token)
+
+
+session_files.register(session)

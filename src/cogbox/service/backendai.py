@@ -330,6 +330,7 @@ async def _write_tar_part(
     info = tarfile.TarInfo(PurePosixPath(name).name or "file")
     info.size = opened.size
     info.mode = 0o644
+    info.mtime = opened.mtime  # the client's tar extraction gives the file this time
     header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     padding = -opened.size % _TAR_BLOCK
     length = len(header) + opened.size + padding + 2 * _TAR_BLOCK

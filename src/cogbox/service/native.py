@@ -148,7 +148,12 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
         """The file streamed a chunk at a time (never whole in memory)."""
         record = await session_of(request)
         with await manager.open_file(record, _path_param(request)) as opened:
-            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-Cogbox-Mtime": repr(opened.mtime),  # the CLI's download keeps it
+                }
+            )
             response.content_length = opened.size
             await response.prepare(request)
             try:

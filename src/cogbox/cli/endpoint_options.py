@@ -49,3 +49,12 @@ def resolve_endpoint(ctx: click.Context, group: tuple[Any, ...] | None = None) -
         given.get("access_key") or access_key,
         given.get("secret_key") or secret_key,
     )
+
+
+def remote_requested(ctx: click.Context) -> bool:
+    """Whether the command was pointed at a service: `--endpoint` or COGBOX_ENDPOINT (as
+    `cogbox run` decides; Backend.AI's BACKEND_ENDPOINT alone does not make a shell remote)."""
+    import os
+
+    given: dict[str, str] = ctx.meta.get(_KEY, {})
+    return bool(given.get("endpoint") or os.environ.get("COGBOX_ENDPOINT"))

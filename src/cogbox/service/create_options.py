@@ -97,30 +97,27 @@ def image_name(value: object) -> str:
     return name
 
 
-def session_env(value: object) -> dict[str, str]:
-    """`config.environ` checked: names, sizes, and none the jail keeps for itself."""
-    environ = _object(value, "config.environ")
+def session_env(value: object, field: str = "config.environ") -> dict[str, str]:
+    """`config.environ` (or the native API's `env`: `field`) checked: names, sizes, and
+    none the jail keeps for itself."""
+    environ = _object(value, field)
     if len(environ) > MAX_ENV_VARIABLES:
-        raise bad_request(
-            f"'config.environ' holds {len(environ)} variables: at most {MAX_ENV_VARIABLES}"
-        )
+        raise bad_request(f"'{field}' holds {len(environ)} variables: at most {MAX_ENV_VARIABLES}")
     total = 0
     for key, text in environ.items():
         if not _ENV_NAME.fullmatch(key):
             raise bad_request(
-                f"'config.environ': {key!r} is not an environment variable name "
+                f"'{field}': {key!r} is not an environment variable name "
                 "(letters, digits and '_', not starting with a digit)"
             )
         if not isinstance(text, str) or "\0" in text:
-            raise bad_request(f"'config.environ.{key}' must be a string without NUL bytes")
+            raise bad_request(f"'{field}.{key}' must be a string without NUL bytes")
         total += len(key) + len(text.encode())
         reason = reserved_env_reason(key)
         if reason:
-            raise ServiceError(
-                400, "reserved-env", f"'config.environ.{key}' cannot be set: {reason}"
-            )
+            raise ServiceError(400, "reserved-env", f"'{field}.{key}' cannot be set: {reason}")
     if total > MAX_ENV_BYTES:
-        raise bad_request(f"'config.environ' holds {total:,} bytes: at most {MAX_ENV_BYTES:,}")
+        raise bad_request(f"'{field}' holds {total:,} bytes: at most {MAX_ENV_BYTES:,}")
     return {str(k): str(v) for k, v in environ.items()}
 
 

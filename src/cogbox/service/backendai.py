@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, MultipartReader, WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -304,6 +305,12 @@ def _upload_name(filename: str | None) -> str:
     """The file name of a 'src' part: a path in /home/work without control characters."""
     if not filename:
         raise bad_request("each 'src' part needs a file name")
+    # Backend.AI's client (aiohttp) percent-encodes it: "sub/x.txt" arrives as "sub%2Fx.txt".
+    # Decoded before the checks below, so an encoded control character or ".." is refused too.
+    try:
+        filename = unquote(filename, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"the file name of a 'src' part is not UTF-8: {filename!r}") from exc
     if any(ord(c) < 32 or ord(c) == 127 for c in filename):
         raise bad_request(f"the file name of a 'src' part holds a control character: {filename!r}")
     return _in_work(filename)

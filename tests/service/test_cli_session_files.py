@@ -1,0 +1,112 @@
+"""`cogbox session upload/download/files/interrupt/restart` against a real `cogbox serve`,
+with `--endpoint` (and the keys) given after the subcommand, as on every command."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cogbox.cli.session import session
+from tests.service.support import Client
+
+
+def _cli(keys: Client, *args: str, **kwargs: Any) -> Result:
+    """The command with the endpoint on the subcommand itself (no COGBOX_* variables)."""
+    command, *rest = args
+    flags = ["--endpoint", keys.url, "--access-key", keys.access_key]
+    flags += ["--secret-key", keys.secret_key]
+    return CliRunner().invoke(session, [command, *flags, *rest], env={}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def named(alice: Client) -> str:
+    result = _cli(alice, "create", "python", "--name", "cli-files")
+    assert result.exit_code == 0, result.output
+    return "cli-files"
+
+
+def test_the_endpoint_is_accepted_on_the_group_too(named: str, alice: Client) -> None:
+    flags = ["--endpoint", alice.url, "--access-key", alice.access_key]
+    flags += ["--secret-key", alice.secret_key]
+    result = CliRunner().invoke(session, [*flags, "files", named], env={})
+    assert result.exit_code == 0, result.output
+
+
+def test_upload_keeps_relative_folders_and_folder_trees(
+    named: str, alice: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.txt").write_text("x\n")
+    (tmp_path / "pkg" / "inner").mkdir(parents=True)
+    (tmp_path / "pkg" / "inner" / "mod.py").write_text("VALUE = 7\n")
+    monkeypatch.chdir(tmp_path)
+    result = _cli(alice, "upload", named, "sub/x.txt", "pkg")
+    listing = _cli(alice, "files", named, "pkg/inner")
+    ran = alice.execute(
+        named, "from pkg.inner.mod import VALUE; print(open('sub/x.txt').read() * VALUE)"
+    )
+    assert result.exit_code == 0, result.output
+    assert "mod.py" in listing.output, listing.output
+    printed = "".join(e["text"] for e in ran["events"] if e["kind"] == "stdout")
+    assert printed.count("x") == 7, ran
+
+
+def test_upload_to_a_folder(named: str, alice: Client, tmp_path: Path) -> None:
+    (tmp_path / "cfg.yml").write_text("a: 1\n")
+    result = _cli(alice, "upload", named, str(tmp_path / "cfg.yml"), "--to", "conf")
+    listing = _cli(alice, "files", named, "conf", "--json")
+    assert result.exit_code == 0, result.output
+    assert '"cfg.yml"' in listing.output, listing.output
+
+
+def test_download_writes_the_file_with_its_mtime(named: str, alice: Client, tmp_path: Path) -> None:
+    alice.execute(
+        named, "import os; open('out.bin', 'wb').write(bytes(range(256)) * 9000); "
+        "os.utime('out.bin', (1.5e9, 1.5e9))",
+    )  # fmt: skip
+    result = _cli(alice, "download", named, "out.bin", "--dest", str(tmp_path))
+    target = tmp_path / "out.bin"
+    assert result.exit_code == 0, result.output
+    assert (target.read_bytes(), target.stat().st_mtime) == (bytes(range(256)) * 9000, 1.5e9)
+
+
+def test_download_of_a_missing_file_fails_naming_it(
+    named: str, alice: Client, tmp_path: Path
+) -> None:
+    result = _cli(alice, "download", named, "nope.txt", "--dest", str(tmp_path))
+    assert result.exit_code != 0 and "nope.txt" in str(result.exception or result.output)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_restart_loses_variables_keeps_files(named: str, alice: Client) -> None:
+    alice.execute(named, "kept = 1; open('stays.txt', 'w').write('s')")
+    result = _cli(alice, "restart", named)
+    ran = alice.execute(named, "import os; print('kept' in dir(), os.path.exists('stays.txt'))")
+    printed = "".join(e["text"] for e in ran["events"] if e["kind"] == "stdout")
+    assert (result.exit_code, printed) == (0, "False True\n"), result.output
+
+
+def test_interrupt_stops_a_running_cell(named: str, alice: Client) -> None:
+    env = {
+        **os.environ,
+        "COGBOX_ENDPOINT": alice.url,
+        "COGBOX_ACCESS_KEY": alice.access_key,
+        "COGBOX_SECRET_KEY": alice.secret_key,
+    }
+    running = subprocess.Popen(
+        [sys.executable, "-m", "cogbox.cli", "session", "exec", named, "-c",
+         "import time\nprint('started', flush=True)\ntime.sleep(60)"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert running.stdout is not None
+    assert running.stdout.readline() == "started\n"
+    started = time.monotonic()
+    result = _cli(alice, "interrupt", named)
+    out, _ = running.communicate(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert (running.returncode, time.monotonic() - started < 20) == (1, True), out

@@ -110,3 +110,24 @@ def test_interrupt_stops_a_running_cell(named: str, alice: Client) -> None:
     out, _ = running.communicate(timeout=30)
     assert result.exit_code == 0, result.output
     assert (running.returncode, time.monotonic() - started < 20) == (1, True), out
+
+
+def test_shell_with_an_endpoint_runs_cells_in_a_service_session(alice: Client) -> None:
+    argv = [
+        sys.executable, "-m", "cogbox.cli", "shell", "--endpoint", alice.url,
+        "--access-key", alice.access_key, "--secret-key", alice.secret_key,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COGBOX_", "BACKEND_"))}
+    before = {s["id"] for s in alice.request("GET", "/v1/sessions").json()["sessions"]}
+    shell = subprocess.run(
+        argv,
+        input="x = 20\nfor i in range(2):\n    x += 1\n\nprint(x)\n",
+        env={**env, "COGBOX_SHELL_HISTORY": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    after = alice.request("GET", "/v1/sessions").json()["sessions"]
+    made = [s for s in after if s["id"] not in before]
+    assert (shell.returncode, shell.stdout) == (0, "22\n"), shell.stderr
+    assert [s["status"] for s in made] == ["terminated"], made  # removed when the shell ended

@@ -235,3 +235,16 @@ def test_a_downloaded_file_keeps_its_modification_time(
     )
     run_client(backendai, keys, "session", "destroy", "mtime-e2e")
     assert (tmp_path / "old.txt").stat().st_mtime == 1e9, _said(download)
+
+
+def test_run_files_in_subfolders_land_there_for_the_batch_command(
+    backendai: Path, keys: Client, tmp_path: Path
+) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("GREETING = 'from pkg/mod.py'\n")
+    (tmp_path / "main.py").write_text("from pkg.mod import GREETING\nprint(GREETING)\n")
+    result = run_client(
+        backendai, keys, "run", "--rm", "--exec", "python main.py", "python",
+        "main.py", "pkg/mod.py", cwd=tmp_path,
+    )  # fmt: skip
+    assert "from pkg/mod.py" in result.stdout, _said(result)

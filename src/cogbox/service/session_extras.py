@@ -19,11 +19,12 @@ from collections.abc import Callable
 from aiohttp import web
 
 from cogbox.service.db import EventRecord, KeypairRecord, SessionRecord
-from cogbox.service.errors import bad_request
+from cogbox.service.errors import ServiceError, bad_request
 from cogbox.service.sessions import ENDED, SessionManager
 
 POLL_SECONDS = 0.25
 MAX_STREAM_SECONDS = 24 * 3600.0
+MAX_STREAMS_PER_KEYPAIR = 8  # each polls the database: bounded, so no tenant can flood it
 _BACKENDAI_KIND = {
     "created": "session_enqueued",
     "building": "session_preparing",
@@ -44,6 +45,8 @@ def add_routes(
     manager: SessionManager,
     keypair_of: Callable[[web.Request], KeypairRecord],
 ) -> None:
+    open_streams: dict[str, int] = {}
+
     @table.post("/session/{ref}/rename")
     async def rename(request: web.Request) -> web.Response:
         record = await manager.find(keypair_of(request), request.match_info["ref"])
@@ -61,14 +64,27 @@ def add_routes(
         ref = request.query.get("sessionId") or request.query.get("sessionName")
         if not ref:
             raise bad_request("'sessionName' or 'sessionId' (a query parameter) is required")
-        record = await manager.find(keypair_of(request), ref)
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionResetError):  # the client went away
-            await _stream(response, manager, record, scope)
-        return response
+        keypair = keypair_of(request)
+        record = await manager.find(keypair, ref)
+        held = open_streams.get(keypair.access_key, 0)
+        if held >= MAX_STREAMS_PER_KEYPAIR:
+            raise ServiceError(
+                429,
+                "too-many-streams",
+                f"keypair {keypair.access_key} already follows {held} event streams (the "
+                f"limit is {MAX_STREAMS_PER_KEYPAIR}): close one first",
+            )
+        open_streams[keypair.access_key] = held + 1
+        try:
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionResetError):  # the client went away
+                await _stream(response, manager, record, scope)
+            return response
+        finally:
+            open_streams[keypair.access_key] -= 1
 
 
 async def _stream(

@@ -13,12 +13,9 @@ place once whole, with the modification time the service reports (`X-Cogbox-Mtim
 """
 
 import contextlib
-import http.client
 import json
 import os
-import tempfile
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -27,7 +24,10 @@ import click
 
 from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 
+# http.client (with ssl) is imported when a command runs: `cogbox --help` stays fast.
 if TYPE_CHECKING:
+    import http.client
+
     from cogbox.service.endpoint import Endpoint
 
 CHUNK = 1 << 20
@@ -125,8 +125,10 @@ def _in_work(path: str) -> str:
     return path
 
 
-def _save(response: http.client.HTTPResponse, target: Path) -> None:
+def _save(response: "http.client.HTTPResponse", target: Path) -> None:
     """The body to `target` by a temporary file renamed into place, then its mtime."""
+    import tempfile
+
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as out:
@@ -151,6 +153,8 @@ def _save(response: http.client.HTTPResponse, target: Path) -> None:
 @click.pass_context
 def files(ctx: click.Context, ref: str, path: str, as_json: bool) -> None:
     """List PATH (a folder in /home/work, default its top) of session REF."""
+    from datetime import datetime
+
     from cogbox.service.endpoint import call
 
     query = urlencode({"path": _in_work(path)}, safe="/")
@@ -204,9 +208,11 @@ def _response(
     path: str,
     body: IO[bytes] | None = None,
     size: int = 0,
-) -> Iterator[http.client.HTTPResponse]:
+) -> Iterator["http.client.HTTPResponse"]:
     """A signed request's response, open to read a chunk at a time; ServiceClientError
     with the service's message if it refused or could not be reached."""
+    import http.client
+
     from cogbox.service.endpoint import OCTETS, ServiceClientError, problem_of, refused
 
     parts = urlsplit(endpoint.url)

@@ -131,3 +131,28 @@ def test_shell_with_an_endpoint_runs_cells_in_a_service_session(alice: Client) -
     made = [s for s in after if s["id"] not in before]
     assert (shell.returncode, shell.stdout) == (0, "22\n"), shell.stderr
     assert [s["status"] for s in made] == ["terminated"], made  # removed when the shell ended
+
+
+def test_session_create_with_cpus_and_a_bootstrap_script(alice: Client, tmp_path: Path) -> None:
+    from tests.e2e.test_backendai_options import _jail_cgroup_quota
+
+    script = tmp_path / "boot.sh"
+    script.write_text("echo ready > booted.txt\n")
+    marker = f"MARK={os.getpid()}-{time.time_ns()}"
+    made = _cli(
+        alice, "create", "python", "--name", "cli-cpus", "--cpus", "0.25",
+        "--bootstrap-script", str(script), "--env", marker,
+    )  # fmt: skip
+    try:
+        quota = _jail_cgroup_quota(marker)
+        ran = alice.execute("cli-cpus", "print(open('booted.txt').read().strip())")
+    finally:
+        _cli(alice, "rm", "cli-cpus")
+    assert made.exit_code == 0, made.output
+    assert quota == 25_000
+    assert "".join(e["text"] for e in ran["events"] if e["kind"] == "stdout") == "ready\n"
+
+
+def test_session_create_refuses_more_cpus_than_the_host_has(alice: Client) -> None:
+    result = _cli(alice, "create", "python", "--cpus", "4096")
+    assert result.exit_code != 0 and "cpus" in str(result.exception), result.output

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
@@ -89,6 +89,12 @@ def _progress(message: str) -> Iterator[Callable[[str], None]]:
 @click.option(
     "--memory", metavar="SIZE", help="Its memory limit, e.g. 1g (default: the image policy's)."
 )
+@click.option("--cpus", type=float, help="Cores for its cpu quota (default: the image policy's).")
+@click.option(
+    "--bootstrap-script",
+    type=click.File("r"),
+    help="A shell script run in /home/work before the first cell.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
 @click.pass_context
 def create(
@@ -99,6 +105,8 @@ def create(
     max_lifetime: float | None,
     env_pairs: tuple[str, ...],
     memory: str | None,
+    cpus: float | None,
+    bootstrap_script: "TextIO | None",
     as_json: bool,
 ) -> None:
     """Start a session of IMAGE; prints its name and id.
@@ -112,6 +120,7 @@ def create(
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
         env[key] = value
+    script = bootstrap_script.read() if bootstrap_script is not None else None
     with _progress(f"starting a session of {image}...") as show:
         created = _run(
             ctx,
@@ -122,6 +131,8 @@ def create(
                 max_lifetime=max_lifetime,
                 env=env,
                 memory=memory,
+                cpus=cpus,
+                bootstrap_script=script,
                 on_progress=show,
             ),
         )

@@ -178,11 +178,16 @@ def _cpus(value: object) -> float:
         cpus = math.nan
     if isinstance(value, bool) or not math.isfinite(cpus) or cpus <= 0:
         raise bad_request(f"'config.resources.cpu' must be a positive number of cores: {value!r}")
+    return check_cpus(cpus, "config.resources.cpu")
+
+
+def check_cpus(cpus: float, field: str) -> float:
+    """`cpus` if this host can give that many cores (at least 0.01), else 400 naming `field`."""
     host = os.cpu_count() or 1
     if cpus > host:
-        raise bad_request(f"'config.resources.cpu' asks for {cpus:g} cores; this host has {host}")
+        raise bad_request(f"'{field}' asks for {cpus:g} cores; this host has {host}")
     if cpus < 0.01:
-        raise bad_request(f"'config.resources.cpu' asks for {cpus:g} cores: at least 0.01")
+        raise bad_request(f"'{field}' asks for {cpus:g} cores: at least 0.01")
     return cpus
 
 

@@ -89,6 +89,8 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
                 max_lifetime=body.max_lifetime,
                 env=body.env,
                 memory_bytes=body.memory_bytes,
+                cpus=body.cpus,
+                bootstrap_script=body.bootstrap_script,
             ),
         )
         return web.json_response(info(record), status=201)

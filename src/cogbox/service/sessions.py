@@ -40,7 +40,7 @@ from cogbox.service.agent import (
 )
 from cogbox.service.bootstrap import run_bootstrap
 from cogbox.service.config import ServiceConfig
-from cogbox.service.create_options import check_env_against_policy, session_env
+from cogbox.service.create_options import check_cpus, check_env_against_policy, session_env
 from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
 from cogbox.service.errors import (
     ServiceError,
@@ -168,6 +168,10 @@ class SessionManager:
         The bool says whether a new session was made."""
         name = request.name or f"cogbox-{secrets.token_hex(5)}"
         session_env(request.env, "env")  # every API: no variable the jail keeps for itself
+        if request.cpus is not None:
+            check_cpus(request.cpus, "cpus")
+        if request.bootstrap_script is not None and "\0" in request.bootstrap_script:
+            raise bad_request("'bootstrap_script' must be the text of a shell script (no NUL)")
         if not _NAME.fullmatch(name):
             raise bad_request(
                 f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "

@@ -2,6 +2,7 @@
 with `--endpoint` (and the keys) given after the subcommand, as on every command."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cogbox.cli.session import session
-from tests.service.support import Client
+from tests.service.support import Client, Service
 
 
 def _cli(keys: Client, *args: str, **kwargs: Any) -> Result:
@@ -156,3 +157,34 @@ def test_session_create_with_cpus_and_a_bootstrap_script(alice: Client, tmp_path
 def test_session_create_refuses_more_cpus_than_the_host_has(alice: Client) -> None:
     result = _cli(alice, "create", "python", "--cpus", "4096")
     assert result.exit_code != 0 and "cpus" in str(result.exception), result.output
+
+
+def test_shell_with_an_endpoint_survives_an_interrupted_cell(
+    service: Service, alice: Client
+) -> None:
+    argv = [
+        sys.executable, "-m", "cogbox.cli", "shell", "--endpoint", alice.url,
+        "--access-key", alice.access_key, "--secret-key", alice.secret_key,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COGBOX_", "BACKEND_"))}
+    shell = subprocess.Popen(
+        argv, env={**env, "COGBOX_SHELL_HISTORY": ""}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert shell.stdin is not None and shell.stderr is not None
+    while "ready" not in shell.stderr.readline():
+        assert shell.poll() is None, "the shell ended before its session was ready"
+    shell.stdin.write("x = 21\nimport time\nwhile True: time.sleep(0.05)\n")
+    shell.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not any(
+        s["busy"] and s["status"] == "running"
+        for s in alice.request("GET", "/v1/sessions").json()["sessions"]
+    ):
+        assert time.monotonic() < deadline, "the looping cell never started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the shell's last cell, not x = 21, is the one running
+    shell.send_signal(signal.SIGINT)
+    out, err = shell.communicate("print(x * 2)\n", timeout=60)
+    said = err + service.log()[-1500:]
+    assert (shell.returncode, out.split()[-1:], "interrupted" in err) == (0, ["42"], True), said

@@ -248,3 +248,14 @@ def test_run_files_in_subfolders_land_there_for_the_batch_command(
         "main.py", "pkg/mod.py", cwd=tmp_path,
     )  # fmt: skip
     assert "from pkg/mod.py" in result.stdout, _said(result)
+
+
+def test_a_route_cogbox_does_not_serve_is_a_problem_naming_it(
+    backendai: Path, keys: Client
+) -> None:
+    run_client(backendai, keys, "session", "create", "--name", "route-e2e", "python")
+    result = run_client(backendai, keys, "session", "status-history", "route-e2e")
+    direct = keys.request("GET", "/session/route-e2e/status-history")
+    run_client(backendai, keys, "session", "destroy", "route-e2e")
+    assert "/session/route-e2e/status-history" in _said(result), _said(result)
+    assert (direct.status_code, direct.json()["error"]) == (404, "unsupported-route")

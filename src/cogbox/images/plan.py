@@ -157,7 +157,10 @@ def build_digest(loaded: LoadedRecipe) -> str:
     """sha256 of everything that shapes the image: the recipe, the steps it renders to (so a
     change to the builder's scripts rebuilds), and the bytes of every file they copy in."""
     h = hashlib.sha256()
-    h.update(json.dumps(loaded.recipe.model_dump(mode="json"), sort_keys=True).encode())
+    recipe = loaded.recipe.model_dump(mode="json")
+    if not recipe["kernel"]["extensions"]:  # added later: at its default, old digests stand
+        del recipe["kernel"]["extensions"]
+    h.update(json.dumps(recipe, sort_keys=True).encode())
     for step in build_steps(loaded):
         h.update(repr(step).encode())
         if isinstance(step, CopyIn):

@@ -47,6 +47,8 @@ def create_app(
             if exc.status < 400:
                 raise
             error = ServiceError(exc.status, "http-error", exc.reason)
+            if exc.status in (404, 405) and request.match_info.http_exception is not None:
+                error = unsupported_route(request.method, request.path, exc.status)
             return web.json_response(error.body(), status=exc.status)
         except asyncio.CancelledError:
             raise
@@ -138,3 +140,13 @@ class AccessLogger(AbstractAccessLogger):
 def redact(path: str) -> str:
     """`path` with Jupyter tokens (in a /t/<token>/ prefix or a token= query) blanked out."""
     return _SECRETS.sub(r"\1***", path)
+
+
+def unsupported_route(method: str, path: str, status: int) -> ServiceError:
+    """A route cogbox does not serve, named (Backend.AI's client calls some we lack, e.g.
+    `session status-history`): a JSON problem, never a bare 404."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    what = "this method on the route" if status == 405 else "the route"
+    return ServiceError(
+        status, "unsupported-route", f"cogbox does not serve {what} {method} {shown}"
+    )

@@ -114,6 +114,8 @@ class ServiceClient:
         max_lifetime: float | None = None,
         env: dict[str, str] | None = None,
         memory: str | int | None = None,
+        cpus: float | None = None,
+        bootstrap_script: str | None = None,
         on_progress: ProgressHandler | None = None,
         mounts: list[str] | None = None,
     ) -> dict[str, Any]:
@@ -131,6 +133,8 @@ class ServiceClient:
             ("idle_timeout", idle_timeout),
             ("max_lifetime", max_lifetime),
             ("memory", memory),
+            ("cpus", cpus),
+            ("bootstrap_script", bootstrap_script),
         ):
             if value is not None:
                 body[key] = value

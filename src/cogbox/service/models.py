@@ -50,6 +50,20 @@ class CreateSessionBody(_Strict):
         "or NAME=PATH (relative to /home/work, or absolute under it)",
         examples=[["data", "models=inputs/models"]],
     )
+    cpus: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=1024,
+        description="cores for the jail's cpu quota (at most the host's); default: the "
+        "image policy's",
+        examples=[0.5],
+    )
+    bootstrap_script: str | None = Field(
+        default=None,
+        max_length=64 << 10,
+        description="a shell script run in /home/work before the first cell; the create "
+        "fails (422 bootstrap-failed) if it exits non-zero",
+    )
 
     @field_validator("memory")
     @classmethod

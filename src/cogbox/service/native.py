@@ -93,6 +93,8 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
                 memory_bytes=body.memory_bytes,
                 mounts=mounts,
                 mount_map=mount_map,
+                cpus=body.cpus,
+                bootstrap_script=body.bootstrap_script,
             ),
         )
         return web.json_response(info(record), status=201)
@@ -152,7 +154,12 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
         """The file streamed a chunk at a time (never whole in memory)."""
         record = await session_of(request)
         with await manager.open_file(record, _path_param(request)) as opened:
-            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-Cogbox-Mtime": repr(opened.mtime),  # the CLI's download keeps it
+                }
+            )
             response.content_length = opened.size
             await response.prepare(request)
             try:

@@ -38,7 +38,9 @@ from cogbox.service.agent import (
     list_stored_files,
     open_stored_file,
 )
+from cogbox.service.bootstrap import run_bootstrap
 from cogbox.service.config import ServiceConfig
+from cogbox.service.create_options import check_cpus, check_env_against_policy, session_env
 from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
 from cogbox.service.errors import (
     ServiceError,
@@ -72,6 +74,8 @@ class CreateRequest:
     # Storage folders to mount (names) and where (name -> path); see service.vfolders.
     mounts: list[str] = field(default_factory=list)
     mount_map: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
+    bootstrap_script: str | None = None  # a shell script run before the first cell
 
 
 @dataclass
@@ -168,6 +172,11 @@ class SessionManager:
         """Start a session (or, with `reuse_if_exists`, return the active one of that name).
         The bool says whether a new session was made."""
         name = request.name or f"cogbox-{secrets.token_hex(5)}"
+        session_env(request.env, "env")  # every API: no variable the jail keeps for itself
+        if request.cpus is not None:
+            check_cpus(request.cpus, "cpus")
+        if request.bootstrap_script is not None and "\0" in request.bootstrap_script:
+            raise bad_request("'bootstrap_script' must be the text of a shell script (no NUL)")
         if not _NAME.fullmatch(name):
             raise bad_request(
                 f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
@@ -188,7 +197,9 @@ class SessionManager:
                 return existing[0], False
             raise conflict(f"session name {name!r} is already used by an active session")
         try:
-            memory = request.memory_bytes or await self.agent.memory_limit(request.image)
+            policy = await self.agent.image_policy(request.image)
+            check_env_against_policy(request.env, policy, request.image)
+            memory = request.memory_bytes or policy.limits.memory_bytes
         except ImageNotFound as exc:
             raise ServiceError(404, "image-not-found", str(exc)) from exc
         mounts = await self.vfolders.mounts_for(keypair, request.mounts, request.mount_map)
@@ -259,11 +270,15 @@ class SessionManager:
         try:
             await self._prepare_image(session_id, request.image)
             binds = await self.vfolders.binds(session_id, mounts)
-            spec = KernelSpec(session_id, request.image, workdir, request.env, memory, binds)
+            spec = KernelSpec(
+                session_id, request.image, workdir, request.env, memory, binds, request.cpus
+            )
             used = await self.agent.start(spec)
             pooled = used != workdir  # a pre-started kernel, with its own /home/work
             if pooled:
                 await asyncio.to_thread(self.db.update_session, session_id, workdir=str(used))
+            if request.bootstrap_script is not None:
+                await run_bootstrap(self, session_id, request.bootstrap_script)
         except ServiceError:
             raise
         except ImageNotFound as exc:
@@ -540,6 +555,28 @@ class SessionManager:
         if not workdir.is_dir():
             raise not_found(f"session {record.name!r} is {record.status}; its files are gone")
         return workdir
+
+    async def rename(self, record: SessionRecord, name: str) -> None:
+        """Give an active session a new name (unique among the keypair's active ones)."""
+        if record.status not in ACTIVE:
+            raise conflict(f"session {record.name!r} is {record.status}: only an active one")
+        if not _NAME.fullmatch(name):
+            raise bad_request(
+                f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        active = await asyncio.to_thread(self.db.list_sessions, record.access_key, ACTIVE)
+        if any(r.name == name and r.id != record.id for r in active):
+            raise conflict(f"session name {name!r} is already used by an active session")
+        await asyncio.to_thread(self.db.update_session, record.id, name=name)
+        await self._event(record.id, "renamed", "user", f"{record.name} -> {name}")
+
+    async def record_event(self, session_id: str, kind: str, reason: str, message: str) -> None:
+        await self._event(session_id, kind, reason, message)
+
+    async def mark_error(self, session_id: str, reason: str, message: str) -> None:
+        """A session that never became usable (e.g. its bootstrap script failed)."""
+        await self._set_status(session_id, "error", reason, message)
 
     # ------------------------------------------------------------------ internals
 

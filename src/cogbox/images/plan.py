@@ -53,6 +53,7 @@ rm -rf /var/log/* /root/.cache /tmp/* /usr/include /usr/share/bug /usr/share/com
 find /usr/lib /usr/local/lib -xdev -name '*.a' -type f -delete
 find /usr/lib/python* -maxdepth 1 -type d \( -name test -o -name tests \) -exec rm -rf {} +
 find /usr/local/lib/python*/dist-packages -depth -type d -name tests -exec rm -rf {} +
+find /usr/local/lib/python*/dist-packages -depth -type d -name test -exec rm -rf {} +
 """.strip()
 
 

@@ -41,6 +41,7 @@ from cogbox.service.bodies import CHUNK_BYTES, UPLOAD_LIMIT_BYTES, json_object, 
 from cogbox.service.console import console_items, exit_code, result_body, run_status
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
+from cogbox.service.job_views import dependency_list, gql_job_fields, job_fields, top_fields
 from cogbox.service.models import iso, session_memory
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
 MAX_DOWNLOAD_FILES = 64
 _STATUS = {
+    "pending": "PENDING",
     "building": "PREPARING",
     "starting": "PREPARING",
     "running": "RUNNING",
@@ -56,6 +58,7 @@ _STATUS = {
     "terminated": "TERMINATED",
     "lost": "ERROR",
     "error": "ERROR",
+    "cancelled": "CANCELLED",
 }
 
 
@@ -98,6 +101,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
                 env={str(k): str(v) for k, v in env.items()},
                 reuse_if_exists=bool(body.get("reuseIfExists", True)),
                 memory_bytes=memory_bytes,
+                **job_fields(body),
             ),
         )
         return web.json_response(
@@ -534,7 +538,8 @@ _WORD = re.compile(r"\w+")
 async def _graphql(
     manager: SessionManager, keypair: KeypairRecord, query: object, variables: object
 ) -> dict[str, Any]:
-    """The two GraphQL queries the CLI's `ps` sends; others get a GraphQL error."""
+    """The GraphQL queries the CLI's `ps` and `session info` send; others get a GraphQL
+    error."""
     if not isinstance(query, str):
         return {"data": None, "errors": [{"message": "'query' must be a GraphQL string"}]}
     if variables is not None and not isinstance(variables, dict):
@@ -543,6 +548,17 @@ async def _graphql(
     root = _root_field(query)
     if root == "keypair":
         return {"data": {"keypair": _pick(_keypair_fields(keypair), _fields_of(query, "keypair"))}}
+    if root == "compute_session":
+        ref = variables.get("id")
+        found = None
+        if isinstance(ref, str):
+            with contextlib.suppress(ServiceError):
+                found = await manager.find(keypair, ref)
+        wanted = top_fields(query, "compute_session")
+        item = None if found is None else _pick(_gql_session(found, keypair), wanted)
+        if item is not None and found is not None and "dependencies" in wanted:
+            item["dependencies"] = await dependency_list(manager, found)
+        return {"data": {"compute_session": item}}
     if root == "compute_session_list":
         wanted = _fields_of(query, "items")
         status = variables.get("status")
@@ -572,8 +588,8 @@ async def _graphql(
         "data": None,
         "errors": [
             {
-                "message": f"cogbox supports only the keypair and compute_session_list "
-                f"queries, not {root or 'this query'!r}"
+                "message": f"cogbox supports only the keypair, compute_session and "
+                f"compute_session_list queries, not {root or 'this query'!r}"
             }
         ],
     }
@@ -634,6 +650,7 @@ def _gql_session(record: SessionRecord, keypair: KeypairRecord) -> dict[str, Any
         "name": record.name,
         "image": record.image,
         "type": "INTERACTIVE",
+        "dependencies": [],
         "status": _STATUS[record.status],
         "status_info": _status_info(record),
         "status_changed": iso(record.status_changed_at),
@@ -646,4 +663,8 @@ def _gql_session(record: SessionRecord, keypair: KeypairRecord) -> dict[str, Any
         "tag": None,
         "occupying_slots": "{}",
         "abusing_reports": [],
+        "containers": [],
+        "status_data": "{}",
+        "idle_checks": "{}",
+        **gql_job_fields(record),
     }

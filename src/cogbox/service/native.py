@@ -89,6 +89,11 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
                 max_lifetime=body.max_lifetime,
                 env=body.env,
                 memory_bytes=body.memory_bytes,
+                output_limit=body.output_limit,
+                session_type=body.type,
+                startup_command=body.startup_command,
+                dependencies=body.depends,
+                batch_timeout=body.batch_timeout,
             ),
         )
         return web.json_response(info(record), status=201)

@@ -115,6 +115,7 @@ class ServiceClient:
         env: dict[str, str] | None = None,
         memory: str | int | None = None,
         on_progress: ProgressHandler | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Start a session of `image` and return it once it runs (`memory`: its memory
         limit, bytes or a size like "1g"; default: the image policy's). If the service builds the
@@ -131,6 +132,7 @@ class ServiceClient:
         ):
             if value is not None:
                 body[key] = value
+        body.update(extra or {})  # further fields of the create body (a job's, ...)
         # No overall time limit: building an image on demand may take many minutes.
         create = asyncio.ensure_future(
             self._call("POST", "/v1/sessions", body, timeout=aiohttp.ClientTimeout())

@@ -11,11 +11,14 @@
     GET    /session/{ref}/download            JSON body {files}: multipart/mixed of tar files
     GET    /session/{ref}/files               JSON body {path}: directory listing
     GET    /stream/session/{ref}/execute      WebSocket run loop
-    POST   /admin/gql                         GraphQL subset: `keypair`, `compute_session_list`
+    GET    /session/{ref}/logs                the full console log (cogbox.service.log_routes)
+    POST   /admin/gql                         GraphQL subset: `keypair`, `compute_session`,
+                                              `compute_session_list`
 
-`{ref}` is a session's id or name. Statuses map to Backend.AI's: running -> RUNNING,
-building/starting -> PREPARING, terminated -> TERMINATED, dead/lost/error -> ERROR (with
-status_info). `POST /session` of an image not built yet builds it first and answers when the
+`{ref}` is a session's id or name. Statuses map to Backend.AI's: pending -> PENDING,
+running -> RUNNING, building/starting -> PREPARING, terminated -> TERMINATED, dead/lost/error
+-> ERROR, cancelled -> CANCELLED (with status_info). `type: batch` with `startupCommand`
+makes a job (cogbox.service.jobs): `result` SUCCESS/FAILURE, its exit status in status_info. `POST /session` of an image not built yet builds it first and answers when the
 session runs; meanwhile the session shows as PREPARING.
 """
 

@@ -110,6 +110,7 @@ class JobQueue:
         self._pending: dict[str, _Job] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._passing = asyncio.Lock()  # one pass at a time: a job is started once
         self._scheduler: asyncio.Task[None] | None = None
 
     def open(self) -> None:
@@ -174,32 +175,51 @@ class JobQueue:
 
     async def _pass(self) -> None:
         """Start every pending job that may start now, in the order they were submitted."""
+        async with self._passing:
+            for job in list(self._pending.values()):
+                if job.session_id in self._pending:  # else withdrawn meanwhile
+                    await self._consider(job)
+
+    async def _consider(self, job: _Job) -> None:
+        """Start `job`, cancel it, or note why it still waits."""
         manager = self._manager
-        for job in list(self._pending.values()):
-            if job.session_id not in self._pending:
-                continue  # withdrawn meanwhile
-            states = {}
-            for dep in job.depends:
-                states[dep] = dependency_state(await asyncio.to_thread(manager.db.get_session, dep))
-            failed = [dep for dep, state in states.items() if state == "failed"]
-            if failed:
-                del self._pending[job.session_id]
-                await self._cancel(job, failed)
-                continue
-            waiting = [dep for dep, state in states.items() if state == "waiting"]
-            if waiting:
-                names = [await self._name_of(dep) for dep in waiting]
-                await self._show(job, "waiting for dependencies: " + ", ".join(names))
-                continue
-            try:
-                release = manager.reserve(job.keypair, job.memory)
-            except ServiceError as exc:
-                await self._show(job, f"waiting ({exc.code}): {exc.message}")
-                continue
-            del self._pending[job.session_id]
-            task = asyncio.create_task(self._run(job, release))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        keypair = await asyncio.to_thread(manager.db.get_keypair, job.keypair.access_key)
+        if keypair is None or not keypair.is_active:
+            if self._pending.pop(job.session_id, None) is None:
+                return  # withdrawn while the pass waited
+            await self._end_unstarted(job, "keypair-revoked", "its keypair was revoked")
+            return
+        job.keypair = keypair  # its limits as they are now
+        states: dict[str, str] = {}
+        for dep in job.depends:
+            states[dep] = dependency_state(await asyncio.to_thread(manager.db.get_session, dep))
+        failed = [dep for dep, state in states.items() if state == "failed"]
+        if failed:
+            if self._pending.pop(job.session_id, None) is None:
+                return  # withdrawn while the pass waited
+            names = ", ".join([await self._name_of(dep) for dep in failed])
+            await self._end_unstarted(
+                job,
+                "dependency-failed",
+                f"the session(s) it depends on did not succeed: {names}",
+            )
+            return
+        waiting = [dep for dep, state in states.items() if state == "waiting"]
+        if waiting:
+            waited = ", ".join([await self._name_of(dep) for dep in waiting])
+            await self._show(job, f"waiting for dependencies: {waited}")
+            return
+        try:
+            release = manager.reserve(job.keypair, job.memory)
+        except ServiceError as exc:
+            await self._show(job, f"waiting ({exc.code}): {exc.message}")
+            return
+        if self._pending.pop(job.session_id, None) is None:
+            release()
+            return  # withdrawn while the pass waited
+        task = asyncio.create_task(self._run(job, release))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _name_of(self, session_id: str) -> str:
         record = await asyncio.to_thread(self._manager.db.get_session, session_id)
@@ -210,17 +230,13 @@ class JobQueue:
             job.shown = why
             await self._manager.set_status(job.session_id, "pending", why, why)
 
-    async def _cancel(self, job: _Job, failed: list[str]) -> None:
-        names = ", ".join([await self._name_of(dep) for dep in failed])
-        await asyncio.to_thread(
-            self._manager.db.update_session, job.session_id, result=FAILURE, exit_code=None
-        )
-        await self._manager.set_status(
-            job.session_id,
-            "cancelled",
-            "dependency-failed",
-            f"cancelled: the session(s) it depends on did not succeed: {names}",
-        )
+    async def _end_unstarted(self, job: _Job, reason: str, why: str) -> None:
+        await self.cancelled(job.session_id, reason, f"cancelled: {why}")
+
+    async def cancelled(self, session_id: str, reason: str, message: str) -> None:
+        """Record a job that never started as cancelled, a failure."""
+        await asyncio.to_thread(self._manager.db.update_session, session_id, result=FAILURE)
+        await self._manager.set_status(session_id, "cancelled", reason, message)
         self.wake()  # jobs that depend on this one are cancelled in turn
 
     # ------------------------------------------------------------------ running

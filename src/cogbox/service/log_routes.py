@@ -88,6 +88,9 @@ async def log_chunks(
             yield chunk
         if ended or not follow or not connected():
             return
+        keypair = await asyncio.to_thread(manager.db.get_keypair, record.access_key)
+        if keypair is None or not keypair.is_active:
+            return  # a revoked keypair's streams end
         await asyncio.sleep(FOLLOW_POLL_S)
 
 

@@ -586,10 +586,7 @@ class SessionManager:
         Destroying a session that already ended purges what is left: files and log.
         A job that has not started is cancelled."""
         if self.jobs.withdraw(record.id):
-            await self._set_status(
-                record.id, "cancelled", reason, f"cancelled before it started: {message}"
-            )
-            self.jobs.wake()
+            await self.jobs.cancelled(record.id, reason, f"cancelled before it started: {message}")
             return
         live = self._live.pop(record.id, None)
         if live is not None:

@@ -18,8 +18,9 @@
 `{ref}` is a session's id or name. Statuses map to Backend.AI's: pending -> PENDING,
 running -> RUNNING, building/starting -> PREPARING, terminated -> TERMINATED, dead/lost/error
 -> ERROR, cancelled -> CANCELLED (with status_info). `type: batch` with `startupCommand`
-makes a job (cogbox.service.jobs): `result` SUCCESS/FAILURE, its exit status in status_info. `POST /session` of an image not built yet builds it first and answers when the
-session runs; meanwhile the session shows as PREPARING.
+makes a job (cogbox.service.jobs): `result` SUCCESS/FAILURE, its exit status in status_info.
+`POST /session` of an image not built yet builds it first and answers when the session runs;
+meanwhile the session shows as PREPARING.
 """
 
 import asyncio

@@ -2,12 +2,13 @@
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cogbox.images.store import Image
-from tests.service.support import Client, Service, running_service
+from tests.service.support import Client, Service, needs_runc, running_service
 
 _ENDED = ("terminated", "cancelled", "error", "lost")
 
@@ -176,3 +177,26 @@ def test_log_offsets_must_be_numbers(service: Service) -> None:
     created = job(client, "true")
     response = client.request("GET", f"/v1/sessions/{created['id']}/logs?offset=-1")
     assert response.status_code == 400
+
+
+def test_a_job_still_pending_when_the_service_restarts_is_cancelled(
+    python_image: Image, tmp_path: Path
+) -> None:
+    if not needs_runc():
+        pytest.skip("sessions need root and runc")
+    service = Service(tmp_path, f"sqlite:///{tmp_path / 'cogbox.db'}")
+    service.start("--pool", "python=0")
+    try:
+        client = service.keypair("--max-sessions", "1")
+        client.create()
+        waiting = job(client, "echo never")
+        service.stop()
+        service.start("--pool", "python=0")
+        info = client.request("GET", f"/v1/sessions/{waiting['id']}").json()
+    finally:
+        service.stop()
+    assert (info["status"], info["status_info"], info["result"]) == (
+        "cancelled",
+        "service-restarted",
+        "FAILURE",
+    )

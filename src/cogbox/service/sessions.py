@@ -138,11 +138,8 @@ class SessionManager:
         stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
         for record in stale:
             if record.status == "pending":
-                await self._set_status(
-                    record.id,
-                    "cancelled",
-                    "service-restarted",
-                    "the service restarted before this job started",
+                await self.jobs.cancelled(
+                    record.id, "service-restarted", "the service restarted before this job started"
                 )
                 continue
             message = (

@@ -32,6 +32,12 @@ def cntk_image() -> Image:
     return _built("cntk")
 
 
+@pytest.fixture(scope="session")
+def keras_image() -> Image:
+    """The `keras` image (Debian 12, Python 3.11, Keras 3 on JAX, onnxruntime, matplotlib)."""
+    return _built("keras")
+
+
 @pytest.fixture
 def recipes(tmp_path: Path) -> Path:
     """A writable copy of the repository's images/ folder, for tests that edit recipes."""
@@ -41,7 +47,7 @@ def recipes(tmp_path: Path) -> Path:
 
 
 # The fast tier (`scripts/test --fast`): tests that need no built image, so no root or jail.
-_IMAGE_FIXTURES = {"python_image", "cntk_image"}
+_IMAGE_FIXTURES = {"python_image", "cntk_image", "keras_image"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -27,7 +27,7 @@ _PREFIX = Path(f"/tmp/cogbox-kernelspec-tests-{os.getpid()}")
 
 
 def install_kernelspecs() -> Path:
-    """Install both kernelspecs under a private prefix and point Jupyter at it."""
+    """Install the kernelspecs under a private prefix and point Jupyter at it."""
     result = CliRunner().invoke(kernelspec, ["install", "--prefix", str(_PREFIX)])
     assert result.exit_code == 0, result.output
     os.environ["JUPYTER_PATH"] = str(_PREFIX / "share/jupyter")
@@ -37,7 +37,9 @@ def install_kernelspecs() -> Path:
 def test_install_writes_both_kernelspecs_running_the_proxy() -> None:
     kernels = install_kernelspecs()
     spec = json.loads((kernels / "cogbox-cntk/kernel.json").read_text())
-    assert sorted(p.name for p in kernels.iterdir()) == ["cogbox-cntk", "cogbox-python"]
+    assert sorted(p.name for p in kernels.iterdir()) == [
+        "cogbox-cntk", "cogbox-keras", "cogbox-python"
+    ]  # fmt: skip
     assert spec["argv"][1:] == [
         "-m", "cogbox.kernel.proxy", "--image", "cntk", "-f", "{connection_file}"
     ]  # fmt: skip

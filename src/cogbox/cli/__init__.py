@@ -14,6 +14,7 @@ from cogbox.cli.run import run
 from cogbox.cli.serve import serve
 from cogbox.cli.session import session
 from cogbox.cli.shell import shell
+from cogbox.cli.vfolder import vfolder
 from cogbox.errors import CogboxError
 
 
@@ -33,6 +34,7 @@ cli.add_command(kernelspec)
 cli.add_command(session)
 cli.add_command(shell)
 cli.add_command(logs)
+cli.add_command(vfolder)
 
 
 def main() -> None:

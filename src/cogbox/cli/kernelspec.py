@@ -11,6 +11,7 @@ import click
 KERNELSPECS = {
     "cogbox-cntk": ("cntk", "CNTK 2.7 (Python 2.7, cogbox jail)"),
     "cogbox-python": ("python", "Python 3 (cogbox jail)"),
+    "cogbox-keras": ("keras", "Keras 3 on JAX (Python 3.11, cogbox jail)"),
 }
 
 
@@ -39,7 +40,7 @@ def kernelspec() -> None:
     help="Install under PREFIX/share/jupyter/kernels (e.g. a virtualenv's sys.prefix).",
 )
 def install(user: bool, prefix: Path | None) -> None:
-    """Install the cogbox-cntk and cogbox-python kernelspecs (default: system-wide)."""
+    """Install the cogbox-cntk, -python and -keras kernelspecs (default: system-wide)."""
     from jupyter_client.kernelspec import KernelSpecManager  # here: `cogbox --help` stays fast
 
     if user and prefix is not None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from cogbox.cli.figures import save_figure
 from cogbox.cli.script import ScriptError, ScriptRun, prepare_script
 
 # cogbox.kernel.events is plain dataclasses; the kernel's and the client's stacks (jupyter_client,
@@ -186,7 +187,9 @@ def show_event(event: Event, status: int) -> int:
         _write(sys.stderr, event.text)
     elif isinstance(event, Result | Display):
         text = event.data.get("text/plain")
-        if text is not None:
+        if _saved_figure(event.data):
+            pass  # its text/plain is only a caption, e.g. "<Figure size 640x480 with 1 Axes>"
+        elif text is not None:
             _write(sys.stdout, text + "\n")
         elif event.data:
             _write(sys.stdout, f"[{', '.join(sorted(event.data))} output not shown]\n")
@@ -210,6 +213,18 @@ def show_event(event: Event, status: int) -> int:
         click.secho(f"error: the kernel died: {event.message}", fg="red", err=True)
         return EXIT_KERNEL_DIED
     return status
+
+
+def _saved_figure(data: dict[str, str]) -> bool:
+    """Save a figure in `data` to a file and say where (on stderr: stdout is the code's)."""
+    try:
+        path = save_figure(data)
+    except (ValueError, OSError) as exc:
+        click.secho(f"[figure not saved: {exc}]", fg="yellow", err=True)
+        return False
+    if path is not None:
+        click.secho(f"[figure saved to {path}]", fg="cyan", err=True)
+    return path is not None
 
 
 def answer_input(request: InputRequest) -> str:

@@ -3,7 +3,7 @@
 import click
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-DEFAULT_POOLS = ("python=1", "cntk=1")
+DEFAULT_POOLS = ("python=1", "cntk=1", "keras=1")
 
 
 def _parse_pools(
@@ -67,6 +67,18 @@ def _parse_pools(
     help="The most each session's full log (stdout and stderr) may hold, e.g. 1g.",
 )
 @click.option(
+    "--vfolder-quota",
+    default="10g",
+    show_default=True,
+    help="The quota of a storage folder made without one.",
+)
+@click.option(
+    "--vfolder-keypair-quota",
+    default="100g",
+    show_default=True,
+    help="What all the storage folders of one keypair may hold together (their quotas).",
+)
+@click.option(
     "--allow-remote", is_flag=True, help="Allow a non-loopback --host (put TLS in front of it)."
 )
 def serve(
@@ -78,6 +90,8 @@ def serve(
     pools: dict[str, int],
     output_limit: int,
     log_limit: str,
+    vfolder_quota: str,
+    vfolder_keypair_quota: str,
     allow_remote: bool,
 ) -> None:
     """Serve Backend.AI's client API (at /) and cogbox's native API (at /v1).
@@ -98,6 +112,10 @@ def serve(
             param_hint="--host",
         )
     try:
+        folder_quota, keypair_quota = parse_size(vfolder_quota), parse_size(vfolder_keypair_quota)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--vfolder-quota") from exc
+    try:
         log_limit_bytes = parse_size(log_limit)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--log-limit") from exc
@@ -111,6 +129,8 @@ def serve(
         pools=pools,
         output_limit=output_limit,
         log_limit_bytes=log_limit_bytes,
+        vfolder_quota=folder_quota,
+        vfolder_keypair_quota=keypair_quota,
     )
     if database_url:
         config = config.model_copy(update={"database_url": database_url})

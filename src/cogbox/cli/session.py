@@ -15,10 +15,12 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
+from cogbox.cli import session_files
+from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
 from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
 
@@ -54,11 +56,7 @@ async def _with_client(
 
 
 def _endpoint(ctx: click.Context) -> "Endpoint":
-    from cogbox.service.endpoint import Endpoint
-
-    parent = ctx.find_object(tuple)
-    url, access_key, secret_key = parent if parent else (None, None, None)
-    return Endpoint.resolve(url, access_key, secret_key)
+    return resolve_endpoint(ctx, ctx.find_object(tuple))
 
 
 def _run(ctx: click.Context, work: "Callable[[ServiceClient], Awaitable[_T]]") -> _T:
@@ -82,6 +80,7 @@ def _progress(message: str) -> Iterator[Callable[[str], None]]:
 
 
 @session.command()
+@endpoint_options
 @click.argument("image")
 @click.option("--name", help="A name to refer to the session by (default: generated).")
 @click.option("--idle-timeout", type=float, help="Seconds without runs before it is reaped.")
@@ -99,6 +98,20 @@ def _progress(message: str) -> Iterator[Callable[[str], None]]:
 @click.option("--depends", multiple=True, metavar="REF", help="A job starts after REF succeeded.")
 @click.option("--batch-timeout", type=float, help="Seconds a job's command may run.")
 @click.option("--output-limit", type=click.IntRange(min=1), help="Characters of one run sent back.")
+@click.option(
+    "--mount",
+    "-v",
+    "mounts",
+    multiple=True,
+    metavar="NAME[=PATH]",
+    help="Mount storage folder NAME (`cogbox vfolder`) at /home/work/NAME or PATH.",
+)
+@click.option("--cpus", type=float, help="Cores for its cpu quota (default: the image policy's).")
+@click.option(
+    "--bootstrap-script",
+    type=click.File("r"),
+    help="A shell script run in /home/work before the first cell.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
 @click.pass_context
 def create(
@@ -113,6 +126,9 @@ def create(
     depends: tuple[str, ...],
     batch_timeout: float | None,
     output_limit: int | None,
+    mounts: tuple[str, ...],
+    cpus: float | None,
+    bootstrap_script: "TextIO | None",
     as_json: bool,
 ) -> None:
     """Start a session of IMAGE; prints its name and id.
@@ -136,6 +152,7 @@ def create(
             extra["batch_timeout"] = batch_timeout
     elif depends or batch_timeout is not None:
         raise click.UsageError("--depends and --batch-timeout are for jobs: add --batch COMMAND")
+    script = bootstrap_script.read() if bootstrap_script is not None else None
     with _progress(f"starting a session of {image}...") as show:
         created = _run(
             ctx,
@@ -146,6 +163,9 @@ def create(
                 max_lifetime=max_lifetime,
                 env=env,
                 memory=memory,
+                mounts=list(mounts),
+                cpus=cpus,
+                bootstrap_script=script,
                 on_progress=show,
                 extra=extra,
             ),
@@ -157,6 +177,7 @@ def create(
 
 
 @session.command(name="ls")
+@endpoint_options
 @click.option("--all", "show_all", is_flag=True, help="Also sessions that ended.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sessions as JSON.")
 @click.pass_context
@@ -196,6 +217,7 @@ def _result(session: dict[str, object]) -> str:
 
 
 @session.command(name="exec")
+@endpoint_options
 @click.argument("ref")
 @click.option("-c", "--code", help="Code to run (instead of FILE).")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -234,6 +256,7 @@ def exec_code(
 
 
 @session.command(name="rm")
+@endpoint_options
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
 def remove(ctx: click.Context, refs: tuple[str, ...]) -> None:
@@ -247,6 +270,7 @@ def remove(ctx: click.Context, refs: tuple[str, ...]) -> None:
 
 
 @session.command()
+@endpoint_options
 @click.pass_context
 def token(ctx: click.Context) -> None:
     """Print your keypair's token for the service's Jupyter API (/api/kernels).
@@ -256,3 +280,6 @@ def token(ctx: click.Context) -> None:
     no headers).
     """
     click.echo(_endpoint(ctx).jupyter_token)
+
+
+session_files.register(session)

@@ -53,6 +53,7 @@ rm -rf /var/log/* /root/.cache /tmp/* /usr/include /usr/share/bug /usr/share/com
 find /usr/lib /usr/local/lib -xdev -name '*.a' -type f -delete
 find /usr/lib/python* -maxdepth 1 -type d \( -name test -o -name tests \) -exec rm -rf {} +
 find /usr/local/lib/python*/dist-packages -depth -type d -name tests -exec rm -rf {} +
+find /usr/local/lib/python*/dist-packages -depth -type d -name test -exec rm -rf {} +
 """.strip()
 
 
@@ -157,7 +158,10 @@ def build_digest(loaded: LoadedRecipe) -> str:
     """sha256 of everything that shapes the image: the recipe, the steps it renders to (so a
     change to the builder's scripts rebuilds), and the bytes of every file they copy in."""
     h = hashlib.sha256()
-    h.update(json.dumps(loaded.recipe.model_dump(mode="json"), sort_keys=True).encode())
+    recipe = loaded.recipe.model_dump(mode="json")
+    if not recipe["kernel"]["extensions"]:  # added later: at its default, old digests stand
+        del recipe["kernel"]["extensions"]
+    h.update(json.dumps(recipe, sort_keys=True).encode())
     for step in build_steps(loaded):
         h.update(repr(step).encode())
         if isinstance(step, CopyIn):

@@ -117,8 +117,11 @@ class KernelInfo(_Strict):
     min_memory: str = "256m"
     # Modules a pooled kernel imports before it is handed out, so importing them is instant.
     preload: list[str] = []
+    # IPython extensions the kernel loads instead of the default (`wurlitzer`, where the image
+    # has it and ipykernel < 6): e.g. an image's own filter of its libraries' noise.
+    extensions: list[str] = []
 
-    @field_validator("preload")
+    @field_validator("preload", "extensions")
     @classmethod
     def _modules(cls, names: list[str]) -> list[str]:
         for name in names:

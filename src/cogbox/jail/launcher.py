@@ -58,6 +58,7 @@ from cogbox.images.store import Image
 from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailCgroup
 from cogbox.jail.chmod_guard import ChmodGuard
 from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
+from cogbox.jail.folder_owner import give_folder
 from cogbox.jail.identity import (
     Identity,
     IdentityError,
@@ -285,6 +286,12 @@ class Jail:
         except (CgroupError, OSError) as exc:
             raise JailError(f"cannot set up the jail's cgroups: {exc}") from exc
         binds = [Bind(self._workdir.source, WORKDIR, readonly=False), *spec.binds]
+        try:
+            for bind in spec.binds:
+                if bind.give_to_jail:
+                    give_folder(bind.source, identity)
+        except OSError as exc:
+            raise JailError(f"cannot give a mounted folder to the jail: {exc}") from exc
         argv = list(spec.argv)
         if spec.policy.forks_allowed:
             binds.append(Bind(HOST_INIT, JAIL_INIT, readonly=True))
@@ -802,6 +809,10 @@ def _make_mount_points(rootfs: Path, mounts: list[dict[str, Any]]) -> None:
     """
     for mount in mounts:
         if mount["type"] != "bind":
+            continue
+        if mount["destination"].startswith(WORKDIR + "/"):
+            # Inside the bound /home/work (a storage folder's mount point): runc makes it
+            # there, in the session's own files, never in the shared image.
             continue
         *folders, name = [part for part in mount["destination"].split("/") if part]
         is_dir = os.path.isdir(mount["source"])

@@ -59,6 +59,9 @@ class Bind:
     # Always noexec, whatever the policy: a source mounted noexec must be bound so, since a
     # user namespace cannot clear that (locked) flag on the bind's remount.
     noexec: bool = False
+    # A storage folder on a filesystem of its own: the launcher gives all of it to the
+    # jail's identity before the jail starts (`folder_owner.give_folder`).
+    give_to_jail: bool = False
 
 
 def jail_env(

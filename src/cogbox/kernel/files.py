@@ -157,9 +157,10 @@ class OpenFile:
     """A regular file of /home/work opened for reading; `size` is its size when opened (the
     jailed code may still change it: readers that promised `size` bytes pad or cut)."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, mtime: float = 0.0) -> None:
         self._fd = fd
         self.size = size
+        self.mtime = mtime  # its modification time when opened (downloads keep it)
 
     def read(self, size: int = _CHUNK) -> bytes:
         return os.read(self._fd, size)
@@ -201,7 +202,7 @@ def open_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> Op
                 f"cannot download {relpath!r}: it holds {info.st_size:,} bytes, more than "
                 f"the limit of {limit:,}"
             )
-        return OpenFile(fd, info.st_size)
+        return OpenFile(fd, info.st_size, info.st_mtime)
     except BaseException:
         os.close(fd)
         raise

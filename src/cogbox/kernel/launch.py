@@ -15,10 +15,12 @@ the kernel's own stdout/stderr go through a pipe into a capped host log (`Kernel
 """
 
 import contextlib
+import json
 import queue
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,8 @@ def kernel_command(image: Image) -> KernelCommand:
 
     Loads the `wurlitzer` IPython extension where the image has it, so output that C or C++
     code writes straight to fd 1/2 (CNTK does) reaches the client; ipykernel 6+ captures it
-    by itself.
+    by itself. An image whose recipe names `kernel.extensions` gets those instead (the cntk
+    image's `cogbox_cntk_output` wraps wurlitzer to drop CNTK's own noise lines).
     """
     python = str(image.manifest.get("kernel", {}).get("runtime_path") or "/usr/bin/python3")
     packages = {
@@ -72,8 +75,14 @@ def kernel_command(image: Image) -> KernelCommand:
             "ipykernel (and its dependencies) to python.packages in its recipe"
         )
     argv = [python, "-m", "ipykernel_launcher", "-f", f"{JAIL_RUNTIME_DIR}/{CONNECTION_FILE}"]
-    if "wurlitzer" in packages and _major(version) < 6:
-        argv.append("--ext=wurlitzer")
+    extensions = list(image.manifest.get("kernel", {}).get("extensions") or [])
+    if not extensions and "wurlitzer" in packages and _major(version) < 6:
+        extensions = ["wurlitzer"]
+    # IPython takes one --ext; more go in its list option.
+    if len(extensions) == 1:
+        argv.append(f"--ext={extensions[0]}")
+    elif extensions:
+        argv.append(f"--InteractiveShellApp.extensions={json.dumps(extensions)}")
     if _major(version) < 5:
         # ipykernel 4 waits for each stdout/stderr flush with Event.wait(timeout), which
         # Python 2 implements by polling with sleeps: 5-6 ms of every run's round trip. An
@@ -115,6 +124,7 @@ class KernelProcess:
         env: dict[str, str] | None = None,
         timeout: float = START_TIMEOUT_SECONDS,
         identity: Identity | None = None,
+        binds: Sequence[Bind] = (),
     ) -> "KernelProcess":
         """Start the kernel and wait until it answers on every channel (`timeout` seconds).
 
@@ -140,7 +150,7 @@ class KernelProcess:
             argv=argv,
             workdir=workdir,
             env=requested,
-            binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False, noexec=True)],
+            binds=[Bind(runtime.path, JAIL_RUNTIME_DIR, readonly=False, noexec=True), *binds],
             name=f"kernel-{image.name}",
             identity=identity,
         )

@@ -20,7 +20,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from cogbox.config import data_dir
 from cogbox.images.store import Image, ImageStore
 from cogbox.jail.identity import Identity, IdentityError, allocate
 from cogbox.jail.launcher import JailExit
+from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel import files
 from cogbox.kernel.connection import RuntimeDir
@@ -82,6 +83,7 @@ def start_session(
     env: dict[str, str] | None = None,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     store: ImageStore | None = None,
+    binds: Sequence[Bind] = (),
 ) -> "Session":
     """Start a kernel of `image` in a jail and return its session, ready to execute code.
 
@@ -90,7 +92,7 @@ def start_session(
     fresh one and deletes it at shutdown. Raises KernelError if the kernel does not start.
     """
     image, policy = resolve_image(image, policy, store)
-    return Session(image, policy, workdir, env=env, output_limit=output_limit)
+    return Session(image, policy, workdir, env=env, output_limit=output_limit, binds=binds)
 
 
 def resolve_image(
@@ -123,8 +125,10 @@ class Session:
         *,
         env: dict[str, str] | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        binds: Sequence[Bind] = (),
     ) -> None:
         self.id = secrets.token_hex(8)
+        self._binds = list(binds)  # extra folders (storage folders), for every kernel it starts
         self.image = image
         self.policy = policy
         self.output_limit = output_limit
@@ -485,6 +489,7 @@ class Session:
             self._runtime,
             env=self._env,
             identity=self._identity.identity,
+            binds=self._binds,
         )
 
     def _replace_kernel(self, *, graceful: bool = True) -> None:

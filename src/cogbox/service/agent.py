@@ -22,6 +22,7 @@ from cogbox.errors import CogboxError
 from cogbox.images.builder import build_image
 from cogbox.images.recipe import LoadedRecipe, load_recipe
 from cogbox.images.store import Image, ImageNotFound, ImageStore
+from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import (
@@ -39,6 +40,7 @@ from cogbox.kernel.events import (
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import KernelPool
 from cogbox.kernel.session import Session, start_session
+from cogbox.service.create_options import session_policy
 
 _MAX_THREADS = 128
 _DONE = object()
@@ -63,6 +65,8 @@ class KernelSpec:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
+    binds: list[Bind] = field(default_factory=list)  # its storage folders (service.vfolders)
+    cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
     output_limit: int | None = None  # characters of one run sent to a client; default: kernel's
     output_tap: Callable[[Event], None] | None = None  # hears all output (the session's log)
 
@@ -106,6 +110,10 @@ class Agent(Protocol):
     async def memory_limit(self, image: str) -> int:
         """The memory limit of `image`'s own jail policy (its recipe's, if not built yet).
         Raises ImageNotFound when there is neither an image nor a recipe of that name."""
+        ...
+
+    async def image_policy(self, image: str) -> Policy:
+        """`image`'s own jail policy (its recipe's, if not built yet); ImageNotFound as above."""
         ...
 
     async def open(self) -> None:
@@ -234,15 +242,19 @@ class LocalAgent:
         await self._call(build_image, loaded, self._store, report)
 
     async def memory_limit(self, image: str) -> int:
-        limit = await self._call(self._memory_limit, image)
-        assert isinstance(limit, int)
-        return limit
+        policy = await self.image_policy(image)
+        return policy.limits.memory_bytes
 
-    def _memory_limit(self, image: str) -> int:
+    async def image_policy(self, image: str) -> Policy:
+        policy = await self._call(self._image_policy, image)
+        assert isinstance(policy, Policy)
+        return policy
+
+    def _image_policy(self, image: str) -> Policy:
         found = self._store.find(image)
         if found is not None:
-            return self._policy(found).limits.memory_bytes
-        return policy_or_default(self._recipe(image).policy_path).limits.memory_bytes
+            return self._policy(found)
+        return policy_or_default(self._recipe(image).policy_path)
 
     def _policy(self, image: Image) -> Policy:
         """The image's own jail policy, read once per image version (a version never
@@ -289,7 +301,7 @@ class LocalAgent:
 
     def _acquire(self, spec: KernelSpec) -> Session | None:
         pool = self._pool(spec.image)
-        if pool is None or spec.env:
+        if pool is None or spec.env or spec.binds or spec.cpus is not None:
             return None
         if spec.memory_bytes not in (None, pool.policy.limits.memory_bytes):
             return None
@@ -305,10 +317,8 @@ class LocalAgent:
     def _start_cold(self, spec: KernelSpec) -> Session:
         spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
         image = self._store.get(spec.image)
-        policy = self._policy(image)
-        if spec.memory_bytes is not None:
-            policy = policy.with_limits(memory_bytes=spec.memory_bytes)
-        return start_session(image, policy, spec.workdir, env=spec.env)
+        policy = session_policy(self._policy(image), spec.env, spec.memory_bytes, spec.cpus)
+        return start_session(image, policy, spec.workdir, env=spec.env, binds=spec.binds)
 
     async def start(self, spec: KernelSpec) -> Path:
         session = await self._call(self._start_session, spec)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from cogbox.service import backendai, jupyter, log_routes, native
+from cogbox.service import backendai, jupyter, log_routes, native, vfolder_api
 from cogbox.service.agent import Agent, LocalAgent
 from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
@@ -18,6 +18,7 @@ from cogbox.service.errors import ServiceError
 from cogbox.service.openapi import openapi_document
 from cogbox.service.sessions import SessionManager
 from cogbox.service.streams import STREAMS_KEY, OpenStreams
+from cogbox.service.vfolder_transfer import Transfers, is_transfer_path
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,6 +35,7 @@ def create_app(
     manager = SessionManager(database, agent, config)
     verifier = RequestVerifier(database, config.max_clock_skew)
     gateway = jupyter.JupyterGateway(manager)
+    transfers = Transfers(database, manager.vfolders)
 
     @web.middleware
     async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -45,6 +47,8 @@ def create_app(
             if exc.status < 400:
                 raise
             error = ServiceError(exc.status, "http-error", exc.reason)
+            if exc.status in (404, 405) and request.match_info.http_exception is not None:
+                error = unsupported_route(request.method, request.path, exc.status)
             return web.json_response(error.body(), status=exc.status)
         except asyncio.CancelledError:
             raise
@@ -57,6 +61,8 @@ def create_app(
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if jupyter.is_jupyter_path(request.path):
             request["keypair"] = await verifier.verify_token(jupyter.token_of(request))
+        elif is_transfer_path(request.path):
+            pass  # storage-folder transfers carry their own token (vfolder_transfer)
         elif (request.method, request.path) not in _UNSIGNED:
             request["keypair"] = await verifier.verify(
                 method=request.method,
@@ -82,13 +88,16 @@ def create_app(
     app.router.add_routes(native.routes(manager))
     app.router.add_routes(log_routes.routes(manager))
     app.router.add_routes(backendai.routes(manager, config.query_wait))
+    app.router.add_routes(vfolder_api.routes(manager.vfolders, transfers))
     app.router.add_routes(jupyter.routes(gateway))
 
     async def lifecycle(app: web.Application) -> object:
         await manager.open()
         yield
         gateway.close()
+        transfers.close()
         await manager.close()
+        await asyncio.to_thread(manager.vfolders.unmount_all)
         database.close()
 
     async def disconnect(app: web.Application) -> None:
@@ -132,3 +141,13 @@ class AccessLogger(AbstractAccessLogger):
 def redact(path: str) -> str:
     """`path` with Jupyter tokens (in a /t/<token>/ prefix or a token= query) blanked out."""
     return _SECRETS.sub(r"\1***", path)
+
+
+def unsupported_route(method: str, path: str, status: int) -> ServiceError:
+    """A route cogbox does not serve, named (Backend.AI's client calls some we lack, e.g.
+    `session status-history`): a JSON problem, never a bare 404."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    what = "this method on the route" if status == 405 else "the route"
+    return ServiceError(
+        status, "unsupported-route", f"cogbox does not serve {what} {method} {shown}"
+    )

@@ -34,21 +34,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, MultipartReader, WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
 from cogbox.kernel.files import OpenFile
+from cogbox.service import session_extras
 from cogbox.service.agent import BatchCommand
 from cogbox.service.bodies import CHUNK_BYTES, UPLOAD_LIMIT_BYTES, json_object, parse_json_object
 from cogbox.service.console import console_items, exit_code, result_body, run_status
+from cogbox.service.create_options import parse_create_options
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
-from cogbox.service.job_views import dependency_list, gql_job_fields, job_fields, top_fields
-from cogbox.service.models import iso, session_memory
+from cogbox.service.gql_session import pick, selection_of, session_values, unsupported_query
+from cogbox.service.job_views import dependency_list, gql_job_fields, job_fields
+from cogbox.service.models import iso
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
+from cogbox.service.vfolder_api import gql_vfolder_list
 
 log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
@@ -81,30 +86,23 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
     @table.post("/session")
     async def create(request: web.Request) -> web.Response:
         body = await json_object(request)
-        image = body.get("image") or body.get("lang")
         name = body.get("name") or body.get("clientSessionToken")
-        config = _object_or_empty(body.get("config"), "config")
-        if not isinstance(image, str) or not image:
-            raise bad_request("'image' is required: the name of an image, e.g. 'python'")
         if name is not None and not isinstance(name, str):
             raise bad_request("'name' must be a string")
-        env = _object_or_empty(config.get("environ"), "config.environ")
-        if not all(isinstance(v, str) for v in env.values()):
-            raise bad_request("'config.environ' must be an object of strings")
-        memory = _object_or_empty(config.get("resources"), "config.resources").get("mem")
-        try:
-            memory_bytes = None if memory is None else session_memory(memory)
-        except ValueError as exc:
-            raise bad_request(f"'config.resources.mem': {exc}") from exc
-        image = image.split(":", 1)[0].rsplit("/", 1)[-1]  # "cntk:latest", "lablup/cntk"
+        options = parse_create_options(body)
+        mounts, mount_map = _mounts(_object_or_empty(body.get("config"), "config"))
         record, created = await manager.create(
             keypair_of(request),
             CreateRequest(
-                image=image,
+                image=options.image,
                 name=name,
-                env={str(k): str(v) for k, v in env.items()},
+                env=options.env,
                 reuse_if_exists=bool(body.get("reuseIfExists", True)),
-                memory_bytes=memory_bytes,
+                memory_bytes=options.memory_bytes,
+                cpus=options.cpus,
+                bootstrap_script=options.bootstrap_script,
+                mounts=mounts,
+                mount_map=mount_map,
                 **job_fields(body),
             ),
         )
@@ -260,6 +258,8 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
                 await ws.close()
         return ws
 
+    session_extras.add_routes(table, manager, keypair_of)
+
     @table.post("/admin/gql")
     async def gql(request: web.Request) -> web.Response:
         body = await json_object(request)
@@ -293,6 +293,17 @@ def _object_or_empty(value: object, name: str) -> dict[str, Any]:
     return value
 
 
+def _mounts(config: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """`config.mounts` (folder names) and `config.mount_map` (name -> path) of a create."""
+    mounts = config.get("mounts") or []
+    if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
+        raise bad_request("'config.mounts' must be a list of folder names")
+    mount_map = _object_or_empty(config.get("mount_map"), "config.mount_map")
+    if not all(isinstance(v, str) for v in mount_map.values()):
+        raise bad_request("'config.mount_map' must map folder names to paths")
+    return list(mounts), {str(k): v for k, v in mount_map.items()}
+
+
 def _batch(options: object) -> BatchCommand:
     options = _object_or_empty(options, "options")
     build = options.get("build")
@@ -317,6 +328,12 @@ def _upload_name(filename: str | None) -> str:
     """The file name of a 'src' part: a path in /home/work without control characters."""
     if not filename:
         raise bad_request("each 'src' part needs a file name")
+    # Backend.AI's client (aiohttp) percent-encodes it: "sub/x.txt" arrives as "sub%2Fx.txt".
+    # Decoded before the checks below, so an encoded control character or ".." is refused too.
+    try:
+        filename = unquote(filename, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"the file name of a 'src' part is not UTF-8: {filename!r}") from exc
     if any(ord(c) < 32 or ord(c) == 127 for c in filename):
         raise bad_request(f"the file name of a 'src' part holds a control character: {filename!r}")
     return _in_work(filename)
@@ -343,6 +360,7 @@ async def _write_tar_part(
     info = tarfile.TarInfo(PurePosixPath(name).name or "file")
     info.size = opened.size
     info.mode = 0o644
+    info.mtime = opened.mtime  # the client's tar extraction gives the file this time
     header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     padding = -opened.size % _TAR_BLOCK
     length = len(header) + opened.size + padding + 2 * _TAR_BLOCK
@@ -545,24 +563,26 @@ async def _graphql(
     """The GraphQL queries the CLI's `ps` and `session info` send; others get a GraphQL
     error."""
     if not isinstance(query, str):
-        return {"data": None, "errors": [{"message": "'query' must be a GraphQL string"}]}
+        raise bad_request("'query' must be a GraphQL string")
     if variables is not None and not isinstance(variables, dict):
         raise bad_request("'variables' must be a JSON object")
     variables = variables or {}
     root = _root_field(query)
     if root == "keypair":
         return {"data": {"keypair": _pick(_keypair_fields(keypair), _fields_of(query, "keypair"))}}
-    if root == "compute_session":
-        ref = variables.get("id")
-        found = None
-        if isinstance(ref, str):
-            with contextlib.suppress(ServiceError):
-                found = await manager.find(keypair, ref)
-        wanted = top_fields(query, "compute_session")
-        item = None if found is None else _pick(_gql_session(found, keypair), wanted)
-        if item is not None and found is not None and "dependencies" in wanted:
-            item["dependencies"] = await dependency_list(manager, found)
-        return {"data": {"compute_session": item}}
+    if root == "vfolder_list":
+        unsupported = [k for k in ("group_id", "filter", "order") if variables.get(k) is not None]
+        if unsupported:
+            raise bad_request(
+                f"'variables.{unsupported[0]}': cogbox lists a keypair's own folders, "
+                "unfiltered, oldest first"
+            )
+        limit = _count_variable(variables, "limit", 20)
+        offset = _count_variable(variables, "offset", 0)
+        listing = await gql_vfolder_list(
+            manager.vfolders, keypair, _fields_of(query, "items"), limit, offset
+        )
+        return {"data": {"vfolder_list": listing}}
     if root == "compute_session_list":
         wanted = _fields_of(query, "items")
         status = variables.get("status")
@@ -588,15 +608,31 @@ async def _graphql(
                 }
             }
         }
-    return {
-        "data": None,
-        "errors": [
-            {
-                "message": f"cogbox supports only the keypair, compute_session and "
-                f"compute_session_list queries, not {root or 'this query'!r}"
-            }
-        ],
-    }
+    if root == "compute_session":
+        return {
+            "data": {"compute_session": await _compute_session(manager, keypair, query, variables)}
+        }
+    raise unsupported_query(
+        root, ["keypair", "compute_session_list", "compute_session", "vfolder_list"]
+    )
+
+
+async def _compute_session(
+    manager: SessionManager, keypair: KeypairRecord, query: str, variables: dict[str, Any]
+) -> dict[str, Any] | None:
+    """`session info`: one session by id (the client sends only UUIDs); null if not ours."""
+    selection = selection_of(query, "compute_session")
+    ref = variables.get("id")
+    if not isinstance(ref, str):
+        raise bad_request("'variables.id' must be the session's id")
+    try:
+        record = await manager.find(keypair, ref)
+    except ServiceError:
+        return None
+    values = session_values(record, _STATUS[record.status], _status_info(record))
+    if record.is_batch:  # a job: its type, result, command and what it depends on
+        values.update(gql_job_fields(record), dependencies=await dependency_list(manager, record))
+    return pick(values, selection, "compute_session")
 
 
 def _root_field(query: str) -> str:
@@ -632,7 +668,7 @@ def _fields_of(query: str, block: str) -> list[str]:
 
 
 def _pick(values: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
-    return {name: values.get(name) for name in wanted}
+    return pick(values, [(name, None) for name in wanted], "compute_session_list")
 
 
 def _keypair_fields(keypair: KeypairRecord) -> dict[str, Any]:

@@ -114,8 +114,11 @@ class ServiceClient:
         max_lifetime: float | None = None,
         env: dict[str, str] | None = None,
         memory: str | int | None = None,
+        cpus: float | None = None,
+        bootstrap_script: str | None = None,
         on_progress: ProgressHandler | None = None,
         extra: dict[str, Any] | None = None,
+        mounts: list[str] | None = None,
     ) -> dict[str, Any]:
         """Start a session of `image` and return it once it runs (`memory`: its memory
         limit, bytes or a size like "1g"; default: the image policy's). If the service builds the
@@ -124,11 +127,15 @@ class ServiceClient:
         if on_progress is not None and name is None:
             name = f"cogbox-{secrets.token_hex(5)}"  # so the build can be watched by name
         body: dict[str, Any] = {"image": image, "env": env or {}}
+        if mounts:
+            body["mounts"] = mounts  # storage folders, NAME or NAME=PATH
         for key, value in (
             ("name", name),
             ("idle_timeout", idle_timeout),
             ("max_lifetime", max_lifetime),
             ("memory", memory),
+            ("cpus", cpus),
+            ("bootstrap_script", bootstrap_script),
         ):
             if value is not None:
                 body[key] = value

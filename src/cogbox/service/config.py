@@ -46,3 +46,8 @@ class ServiceConfig(BaseModel):
     execution_timeout: float | None = None
     # Warm pools: image -> started kernels kept ready for new sessions (cogbox.kernel.pool).
     pools: dict[str, int] = Field(default_factory=dict)
+    # Storage folders (cogbox.service.vfolders): where they live, the quota of a folder made
+    # without one, and what all the folders of one keypair may hold together.
+    vfolders_dir: Path = Field(default_factory=lambda: service_dir() / "vfolders")
+    vfolder_quota: int = 10 << 30
+    vfolder_keypair_quota: int = 100 << 30

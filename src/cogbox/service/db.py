@@ -97,6 +97,27 @@ class _Event(_Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+class _VFolder(_Base):
+    """A storage folder (Backend.AI's vfolder): its files live in its own quota filesystem
+    under the service's folder (`cogbox.service.vfolders`)."""
+
+    __tablename__ = "vfolders"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    access_key: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    quota_bytes: Mapped[int] = mapped_column(BigInteger)
+    permission: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class _VFolderMount(_Base):
+    """A folder mounted into a session (held while that session is active)."""
+
+    __tablename__ = "vfolder_mounts"
+    session_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    folder_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
+
+
 @dataclass(frozen=True)
 class KeypairRecord:
     access_key: str
@@ -133,6 +154,16 @@ class SessionRecord:
     @property
     def is_batch(self) -> bool:
         return self.session_type == "batch"
+
+
+@dataclass(frozen=True)
+class VFolderRecord:
+    id: str
+    access_key: str
+    name: str
+    quota_bytes: int
+    permission: str  # "rw" or "ro": how sessions mount it
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -252,6 +283,42 @@ class Database:
             query = query.where(_Session.status.in_(statuses))
         with self._session() as db:
             return [_record(row, SessionRecord) for row in db.scalars(query).all()]
+
+    # ------------------------------------------------------------------ storage folders
+
+    def add_vfolder(self, record: VFolderRecord) -> None:
+        with self._session() as db:
+            db.add(_VFolder(**record.__dict__))
+
+    def list_vfolders(self, access_key: str) -> list[VFolderRecord]:
+        query = select(_VFolder).where(_VFolder.access_key == access_key)
+        with self._session() as db:
+            rows = db.scalars(query.order_by(_VFolder.created_at)).all()
+            return [_record(row, VFolderRecord) for row in rows]
+
+    def rename_vfolder(self, folder_id: str, name: str) -> None:
+        with self._session() as db:
+            db.execute(update(_VFolder).where(_VFolder.id == folder_id).values(name=name))
+
+    def remove_vfolder(self, folder_id: str) -> None:
+        with self._session() as db:
+            db.execute(delete(_VFolder).where(_VFolder.id == folder_id))
+            db.execute(delete(_VFolderMount).where(_VFolderMount.folder_id == folder_id))
+
+    def add_vfolder_mounts(self, session_id: str, folder_ids: list[str]) -> None:
+        with self._session() as db:
+            for folder_id in folder_ids:
+                db.add(_VFolderMount(session_id=session_id, folder_id=folder_id))
+
+    def vfolder_holders(self, folder_id: str, statuses: list[str]) -> list[str]:
+        """Ids of the sessions in one of `statuses` that mount the folder."""
+        query = (
+            select(_Session.id)
+            .join(_VFolderMount, _VFolderMount.session_id == _Session.id)
+            .where(_VFolderMount.folder_id == folder_id, _Session.status.in_(statuses))
+        )
+        with self._session() as db:
+            return list(db.scalars(query).all())
 
     # ------------------------------------------------------------------ replay protection
 

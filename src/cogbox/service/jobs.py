@@ -30,6 +30,7 @@ from cogbox.service.errors import ServiceError, bad_request
 
 if TYPE_CHECKING:
     from cogbox.service.sessions import CreateRequest, SessionManager
+    from cogbox.service.vfolders import FolderMount
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class _Job:
     request: "CreateRequest"
     memory: int
     depends: list[str]
+    mounts: list["FolderMount"]  # its storage folders, checked when it was submitted
     shown: str = ""  # the status_info last recorded, so a pass writes only changes
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -158,8 +160,9 @@ class JobQueue:
         request: "CreateRequest",
         memory: int,
         depends: list[str],
+        mounts: list["FolderMount"],
     ) -> _Job:
-        return _Job(session_id, name, keypair, request, memory, depends)
+        return _Job(session_id, name, keypair, request, memory, depends, mounts)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -245,7 +248,7 @@ class JobQueue:
         manager = self._manager
         try:
             try:
-                record = await manager.launch(job.session_id, job.keypair, job.request)
+                record = await manager.launch(job.session_id, job.keypair, job.request, job.mounts)
             finally:
                 release()
         except ServiceError as exc:  # recorded `error` by launch; a failed job all the same

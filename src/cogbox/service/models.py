@@ -44,6 +44,27 @@ class CreateSessionBody(_Strict):
         "default: the image policy's. It counts against the keypair's memory cap.",
         examples=["1g"],
     )
+    mounts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="storage folders to mount, as Backend.AI's `-v`: NAME (at /home/work/NAME) "
+        "or NAME=PATH (relative to /home/work, or absolute under it)",
+        examples=[["data", "models=inputs/models"]],
+    )
+    cpus: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=1024,
+        description="cores for the jail's cpu quota (at most the host's); default: the "
+        "image policy's",
+        examples=[0.5],
+    )
+    bootstrap_script: str | None = Field(
+        default=None,
+        max_length=64 << 10,
+        description="a shell script run in /home/work before the first cell; the create "
+        "fails (422 bootstrap-failed) if it exits non-zero",
+    )
 
     output_limit: int | None = Field(
         default=None,

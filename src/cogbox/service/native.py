@@ -50,6 +50,7 @@ from cogbox.service.models import (
 )
 from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
+from cogbox.service.vfolders import parse_mount_args
 
 log = logging.getLogger(__name__)
 PREFIX = "/v1"
@@ -80,6 +81,7 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
     @table.post(PREFIX + "/sessions")
     async def create(request: web.Request) -> web.Response:
         body = await _body(request, CreateSessionBody)
+        mounts, mount_map = parse_mount_args(body.mounts)
         record, _ = await manager.create(
             keypair_of(request),
             CreateRequest(
@@ -94,6 +96,10 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
                 startup_command=body.startup_command,
                 dependencies=body.depends,
                 batch_timeout=body.batch_timeout,
+                mounts=mounts,
+                mount_map=mount_map,
+                cpus=body.cpus,
+                bootstrap_script=body.bootstrap_script,
             ),
         )
         return web.json_response(info(record), status=201)
@@ -153,7 +159,12 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
         """The file streamed a chunk at a time (never whole in memory)."""
         record = await session_of(request)
         with await manager.open_file(record, _path_param(request)) as opened:
-            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-Cogbox-Mtime": repr(opened.mtime),  # the CLI's download keeps it
+                }
+            )
             response.content_length = opened.size
             await response.prepare(request)
             try:

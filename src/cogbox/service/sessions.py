@@ -40,7 +40,9 @@ from cogbox.service.agent import (
     list_stored_files,
     open_stored_file,
 )
+from cogbox.service.bootstrap import run_bootstrap
 from cogbox.service.config import ServiceConfig
+from cogbox.service.create_options import check_cpus, check_env_against_policy, session_env
 from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
 from cogbox.service.errors import (
     ServiceError,
@@ -52,6 +54,7 @@ from cogbox.service.errors import (
 )
 from cogbox.service.jobs import JobQueue, dependencies_json
 from cogbox.service.logs import LogWriter, remove_log
+from cogbox.service.vfolders import FolderMount, VFolders
 from cogbox.sizes import format_size
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,11 @@ class CreateRequest:
     startup_command: str | None = None  # a job's command, run once in /home/work
     dependencies: list[str] = field(default_factory=list)  # ids or names a job waits for
     batch_timeout: float | None = None  # a job's time limit, seconds
+    # Storage folders to mount (names) and where (name -> path); see service.vfolders.
+    mounts: list[str] = field(default_factory=list)
+    mount_map: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
+    bootstrap_script: str | None = None  # a shell script run before the first cell
 
 
 @dataclass
@@ -104,6 +112,7 @@ class SessionManager:
         self.db = db
         self.agent = agent
         self.config = config
+        self.vfolders = VFolders(db, config)
         self._live: dict[str, _Live] = {}
         self._starting: dict[str, list[int]] = {}  # access key -> memory of sessions starting
         self._build_steps: dict[str, str] = {}  # session id -> latest step of its image build
@@ -185,6 +194,11 @@ class SessionManager:
         """Start a session (or, with `reuse_if_exists`, return the active one of that name).
         The bool says whether a new session was made."""
         name = request.name or f"cogbox-{secrets.token_hex(5)}"
+        session_env(request.env, "env")  # every API: no variable the jail keeps for itself
+        if request.cpus is not None:
+            check_cpus(request.cpus, "cpus")
+        if request.bootstrap_script is not None and "\0" in request.bootstrap_script:
+            raise bad_request("'bootstrap_script' must be the text of a shell script (no NUL)")
         if not _NAME.fullmatch(name):
             raise bad_request(
                 f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
@@ -214,14 +228,18 @@ class SessionManager:
                 return existing[0], False
             raise conflict(f"session name {name!r} is already used by an active session")
         try:
-            memory = request.memory_bytes or await self.agent.memory_limit(request.image)
+            policy = await self.agent.image_policy(request.image)
+            check_env_against_policy(request.env, policy, request.image)
+            memory = request.memory_bytes or policy.limits.memory_bytes
         except ImageNotFound as exc:
             raise ServiceError(404, "image-not-found", str(exc)) from exc
+        mounts = await self.vfolders.mounts_for(keypair, request.mounts, request.mount_map)
         if batch:
-            return await self._submit_job(keypair, request, name, idle, lifetime, memory), True
+            job = (name, idle, lifetime, memory, mounts)
+            return await self._submit_job(keypair, request, *job), True
         release = self.reserve(keypair, memory)
         try:
-            return await self._start(keypair, request, name, idle, lifetime, memory), True
+            return await self._start(keypair, request, name, idle, lifetime, memory, mounts), True
         finally:
             release()
 
@@ -242,6 +260,7 @@ class SessionManager:
         idle: float,
         lifetime: float,
         memory: int,
+        mounts: list[FolderMount],
     ) -> SessionRecord:
         """Record a job `pending` and queue it; it starts when it may (cogbox.service.jobs)."""
         depends = await self.jobs.resolve_dependencies(keypair, request.dependencies)
@@ -255,7 +274,7 @@ class SessionManager:
         )
         await asyncio.to_thread(self.db.add_session, record)
         await self._event(record.id, "created", "", f"batch job of image {request.image}")
-        job = self.jobs.job(record.id, name, keypair, request, memory, depends)
+        job = self.jobs.job(record.id, name, keypair, request, memory, depends, mounts)
         await self.jobs.submit(job)
         result = await asyncio.to_thread(self.db.get_session, record.id)
         assert result is not None
@@ -293,11 +312,12 @@ class SessionManager:
         idle: float,
         lifetime: float,
         memory: int,
+        mounts: list[FolderMount],
     ) -> SessionRecord:
         record = self._new_record(keypair, request, name, idle, lifetime, memory, "starting")
         await asyncio.to_thread(self.db.add_session, record)
         await self._event(record.id, "created", "", f"image {request.image}")
-        return await self.launch(record.id, keypair, request)
+        return await self.launch(record.id, keypair, request, mounts)
 
     def _new_record(
         self,
@@ -328,7 +348,11 @@ class SessionManager:
         )
 
     async def launch(
-        self, session_id: str, keypair: KeypairRecord, request: CreateRequest
+        self,
+        session_id: str,
+        keypair: KeypairRecord,
+        request: CreateRequest,
+        mounts: list[FolderMount],
     ) -> SessionRecord:
         """Start the kernel of the recorded session `session_id` (its image built first if
         need be); its output goes to its log from the first run on."""
@@ -346,12 +370,15 @@ class SessionManager:
             )
             self._logs[session_id] = writer
             await self._prepare_image(session_id, request.image)
+            binds = await self.vfolders.binds(session_id, mounts)
             spec = KernelSpec(
                 session_id,
                 request.image,
                 workdir,
                 request.env,
                 memory,
+                binds,
+                request.cpus,
                 output_limit=request.output_limit or self.config.output_limit,
                 output_tap=writer.write_event,
             )
@@ -359,6 +386,8 @@ class SessionManager:
             pooled = used != workdir  # a pre-started kernel, with its own /home/work
             if pooled:
                 await asyncio.to_thread(self.db.update_session, session_id, workdir=str(used))
+            if request.bootstrap_script is not None:
+                await run_bootstrap(self, session_id, request.bootstrap_script)
         except ServiceError:
             self._close_log(session_id)
             raise
@@ -652,6 +681,28 @@ class SessionManager:
         if not workdir.is_dir():
             raise not_found(f"session {record.name!r} is {record.status}; its files are gone")
         return workdir
+
+    async def rename(self, record: SessionRecord, name: str) -> None:
+        """Give an active session a new name (unique among the keypair's active ones)."""
+        if record.status not in ACTIVE:
+            raise conflict(f"session {record.name!r} is {record.status}: only an active one")
+        if not _NAME.fullmatch(name):
+            raise bad_request(
+                f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        active = await asyncio.to_thread(self.db.list_sessions, record.access_key, ACTIVE)
+        if any(r.name == name and r.id != record.id for r in active):
+            raise conflict(f"session name {name!r} is already used by an active session")
+        await asyncio.to_thread(self.db.update_session, record.id, name=name)
+        await self._event(record.id, "renamed", "user", f"{record.name} -> {name}")
+
+    async def record_event(self, session_id: str, kind: str, reason: str, message: str) -> None:
+        await self._event(session_id, kind, reason, message)
+
+    async def mark_error(self, session_id: str, reason: str, message: str) -> None:
+        """A session that never became usable (e.g. its bootstrap script failed)."""
+        await self._set_status(session_id, "error", reason, message)
 
     # ------------------------------------------------------------------ internals
 

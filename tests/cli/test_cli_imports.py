@@ -13,7 +13,9 @@ import sys
 import pytest
 
 HEAVY = ("aiohttp", "sqlalchemy", "zmq", "jupyter_client")
-GROUPS = ["image", "jail", "kernelspec", "keypair", "policy", "run", "serve", "session", "shell"]
+GROUPS = [
+    "image", "jail", "kernelspec", "keypair", "logs", "policy", "run", "serve", "session", "shell"
+]  # fmt: skip
 
 _PROBE = """
 import json, sys

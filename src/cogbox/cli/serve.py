@@ -52,6 +52,21 @@ def _parse_pools(
     "repeat for several images). Pools fill once the image is built.",
 )
 @click.option(
+    "--output-limit",
+    type=click.IntRange(min=1),
+    default=524_288,
+    show_default=True,
+    help="Characters of one run's output sent to its client (a session may ask for its own); "
+    "what it drops is still in the session's log.",
+)
+@click.option(
+    "--log-limit",
+    default="1g",
+    show_default=True,
+    metavar="SIZE",
+    help="The most each session's full log (stdout and stderr) may hold, e.g. 1g.",
+)
+@click.option(
     "--vfolder-quota",
     default="10g",
     show_default=True,
@@ -73,6 +88,8 @@ def serve(
     idle_timeout: float,
     max_lifetime: float,
     pools: dict[str, int],
+    output_limit: int,
+    log_limit: str,
     vfolder_quota: str,
     vfolder_keypair_quota: str,
     allow_remote: bool,
@@ -86,6 +103,7 @@ def serve(
 
     from cogbox.service import ServiceConfig
     from cogbox.service import serve as run_service
+    from cogbox.sizes import parse_size
 
     if host not in _LOOPBACK and not allow_remote:
         raise click.BadParameter(
@@ -93,18 +111,24 @@ def serve(
             "(request bodies are not signed: use TLS in front)",
             param_hint="--host",
         )
-    from cogbox.sizes import parse_size
-
     try:
         folder_quota, keypair_quota = parse_size(vfolder_quota), parse_size(vfolder_keypair_quota)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--vfolder-quota") from exc
+    try:
+        log_limit_bytes = parse_size(log_limit)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--log-limit") from exc
+    if log_limit_bytes <= 0:
+        raise click.BadParameter("must be more than 0 bytes", param_hint="--log-limit")
     config = ServiceConfig(
         host=host,
         port=port,
         idle_timeout=idle_timeout,
         max_lifetime=max_lifetime,
         pools=pools,
+        output_limit=output_limit,
+        log_limit_bytes=log_limit_bytes,
         vfolder_quota=folder_quota,
         vfolder_keypair_quota=keypair_quota,
     )

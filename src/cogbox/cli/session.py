@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from cogbox.service.endpoint import Endpoint
 
 _T = TypeVar("_T")
-_ENDED = {"terminated", "lost", "error"}
+_ENDED = {"terminated", "lost", "error", "cancelled"}
 
 
 @click.group()
@@ -90,6 +90,15 @@ def _progress(message: str) -> Iterator[Callable[[str], None]]:
     "--memory", metavar="SIZE", help="Its memory limit, e.g. 1g (default: the image policy's)."
 )
 @click.option(
+    "--batch",
+    "startup_command",
+    metavar="COMMAND",
+    help="Make it a job: run COMMAND once in /home/work, then end (see `cogbox logs`).",
+)
+@click.option("--depends", multiple=True, metavar="REF", help="A job starts after REF succeeded.")
+@click.option("--batch-timeout", type=float, help="Seconds a job's command may run.")
+@click.option("--output-limit", type=click.IntRange(min=1), help="Characters of one run sent back.")
+@click.option(
     "--mount",
     "-v",
     "mounts",
@@ -113,12 +122,19 @@ def create(
     max_lifetime: float | None,
     env_pairs: tuple[str, ...],
     memory: str | None,
+    startup_command: str | None,
+    depends: tuple[str, ...],
+    batch_timeout: float | None,
+    output_limit: int | None,
     mounts: tuple[str, ...],
     cpus: float | None,
     bootstrap_script: "TextIO | None",
     as_json: bool,
 ) -> None:
     """Start a session of IMAGE; prints its name and id.
+
+    With --batch it is a job: it waits `pending` for --depends and for room under the
+    keypair's limits, runs once and ends by itself, SUCCESS or FAILURE by exit status.
 
     If the service has no image IMAGE built yet, it builds it from its recipe first (the
     spinner shows the build's steps); that can take minutes.
@@ -129,6 +145,13 @@ def create(
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
         env[key] = value
+    extra: dict[str, object] = {"output_limit": output_limit} if output_limit else {}
+    if startup_command is not None:
+        extra.update(type="batch", startup_command=startup_command, depends=list(depends))
+        if batch_timeout is not None:
+            extra["batch_timeout"] = batch_timeout
+    elif depends or batch_timeout is not None:
+        raise click.UsageError("--depends and --batch-timeout are for jobs: add --batch COMMAND")
     script = bootstrap_script.read() if bootstrap_script is not None else None
     with _progress(f"starting a session of {image}...") as show:
         created = _run(
@@ -144,6 +167,7 @@ def create(
                 cpus=cpus,
                 bootstrap_script=script,
                 on_progress=show,
+                extra=extra,
             ),
         )
     if as_json:
@@ -170,12 +194,26 @@ def list_sessions(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(sessions, indent=1))
         return
-    table = Table("NAME", "ID", "IMAGE", "STATUS", "CREATED", "INFO", box=None)
+    table = Table("NAME", "ID", "IMAGE", "TYPE", "STATUS", "RESULT", "CREATED", "INFO", box=None)
     for s in sessions:
         table.add_row(
-            s["name"], s["id"], s["image"], s["status"], s["created_at"][:19], s["status_info"]
+            s["name"],
+            s["id"],
+            s["image"],
+            s.get("type", "interactive"),
+            s["status"],
+            _result(s),
+            s["created_at"][:19],
+            s["status_info"],
         )
     Console(width=200).print(table)
+
+
+def _result(session: dict[str, object]) -> str:
+    """A job's result and exit status ("FAILURE (exit 3)"); "" for other sessions."""
+    result = str(session.get("result") or "")
+    code = session.get("exit_code")
+    return f"{result} (exit {code})" if result and code is not None else result
 
 
 @session.command(name="exec")

@@ -110,9 +110,30 @@ def _run(command):  # type: (bytes) -> int
     return 128 - status if status < 0 else status
 
 
+def _hold_output(hold):  # type: (bool) -> None
+    """While a command runs, the kernel's IOPub socket waits for the host instead of
+    dropping messages past its high-water mark (ZMQ_XPUB_NODROP): a flood then slows the
+    command down (its pipe fills) rather than losing output, or the run's final `idle`
+    status, on the way to the session's log. Set in the IOPub thread, which owns the
+    socket; what waits meanwhile is in the kernel's memory, under the jail's limit."""
+    try:
+        import zmq
+        from IPython import get_ipython
+
+        thread = get_ipython().kernel.iopub_thread
+        option = zmq.XPUB_NODROP
+        thread.schedule(lambda: thread.socket.setsockopt(option, 1 if hold else 0))
+    except Exception:  # not an ipykernel, or too old a zmq: output may drop as before
+        pass
+
+
 def run_batch(build, exec_command):  # type: (bytes | None, bytes) -> tuple[int, int]
-    if build is not None:
-        status = _run(build)
-        if status != 0:
-            return (0, status)
-    return (1, _run(exec_command))
+    _hold_output(True)
+    try:
+        if build is not None:
+            status = _run(build)
+            if status != 0:
+                return (0, status)
+        return (1, _run(exec_command))
+    finally:
+        _hold_output(False)

@@ -132,6 +132,8 @@ class Session:
         self.image = image
         self.policy = policy
         self.output_limit = output_limit
+        # Sees every output event before the cap drops any (the service's full session log).
+        self.output_tap: Callable[[Event], None] | None = None
         self._env = dict(env or {})
         self._owns_workdir = workdir is None
         self.workdir = new_workdir(self.id) if workdir is None else workdir
@@ -342,7 +344,10 @@ class Session:
                     elif kind == "status":
                         idle = idle or content.get("execution_state") == "idle"
                     else:
-                        yield from cap.admit(_output_event(kind, content))
+                        event = _output_event(kind, content)
+                        if event is not None and self.output_tap is not None:
+                            self.output_tap(event)
+                        yield from cap.admit(event)
             count = reply.get("execution_count")
             if interrupted_at is not None:
                 yield Finished(

@@ -67,6 +67,8 @@ class KernelSpec:
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
     binds: list[Bind] = field(default_factory=list)  # its storage folders (service.vfolders)
     cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
+    output_limit: int | None = None  # characters of one run sent to a client; default: kernel's
+    output_tap: Callable[[Event], None] | None = None  # hears all output (the session's log)
 
 
 @dataclass(frozen=True)
@@ -306,9 +308,13 @@ class LocalAgent:
         return pool.try_acquire()
 
     def _start_session(self, spec: KernelSpec) -> Session:
-        session = self._acquire(spec)
-        if session is not None:
-            return session
+        session = self._acquire(spec) or self._start_cold(spec)
+        if spec.output_limit is not None:
+            session.output_limit = spec.output_limit
+        session.output_tap = spec.output_tap
+        return session
+
+    def _start_cold(self, spec: KernelSpec) -> Session:
         spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
         image = self._store.get(spec.image)
         policy = session_policy(self._policy(image), spec.env, spec.memory_bytes, spec.cpus)

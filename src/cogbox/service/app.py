@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from cogbox.service import backendai, jupyter, native, vfolder_api
+from cogbox.service import backendai, jupyter, log_routes, native, vfolder_api
 from cogbox.service.agent import Agent, LocalAgent
 from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
@@ -86,6 +86,7 @@ def create_app(
 
     app.router.add_get("/openapi.json", openapi)
     app.router.add_routes(native.routes(manager))
+    app.router.add_routes(log_routes.routes(manager))
     app.router.add_routes(backendai.routes(manager, config.query_wait))
     app.router.add_routes(vfolder_api.routes(manager.vfolders, transfers))
     app.router.add_routes(jupyter.routes(gateway))

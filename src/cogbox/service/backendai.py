@@ -11,12 +11,16 @@
     GET    /session/{ref}/download            JSON body {files}: multipart/mixed of tar files
     GET    /session/{ref}/files               JSON body {path}: directory listing
     GET    /stream/session/{ref}/execute      WebSocket run loop
-    POST   /admin/gql                         GraphQL subset: `keypair`, `compute_session_list`
+    GET    /session/{ref}/logs                the full console log (cogbox.service.log_routes)
+    POST   /admin/gql                         GraphQL subset: `keypair`, `compute_session`,
+                                              `compute_session_list`
 
-`{ref}` is a session's id or name. Statuses map to Backend.AI's: running -> RUNNING,
-building/starting -> PREPARING, terminated -> TERMINATED, dead/lost/error -> ERROR (with
-status_info). `POST /session` of an image not built yet builds it first and answers when the
-session runs; meanwhile the session shows as PREPARING.
+`{ref}` is a session's id or name. Statuses map to Backend.AI's: pending -> PENDING,
+running -> RUNNING, building/starting -> PREPARING, terminated -> TERMINATED, dead/lost/error
+-> ERROR, cancelled -> CANCELLED (with status_info). `type: batch` with `startupCommand`
+makes a job (cogbox.service.jobs): `result` SUCCESS/FAILURE, its exit status in status_info.
+`POST /session` of an image not built yet builds it first and answers when the session runs;
+meanwhile the session shows as PREPARING.
 """
 
 import asyncio
@@ -45,6 +49,7 @@ from cogbox.service.create_options import parse_create_options
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
 from cogbox.service.gql_session import pick, selection_of, session_values, unsupported_query
+from cogbox.service.job_views import dependency_list, gql_job_fields, job_fields
 from cogbox.service.models import iso
 from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
 MAX_DOWNLOAD_FILES = 64
 _STATUS = {
+    "pending": "PENDING",
     "building": "PREPARING",
     "starting": "PREPARING",
     "running": "RUNNING",
@@ -61,6 +67,7 @@ _STATUS = {
     "terminated": "TERMINATED",
     "lost": "ERROR",
     "error": "ERROR",
+    "cancelled": "CANCELLED",
 }
 
 
@@ -96,6 +103,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
                 bootstrap_script=options.bootstrap_script,
                 mounts=mounts,
                 mount_map=mount_map,
+                **job_fields(body),
             ),
         )
         return web.json_response(
@@ -552,7 +560,8 @@ _WORD = re.compile(r"\w+")
 async def _graphql(
     manager: SessionManager, keypair: KeypairRecord, query: object, variables: object
 ) -> dict[str, Any]:
-    """The two GraphQL queries the CLI's `ps` sends; others get a GraphQL error."""
+    """The GraphQL queries the CLI's `ps` and `session info` send; others get a GraphQL
+    error."""
     if not isinstance(query, str):
         raise bad_request("'query' must be a GraphQL string")
     if variables is not None and not isinstance(variables, dict):
@@ -621,6 +630,8 @@ async def _compute_session(
     except ServiceError:
         return None
     values = session_values(record, _STATUS[record.status], _status_info(record))
+    if record.is_batch:  # a job: its type, result, command and what it depends on
+        values.update(gql_job_fields(record), dependencies=await dependency_list(manager, record))
     return pick(values, selection, "compute_session")
 
 
@@ -679,6 +690,7 @@ def _gql_session(record: SessionRecord, keypair: KeypairRecord) -> dict[str, Any
         "name": record.name,
         "image": record.image,
         "type": "INTERACTIVE",
+        "dependencies": [],
         "status": _STATUS[record.status],
         "status_info": _status_info(record),
         "status_changed": iso(record.status_changed_at),
@@ -691,4 +703,8 @@ def _gql_session(record: SessionRecord, keypair: KeypairRecord) -> dict[str, Any
         "tag": None,
         "occupying_slots": "{}",
         "abusing_reports": [],
+        "containers": [],
+        "status_data": "{}",
+        "idle_checks": "{}",
+        **gql_job_fields(record),
     }

@@ -117,6 +117,7 @@ class ServiceClient:
         cpus: float | None = None,
         bootstrap_script: str | None = None,
         on_progress: ProgressHandler | None = None,
+        extra: dict[str, Any] | None = None,
         mounts: list[str] | None = None,
     ) -> dict[str, Any]:
         """Start a session of `image` and return it once it runs (`memory`: its memory
@@ -138,6 +139,7 @@ class ServiceClient:
         ):
             if value is not None:
                 body[key] = value
+        body.update(extra or {})  # further fields of the create body (a job's, ...)
         # No overall time limit: building an image on demand may take many minutes.
         create = asyncio.ensure_future(
             self._call("POST", "/v1/sessions", body, timeout=aiohttp.ClientTimeout())

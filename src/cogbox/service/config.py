@@ -29,6 +29,12 @@ class ServiceConfig(BaseModel):
     port: int = 8090
     database_url: str = Field(default_factory=default_database_url)
     sessions_dir: Path = Field(default_factory=lambda: service_dir() / "sessions")
+    # Sessions' full console logs (cogbox.service.logs), each bounded by log_limit_bytes.
+    logs_dir: Path = Field(default_factory=lambda: service_dir() / "logs")
+    log_limit_bytes: int = Field(default=1 << 30, gt=0)
+    # The characters of one run's output sent to a client (a session may ask for its own);
+    # what it drops is still in the session's log.
+    output_limit: int = Field(default=524_288, gt=0)
     # Defaults for sessions that do not ask for their own limits.
     idle_timeout: float = 3600.0
     max_lifetime: float = 86400.0

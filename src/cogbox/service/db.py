@@ -69,6 +69,13 @@ class _Session(_Base):
     max_lifetime: Mapped[float] = mapped_column(Float)
     workdir: Mapped[str] = mapped_column(Text)
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Batch sessions (jobs), added later: nullable, NULL meaning an interactive session.
+    session_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    startup_command: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dependencies: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of ids
+    batch_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class _SeenSignature(_Base):
@@ -137,6 +144,16 @@ class SessionRecord:
     max_lifetime: float
     workdir: str
     memory_bytes: int | None = None  # its jail's memory limit
+    session_type: str | None = None  # "batch" for a job; None (or "interactive") otherwise
+    startup_command: str | None = None  # a job's command
+    dependencies: str | None = None  # a job's dependencies: a JSON list of session ids
+    batch_timeout: float | None = None  # a job's time limit, seconds
+    result: str | None = None  # a job's outcome once it ended: SUCCESS or FAILURE
+    exit_code: int | None = None  # a job's command's exit status
+
+    @property
+    def is_batch(self) -> bool:
+        return self.session_type == "batch"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The native API's request and response bodies (pydantic: validated in, documented out)."""
 
+import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,6 +66,29 @@ class CreateSessionBody(_Strict):
         "fails (422 bootstrap-failed) if it exits non-zero",
     )
 
+    output_limit: int | None = Field(
+        default=None,
+        gt=0,
+        le=1 << 30,
+        description="characters of one run's output sent to the client (default: the "
+        "service's); what it drops is still in the session's log",
+    )
+    type: Literal["interactive", "batch"] = Field(
+        default="interactive",
+        description="batch: a job that runs `startup_command` once in /home/work and ends "
+        "by itself, its result SUCCESS or FAILURE by exit status; it waits `pending` for "
+        "`depends` and for room under the keypair's limits",
+    )
+    startup_command: str | None = Field(
+        default=None, max_length=100_000, examples=["python train.py"]
+    )
+    depends: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="sessions (ids or names) a job starts after, once all have succeeded",
+    )
+    batch_timeout: float | None = Field(default=None, gt=0, le=10**7)
+
     @field_validator("memory")
     @classmethod
     def _memory_size(cls, value: int | str | None) -> int | None:
@@ -92,7 +116,10 @@ class SessionInfo(BaseModel):
     id: str
     name: str
     image: str
-    status: str = Field(description="building, starting, running, dead, terminated, lost or error")
+    status: str = Field(
+        description="pending, building, starting, running, dead, terminated, lost, error or "
+        "cancelled"
+    )
     status_info: str
     progress: str = Field(
         default="",
@@ -107,6 +134,13 @@ class SessionInfo(BaseModel):
     memory_bytes: int | None = Field(description="the memory limit of the session's jail")
     busy: bool
     last_used_at: str | None
+    type: str = Field(default="interactive", description="interactive or batch (a job)")
+    result: str | None = Field(
+        default=None, description="a job's outcome once it ended: SUCCESS or FAILURE"
+    )
+    exit_code: int | None = Field(default=None, description="a job's command's exit status")
+    startup_command: str | None = None
+    dependencies: list[str] = Field(default_factory=list, description="ids a job waits for")
 
 
 class PoolInfo(BaseModel):
@@ -185,6 +219,11 @@ def session_info(
         memory_bytes=record.memory_bytes,
         busy=busy,
         last_used_at=iso(last_used),
+        type=record.session_type or "interactive",
+        result=record.result,
+        exit_code=record.exit_code,
+        startup_command=record.startup_command,
+        dependencies=json.loads(record.dependencies) if record.dependencies else [],
     )
 
 

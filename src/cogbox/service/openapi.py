@@ -170,6 +170,23 @@ def openapi_document() -> dict[str, Any]:
             one + "/interrupt": {"post": _op("interrupt the running code", 204)},
             one + "/restart": {"post": _op("fresh kernel, files kept", 200, SessionInfo)},
             one + "/events": {"get": _op("the session's lifecycle events", 200, EventList)},
+            one + "/logs": {
+                "get": _op(
+                    "the session's full log (stdout and stderr), streamed from byte `offset`; "
+                    "with follow=1 until the session has ended. X-Cogbox-Log-Offset says "
+                    "where the body starts",
+                    200,
+                    params=[
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        },
+                    ],
+                    raw_response="application/octet-stream",
+                )
+            },
             one + "/files": {
                 "get": _op(
                     "list a folder of /home/work",

@@ -4,11 +4,13 @@ Every API surface goes through `SessionManager`; it enforces ownership (a keypai
 its own sessions: others' are "not found"), per-keypair limits, idle and lifetime limits, and
 records each session's lifecycle in the database so a restart never forgets one.
 
-Session states: `building` (its image is built from its recipe first; each build step is
-recorded as an `image_build` event), `starting`, `running`, `dead` (the kernel died, e.g.
-out of memory; `restart` revives it), `terminated` (destroyed or reaped), `lost` (the
-service restarted while it ran: the kernel is gone, its files are kept), `error` (it never
-started).
+Session states: `pending` (a batch job waiting for its dependencies or for room under its
+keypair's limits: cogbox.service.jobs), `building` (its image is built from its recipe
+first; each build step is recorded as an `image_build` event), `starting`, `running`, `dead`
+(the kernel died, e.g. out of memory; `restart` revives it), `terminated` (destroyed, reaped
+or, for a job, its command ended), `lost` (the service restarted while it ran: the kernel is
+gone, its files are kept), `error` (it never started), `cancelled` (a job that never
+started). Every session's output goes to its full log (cogbox.service.logs).
 """
 
 import asyncio
@@ -19,8 +21,8 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,16 @@ from cogbox.service.errors import (
     public_message,
     too_large,
 )
+from cogbox.service.jobs import JobQueue, dependencies_json
+from cogbox.service.logs import LogWriter, remove_log
 from cogbox.service.vfolders import FolderMount, VFolders
 from cogbox.sizes import format_size
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ["building", "starting", "running", "dead"]
-ENDED = ["terminated", "lost", "error"]
+ACTIVE = ["pending", "building", "starting", "running", "dead"]
+ENDED = ["terminated", "lost", "error", "cancelled"]
+SESSION_TYPES = ("interactive", "batch")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]")  # used with fullmatch
 
 
@@ -71,6 +76,11 @@ class CreateRequest:
     env: dict[str, str] = field(default_factory=dict)
     reuse_if_exists: bool = False
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
+    output_limit: int | None = None  # characters of a run sent to clients; default: service's
+    session_type: str = "interactive"  # or "batch": a job (cogbox.service.jobs)
+    startup_command: str | None = None  # a job's command, run once in /home/work
+    dependencies: list[str] = field(default_factory=list)  # ids or names a job waits for
+    batch_timeout: float | None = None  # a job's time limit, seconds
     # Storage folders to mount (names) and where (name -> path); see service.vfolders.
     mounts: list[str] = field(default_factory=list)
     mount_map: dict[str, str] = field(default_factory=dict)
@@ -107,6 +117,8 @@ class SessionManager:
         self._starting: dict[str, list[int]] = {}  # access key -> memory of sessions starting
         self._build_steps: dict[str, str] = {}  # session id -> latest step of its image build
         self._reaper: asyncio.Task[None] | None = None
+        self._logs: dict[str, LogWriter] = {}  # session id -> its log, while a kernel runs
+        self.jobs = JobQueue(self)
 
     async def _db(self, function: object, *args: object, **kwargs: object) -> object:
         return await asyncio.to_thread(function, *args, **kwargs)  # type: ignore[arg-type]
@@ -134,6 +146,11 @@ class SessionManager:
                 log.info("removed %d kernel runtime folders a previous run left", len(runtimes))
         stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
         for record in stale:
+            if record.status == "pending":
+                await self.jobs.cancelled(
+                    record.id, "service-restarted", "the service restarted before this job started"
+                )
+                continue
             message = (
                 "the service restarted while this session was active: its kernel and "
                 "variables are gone; its files in /home/work are kept and downloadable"
@@ -142,6 +159,7 @@ class SessionManager:
         await asyncio.to_thread(self._remove_unused_pool_workdirs)
         await self.agent.open()
         self._reaper = asyncio.create_task(self._reap_forever())
+        self.jobs.open()
 
     def _remove_unused_pool_workdirs(self) -> None:
         """Delete the folders of pooled kernels that a previous run started but never handed
@@ -161,7 +179,11 @@ class SessionManager:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.jobs.close()
         self._live.clear()
+        for writer in self._logs.values():
+            writer.close()
+        self._logs.clear()
         await self.agent.close()
 
     # ------------------------------------------------------------------ sessions
@@ -186,6 +208,15 @@ class SessionManager:
         lifetime = request.max_lifetime or self.config.max_lifetime
         if idle <= 0 or lifetime <= 0:
             raise bad_request("idle_timeout and max_lifetime must be positive numbers of seconds")
+        if request.session_type not in SESSION_TYPES:
+            raise bad_request(f"'type' must be interactive or batch, got {request.session_type!r}")
+        batch = request.session_type == "batch"
+        if batch and not (request.startup_command or "").strip():
+            raise bad_request("a batch session needs 'startupCommand': the command it runs")
+        if not batch and (request.startup_command or request.dependencies):
+            raise bad_request(
+                "'startupCommand' and 'dependencies' are for batch sessions: add type batch"
+            )
         access = keypair.access_key
         existing = [
             r
@@ -203,15 +234,51 @@ class SessionManager:
         except ImageNotFound as exc:
             raise ServiceError(404, "image-not-found", str(exc)) from exc
         mounts = await self.vfolders.mounts_for(keypair, request.mounts, request.mount_map)
-        # Checked and reserved with no await in between, so concurrent creates cannot both
-        # pass a limit.
-        self._check_limits(keypair, memory)
-        starting = self._starting.setdefault(access, [])
-        starting.append(memory)
+        if batch:
+            job = (name, idle, lifetime, memory, mounts)
+            return await self._submit_job(keypair, request, *job), True
+        release = self.reserve(keypair, memory)
         try:
             return await self._start(keypair, request, name, idle, lifetime, memory, mounts), True
         finally:
-            starting.remove(memory)
+            release()
+
+    def reserve(self, keypair: KeypairRecord, memory: int) -> Callable[[], None]:
+        """Hold room for a session that is about to start under `keypair`'s limits (429 if
+        there is none); call the returned function once it runs or failed. Checked and held
+        with no await in between, so concurrent creates cannot both pass a limit."""
+        self._check_limits(keypair, memory)
+        starting = self._starting.setdefault(keypair.access_key, [])
+        starting.append(memory)
+        return lambda: starting.remove(memory)
+
+    async def _submit_job(
+        self,
+        keypair: KeypairRecord,
+        request: CreateRequest,
+        name: str,
+        idle: float,
+        lifetime: float,
+        memory: int,
+        mounts: list[FolderMount],
+    ) -> SessionRecord:
+        """Record a job `pending` and queue it; it starts when it may (cogbox.service.jobs)."""
+        depends = await self.jobs.resolve_dependencies(keypair, request.dependencies)
+        record = self._new_record(keypair, request, name, idle, lifetime, memory, "pending")
+        record = replace(
+            record,
+            session_type="batch",
+            startup_command=request.startup_command,
+            dependencies=dependencies_json(depends),
+            batch_timeout=request.batch_timeout,
+        )
+        await asyncio.to_thread(self.db.add_session, record)
+        await self._event(record.id, "created", "", f"batch job of image {request.image}")
+        job = self.jobs.job(record.id, name, keypair, request, memory, depends, mounts)
+        await self.jobs.submit(job)
+        result = await asyncio.to_thread(self.db.get_session, record.id)
+        assert result is not None
+        return result
 
     def _check_limits(self, keypair: KeypairRecord, memory: int) -> None:
         """Refuse (429) a session that would take `keypair` past its session count or
@@ -247,31 +314,73 @@ class SessionManager:
         memory: int,
         mounts: list[FolderMount],
     ) -> SessionRecord:
+        record = self._new_record(keypair, request, name, idle, lifetime, memory, "starting")
+        await asyncio.to_thread(self.db.add_session, record)
+        await self._event(record.id, "created", "", f"image {request.image}")
+        return await self.launch(record.id, keypair, request, mounts)
+
+    def _new_record(
+        self,
+        keypair: KeypairRecord,
+        request: CreateRequest,
+        name: str,
+        idle: float,
+        lifetime: float,
+        memory: int,
+        status: str,
+    ) -> SessionRecord:
         session_id = str(uuid.uuid4())
-        workdir = self.config.sessions_dir / session_id / "home"
         now = time.time()
-        record = SessionRecord(
+        return SessionRecord(
             id=session_id,
             name=name,
             access_key=keypair.access_key,
             image=request.image,
-            status="starting",
+            status=status,
             status_info="",
             created_at=now,
             status_changed_at=now,
             terminated_at=None,
             idle_timeout=idle,
             max_lifetime=lifetime,
-            workdir=str(workdir),
+            workdir=str(self.config.sessions_dir / session_id / "home"),
             memory_bytes=memory,
         )
-        await asyncio.to_thread(self.db.add_session, record)
-        await self._event(session_id, "created", "", f"image {request.image}")
+
+    async def launch(
+        self,
+        session_id: str,
+        keypair: KeypairRecord,
+        request: CreateRequest,
+        mounts: list[FolderMount],
+    ) -> SessionRecord:
+        """Start the kernel of the recorded session `session_id` (its image built first if
+        need be); its output goes to its log from the first run on."""
+        record = await asyncio.to_thread(self.db.get_session, session_id)
+        assert record is not None
+        workdir = Path(record.workdir)
+        idle, lifetime = record.idle_timeout, record.max_lifetime
+        memory = record.memory_bytes or 0
+        now = time.time() if record.is_batch else record.created_at  # a job's life: from its start
+        if record.status == "pending":
+            await self._set_status(session_id, "starting", "scheduled", "the job starts")
         try:
+            writer = await asyncio.to_thread(
+                LogWriter, self.config.logs_dir, session_id, self.config.log_limit_bytes
+            )
+            self._logs[session_id] = writer
             await self._prepare_image(session_id, request.image)
             binds = await self.vfolders.binds(session_id, mounts)
             spec = KernelSpec(
-                session_id, request.image, workdir, request.env, memory, binds, request.cpus
+                session_id,
+                request.image,
+                workdir,
+                request.env,
+                memory,
+                binds,
+                request.cpus,
+                output_limit=request.output_limit or self.config.output_limit,
+                output_tap=writer.write_event,
             )
             used = await self.agent.start(spec)
             pooled = used != workdir  # a pre-started kernel, with its own /home/work
@@ -280,11 +389,14 @@ class SessionManager:
             if request.bootstrap_script is not None:
                 await run_bootstrap(self, session_id, request.bootstrap_script)
         except ServiceError:
+            self._close_log(session_id)
             raise
         except ImageNotFound as exc:
+            self._close_log(session_id)
             await self._set_status(session_id, "error", "image-not-found", str(exc))
             raise ServiceError(404, "image-not-found", str(exc)) from exc
         except Exception as exc:
+            self._close_log(session_id)
             log.exception("session %s did not start", session_id)
             await self._set_status(session_id, "error", "start-failed", str(exc))
             raise ServiceError(
@@ -496,16 +608,30 @@ class SessionManager:
         keep_files: bool = False,
     ) -> None:
         """End the session's kernel. Its files are deleted unless `keep_files` (reaped
-        sessions keep theirs so the owner can still download them)."""
+        sessions keep theirs so the owner can still download them); its log is kept.
+        Destroying a session that already ended purges what is left: files and log.
+        A job that has not started is cancelled."""
+        if self.jobs.withdraw(record.id):
+            await self.jobs.cancelled(record.id, reason, f"cancelled before it started: {message}")
+            return
         live = self._live.pop(record.id, None)
         if live is not None:
             with contextlib.suppress(KernelError):
                 await self.agent.interrupt(record.id)
             await self.agent.stop(record.id)
+        self._close_log(record.id)
         if record.status in ACTIVE or live is not None:
             await self._set_status(record.id, "terminated", reason, message, event=kind)
+        elif not keep_files:
+            await asyncio.to_thread(remove_log, self.config.logs_dir, record.id)
         if not keep_files:
             await asyncio.to_thread(shutil.rmtree, Path(record.workdir).parent, ignore_errors=True)
+        self.jobs.wake()  # a pending job may fit now
+
+    def _close_log(self, session_id: str) -> None:
+        writer = self._logs.pop(session_id, None)
+        if writer is not None:
+            writer.close()
 
     # ------------------------------------------------------------------ files
 
@@ -586,6 +712,10 @@ class SessionManager:
         await asyncio.to_thread(
             self.db.add_event, session_id, kind, reason, public_message(message)
         )
+
+    async def set_status(self, session_id: str, status: str, reason: str, message: str) -> None:
+        """Record a new status (and an event of that kind saying `message`)."""
+        await self._set_status(session_id, status, reason, message)
 
     async def _set_status(
         self,

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import click
 
-from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
+from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 
 if TYPE_CHECKING:
     from cogbox.service.endpoint import Endpoint
@@ -25,24 +25,17 @@ _RETRY_WAIT_S = 1.0
 
 
 @click.command()
+@endpoint_options
 @click.argument("ref")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the session has ended.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Start at this byte.")
-@click.option("--endpoint", envvar=list(ENDPOINT_ENVS), help="The service's URL.")
-@click.option("--access-key", envvar=list(ACCESS_KEY_ENVS), help="Your keypair's access key.")
-@click.option("--secret-key", envvar=list(SECRET_KEY_ENVS), help="Your keypair's secret key.")
-def logs(
-    ref: str,
-    follow: bool,
-    offset: int,
-    endpoint: str | None,
-    access_key: str | None,
-    secret_key: str | None,
-) -> None:
+@click.pass_context
+def logs(ctx: click.Context, ref: str, follow: bool, offset: int) -> None:
     """Print the full log of session REF (its name or id), also after it ended."""
-    from cogbox.service.endpoint import Endpoint, ServiceClientError
+    from cogbox.service.endpoint import ServiceClientError
 
-    resolved = Endpoint.resolve(endpoint, access_key, secret_key)
+    # `cogbox logs` or `cogbox session logs`: the group's --endpoint, if any, counts too.
+    resolved = resolve_endpoint(ctx, ctx.find_object(tuple))
     cursor = Cursor(offset)
     failures = 0
     while True:

@@ -21,6 +21,7 @@ import click
 
 from cogbox.cli import session_files
 from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
+from cogbox.cli.logs import logs
 from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
 from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
 
@@ -283,3 +284,4 @@ def token(ctx: click.Context) -> None:
 
 
 session_files.register(session)
+session.add_command(logs)  # `cogbox session logs`, as Backend.AI's client has it

@@ -59,6 +59,14 @@ from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailC
 from cogbox.jail.chmod_guard import ChmodGuard
 from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
 from cogbox.jail.folder_owner import give_folder
+from cogbox.jail.gpu import (
+    DRIVER_DIR,
+    NoGpuError,
+    NvidiaHost,
+    driver_folder,
+    give_gpus,
+    require_gpus,
+)
 from cogbox.jail.identity import (
     Identity,
     IdentityError,
@@ -292,6 +300,12 @@ class Jail:
                     give_folder(bind.source, identity)
         except OSError as exc:
             raise JailError(f"cannot give a mounted folder to the jail: {exc}") from exc
+        gpus = self._gpus(spec.policy)
+        if gpus is not None:
+            try:
+                binds.append(Bind(driver_folder(gpus, data_dir()), DRIVER_DIR, readonly=True))
+            except OSError as exc:
+                raise JailError(f"cannot copy the GPU driver's libraries: {exc}") from exc
         argv = list(spec.argv)
         if spec.policy.forks_allowed:
             binds.append(Bind(HOST_INIT, JAIL_INIT, readonly=True))
@@ -310,6 +324,8 @@ class Jail:
             )
         except ValueError as exc:
             raise JailError(f"cannot build the jail's OCI config: {exc}") from exc
+        if gpus is not None:
+            give_gpus(config, gpus)
         # The init must run even where the policy's OP_EXEC makes binds noexec.
         for mount in config["mounts"]:
             if mount["destination"] == JAIL_INIT:
@@ -336,6 +352,17 @@ class Jail:
         except (IdentityError, OSError) as exc:
             raise JailError(f"cannot give the jail a host identity: {exc}") from exc
         return self._own_identity.identity
+
+    def _gpus(self, policy: Policy) -> NvidiaHost | None:
+        """The host's GPUs if the policy asks for them; JailError naming why not."""
+        if not policy.gpu:
+            return None
+        if self.runtime == "runsc":
+            raise JailError("gpu: true needs runc: gVisor (runsc) is not given the host's GPUs")
+        try:
+            return require_gpus()
+        except NoGpuError as exc:
+            raise JailError(str(exc)) from exc
 
     def _start_chmod_guard(self, policy: Policy) -> str | None:
         # OP_CHMOD narrower than "*": a supervisor thread answers each chmod by its globs

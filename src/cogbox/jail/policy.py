@@ -214,6 +214,7 @@ class Policy(BaseModel):
     limits: Limits
     network: Literal["none", "host"]
     readonly_binds: tuple[ReadonlyBind, ...]
+    gpu: bool = False  # the host's NVIDIA GPUs in the jail (cogbox.jail.gpu); refused without
 
     def with_limits(self, **changes: Any) -> "Policy":
         """This policy with some resolved limits replaced, e.g. `memory_bytes=1 << 30`."""
@@ -347,6 +348,7 @@ class _PolicyDoc(_Document):
     limits: _LimitsDoc | None = None
     network: Literal["none", "host"] = "none"
     mounts: _MountsDoc | None = None
+    gpu: StrictBool = False
 
 
 # ---------------------------------------------------------------------------- defaults
@@ -514,6 +516,7 @@ def _resolve(doc: _PolicyDoc, source: str) -> tuple[Policy, list[_Issue]]:
         limits=limits,
         network=doc.network,
         readonly_binds=binds,
+        gpu=doc.gpu,
     )
     return policy, issues
 

@@ -594,7 +594,7 @@ async def _graphql(
         statuses = (status or "").split(",")
         ours = await manager.list_sessions(keypair)
         items = [
-            _pick(_gql_session(r, keypair), wanted)
+            _pick(_gql_session(r), wanted)
             for r in reversed(ours)
             if not statuses[0] or _STATUS[r.status] in statuses
         ]
@@ -682,29 +682,14 @@ def _keypair_fields(keypair: KeypairRecord) -> dict[str, Any]:
     }
 
 
-def _gql_session(record: SessionRecord, keypair: KeypairRecord) -> dict[str, Any]:
+def _gql_session(record: SessionRecord) -> dict[str, Any]:
+    """A `compute_session_list` item: `session info`'s fields, with what `ps` reads as JSON
+    given as JSON text and no containers (`ps` lists sessions, not their kernels)."""
     return {
-        "id": record.id,
-        "session_id": record.id,
-        "main_kernel_id": record.id,
-        "name": record.name,
-        "image": record.image,
-        "type": "INTERACTIVE",
-        "dependencies": [],
-        "status": _STATUS[record.status],
-        "status_info": _status_info(record),
-        "status_changed": iso(record.status_changed_at),
-        "created_at": iso(record.created_at),
-        "terminated_at": iso(record.terminated_at),
-        "result": "UNDEFINED" if record.status in ACTIVE else "SUCCESS",
-        "group_name": "default",
-        "domain_name": "default",
-        "access_key": keypair.access_key,
-        "tag": None,
+        **session_values(record, _STATUS[record.status], _status_info(record)),
         "occupying_slots": "{}",
-        "abusing_reports": [],
-        "containers": [],
-        "status_data": "{}",
         "idle_checks": "{}",
+        "containers": [],
+        "result": "UNDEFINED" if record.status in ACTIVE else "SUCCESS",
         **gql_job_fields(record),
     }

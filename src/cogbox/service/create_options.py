@@ -159,15 +159,28 @@ def _resources(resources: dict[str, Any]) -> tuple[int | None, float | None]:
         elif key == "cpu":
             cpus = _cpus(value)
         elif key.startswith("cuda.") or key in ("cuda", "gpu", "rocm.device", "tpu.device"):
-            raise unsupported(
-                f"config.resources.{key}",
-                "this host is CPU-only: cogbox has no accelerators to give a session",
-            )
+            raise unsupported(f"config.resources.{key}", _no_accelerators())
         else:
             raise unsupported(
                 f"config.resources.{key}", "cogbox allocates only 'cpu' (cores) and 'mem'"
             )
     return memory, cpus
+
+
+def _no_accelerators() -> str:
+    """Why an accelerator resource is refused: GPUs come with an image here, not by count."""
+    from cogbox.jail.gpu import NoGpuError, find_gpus
+
+    try:
+        has_gpu = find_gpus() is not None
+    except NoGpuError:
+        has_gpu = False
+    if not has_gpu:
+        return "this host is CPU-only: cogbox has no accelerators to give a session"
+    return (
+        "cogbox gives GPUs by image, not by count: a session of an image whose policy says "
+        "`gpu: true` (keras-cuda) gets all of this host's GPUs"
+    )
 
 
 def _cpus(value: object) -> float:

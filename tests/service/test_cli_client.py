@@ -43,8 +43,9 @@ def test_session_create_prints_a_running_session(named: str, alice: Client) -> N
 
 def test_session_ls_lists_the_session(named: str, alice: Client) -> None:
     result = _cli(alice, "ls")
-    rows = [line.split() for line in result.output.splitlines()]
-    assert [(row[0], row[3]) for row in rows if named in row] == [(named, "running")]
+    header, *rows = [line.split() for line in result.output.splitlines() if line.strip()]
+    status = header.index("STATUS")
+    assert [(row[0], row[status]) for row in rows if named in row] == [(named, "running")]
 
 
 def test_session_exec_keeps_variables_between_runs(named: str, alice: Client) -> None:

@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 
 import click
 
+from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 from cogbox.errors import CogboxError
 from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
 from cogbox.sizes import format_size
@@ -43,14 +44,13 @@ def vfolder(
 
 
 def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    from cogbox.service.endpoint import Endpoint, call
+    from cogbox.service.endpoint import call
 
-    parent = ctx.find_object(tuple)
-    url, access_key, secret_key = parent if parent else (None, None, None)
-    return call(Endpoint.resolve(url, access_key, secret_key), method, path, body)
+    return call(resolve_endpoint(ctx, ctx.find_object(tuple)), method, path, body)
 
 
 @vfolder.command("create")
+@endpoint_options
 @click.argument("name")
 @click.option("--quota", "-q", default="0", help="Its size, e.g. 512m (default: the service's).")
 @click.option("--permission", "-p", type=click.Choice(["rw", "ro"]), default="rw")
@@ -62,6 +62,7 @@ def create(ctx: click.Context, name: str, quota: str, permission: str) -> None:
 
 
 @vfolder.command("list")
+@endpoint_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_folders(ctx: click.Context, as_json: bool) -> None:
@@ -77,6 +78,7 @@ def list_folders(ctx: click.Context, as_json: bool) -> None:
 
 
 @vfolder.command("info")
+@endpoint_options
 @click.argument("name")
 @click.pass_context
 def info(ctx: click.Context, name: str) -> None:
@@ -85,6 +87,7 @@ def info(ctx: click.Context, name: str) -> None:
 
 
 @vfolder.command("rename")
+@endpoint_options
 @click.argument("name")
 @click.argument("new_name")
 @click.pass_context
@@ -94,6 +97,7 @@ def rename(ctx: click.Context, name: str, new_name: str) -> None:
 
 
 @vfolder.command("delete")
+@endpoint_options
 @click.argument("name")
 @click.pass_context
 def delete(ctx: click.Context, name: str) -> None:
@@ -102,6 +106,7 @@ def delete(ctx: click.Context, name: str) -> None:
 
 
 @vfolder.command("ls")
+@endpoint_options
 @click.argument("name")
 @click.argument("path", default=".")
 @click.pass_context
@@ -114,6 +119,7 @@ def ls(ctx: click.Context, name: str, path: str) -> None:
 
 
 @vfolder.command("mkdir")
+@endpoint_options
 @click.argument("name")
 @click.argument("path")
 @click.option("--parents", "-p", is_flag=True, help="Make missing parents; no error if it exists.")
@@ -125,6 +131,7 @@ def mkdir(ctx: click.Context, name: str, path: str, parents: bool) -> None:
 
 
 @vfolder.command("mv")
+@endpoint_options
 @click.argument("name")
 @click.argument("src")
 @click.argument("dst")
@@ -135,6 +142,7 @@ def mv(ctx: click.Context, name: str, src: str, dst: str) -> None:
 
 
 @vfolder.command("rm")
+@endpoint_options
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Remove directories and all they hold.")
@@ -146,6 +154,7 @@ def rm(ctx: click.Context, name: str, paths: tuple[str, ...], recursive: bool) -
 
 
 @vfolder.command("upload")
+@endpoint_options
 @click.argument("name")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--dest", default="", help="A directory of the folder to put them in.")
@@ -164,6 +173,7 @@ def upload(ctx: click.Context, name: str, files: tuple[str, ...], dest: str) -> 
 
 
 @vfolder.command("download")
+@endpoint_options
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=".")

@@ -37,18 +37,14 @@ def endpoint_options(command: _F) -> _F:
     return command
 
 
-def resolve_endpoint(ctx: click.Context, group: tuple[Any, ...] | None = None) -> "Endpoint":
-    """The endpoint of this command: its own options, else the group's `group` values
-    (url, access key, secret key), else the environment."""
+def resolve_endpoint(ctx: click.Context) -> "Endpoint":
+    """The endpoint of this command: the options given on it, else on its group (click's
+    `ctx.meta` is shared down the chain, and the command's are parsed last), else the
+    environment."""
     from cogbox.service.endpoint import Endpoint
 
     given: dict[str, str] = ctx.meta.get(_KEY, {})
-    url, access_key, secret_key = group if group else (None, None, None)
-    return Endpoint.resolve(
-        given.get("endpoint") or url,
-        given.get("access_key") or access_key,
-        given.get("secret_key") or secret_key,
-    )
+    return Endpoint.resolve(given.get("endpoint"), given.get("access_key"), given.get("secret_key"))
 
 
 def remote_requested(ctx: click.Context) -> bool:

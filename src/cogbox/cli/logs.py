@@ -34,8 +34,7 @@ def logs(ctx: click.Context, ref: str, follow: bool, offset: int) -> None:
     """Print the full log of session REF (its name or id), also after it ended."""
     from cogbox.service.endpoint import ServiceClientError
 
-    # `cogbox logs` or `cogbox session logs`: the group's --endpoint, if any, counts too.
-    resolved = resolve_endpoint(ctx, ctx.find_object(tuple))
+    resolved = resolve_endpoint(ctx)  # also the `session` group's options, if given there
     cursor = Cursor(offset)
     failures = 0
     while True:

@@ -23,7 +23,6 @@ from cogbox.cli import session_files
 from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 from cogbox.cli.logs import logs
 from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
-from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
 
 # The client (aiohttp) and rich are imported when a command runs, so `cogbox --help` stays fast;
 # commands that make one call (ls, rm) use `endpoint.call` and never import aiohttp.
@@ -36,15 +35,9 @@ _ENDED = {"terminated", "lost", "error", "cancelled"}
 
 
 @click.group()
-@click.option("--endpoint", envvar=list(ENDPOINT_ENVS), help="The service's URL.")
-@click.option("--access-key", envvar=list(ACCESS_KEY_ENVS), help="Your keypair's access key.")
-@click.option("--secret-key", envvar=list(SECRET_KEY_ENVS), help="Your keypair's secret key.")
-@click.pass_context
-def session(
-    ctx: click.Context, endpoint: str | None, access_key: str | None, secret_key: str | None
-) -> None:
+@endpoint_options
+def session() -> None:
     """Sessions on a cogbox service (`cogbox serve`): create, list, run code, remove."""
-    ctx.obj = (endpoint, access_key, secret_key)
 
 
 async def _with_client(
@@ -57,7 +50,7 @@ async def _with_client(
 
 
 def _endpoint(ctx: click.Context) -> "Endpoint":
-    return resolve_endpoint(ctx, ctx.find_object(tuple))
+    return resolve_endpoint(ctx)
 
 
 def _run(ctx: click.Context, work: "Callable[[ServiceClient], Awaitable[_T]]") -> _T:

@@ -40,7 +40,7 @@ def register(group: click.Group) -> None:
 
 
 def _endpoint(ctx: click.Context) -> "Endpoint":
-    return resolve_endpoint(ctx, ctx.find_object(tuple))
+    return resolve_endpoint(ctx)
 
 
 def _ref(ref: str) -> str:

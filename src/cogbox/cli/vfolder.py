@@ -25,28 +25,21 @@ import click
 
 from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 from cogbox.errors import CogboxError
-from cogbox.service.names import ACCESS_KEY_ENVS, ENDPOINT_ENVS, SECRET_KEY_ENVS
 from cogbox.sizes import format_size
 
 _CHUNK = 1 << 20
 
 
 @click.group()
-@click.option("--endpoint", envvar=list(ENDPOINT_ENVS), help="The service's URL.")
-@click.option("--access-key", envvar=list(ACCESS_KEY_ENVS), help="Your keypair's access key.")
-@click.option("--secret-key", envvar=list(SECRET_KEY_ENVS), help="Your keypair's secret key.")
-@click.pass_context
-def vfolder(
-    ctx: click.Context, endpoint: str | None, access_key: str | None, secret_key: str | None
-) -> None:
+@endpoint_options
+def vfolder() -> None:
     """Storage folders kept across sessions: create, list, move files in and out, mount."""
-    ctx.obj = (endpoint, access_key, secret_key)
 
 
 def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     from cogbox.service.endpoint import call
 
-    return call(resolve_endpoint(ctx, ctx.find_object(tuple)), method, path, body)
+    return call(resolve_endpoint(ctx), method, path, body)
 
 
 @vfolder.command("create")

@@ -12,10 +12,20 @@ launcher reads them before removing the parent.
          <root>/<ctrl>/cogbox/<jail-id>/jail/     runc's leaf in every controller
 
 `root` is a parameter so tests can exercise both layouts on a fake tree.
+
+Inside a Slurm job step (the driver's own cgroup, /proc/self/cgroup, is under Slurm's
+`/slurm[_<node>]/uid_<u>/job_<j>/step_<s>`), the same layout goes under that step instead of
+the root, so the job's memory limit binds the jail too (an absolute `/cogbox/...` would escape
+it). `remove` then also removes the folders above the jail that are left empty (`cogbox`, and
+the step's path in hierarchies Slurm does not use), because a folder left under the step makes
+Slurm's own rmdir of its step and job cgroups fail. Only cgroup v1 (Slurm's cgroup/v1 plugin)
+is nested; under a Slurm job on cgroup v2 the jail is refused rather than run outside the
+job's limits.
 """
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -25,11 +35,15 @@ from typing import Literal
 from cogbox.errors import CogboxError
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
 PARENT = "cogbox"
 LEAF = "jail"
 CgroupVersion = Literal[1, 2]
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 _V1_LIMITED = ("memory", "pids")  # controllers whose limits live on the launcher's parent
+# Slurm's cgroup/v1 step (the multiple-slurmd build names its root slurm_<node>), and v2's.
+_SLURM_V1_STEP = re.compile(r"^/slurm(?:_[^/]+)?/uid_\d+/job_\d+/step_[^/]+")
+_SLURM_V2_STEP = re.compile(r"/job_\d+/step_[^/]+")
 
 
 class CgroupError(CogboxError):
@@ -62,16 +76,19 @@ class CgroupCounters:
 class JailCgroup:
     """The cgroups of one jail: create with limits, read counters, kill everything, remove."""
 
-    def __init__(self, jail_id: str, *, root: Path = DEFAULT_ROOT) -> None:
+    def __init__(
+        self, jail_id: str, *, root: Path = DEFAULT_ROOT, self_cgroup: Path = SELF_CGROUP
+    ) -> None:
         self.jail_id = jail_id
         self.root = root
         self.version = detect_version(root)
-        self.relative = Path(PARENT) / jail_id
+        self.nest = _own_slurm_step(self_cgroup, self.version)
+        self.relative = Path(self.nest.lstrip("/")) / PARENT / jail_id
 
     @property
     def runc_path(self) -> str:
         """The `linux.cgroupsPath` for runc: a leaf under the launcher's parent."""
-        return f"/{PARENT}/{self.jail_id}/{LEAF}"
+        return f"/{self.relative}/{LEAF}"
 
     def _dir(self, controller: str) -> Path:
         if self.version == 2:
@@ -184,11 +201,46 @@ class JailCgroup:
         else:
             tops = [entry / self.relative for entry in _v1_hierarchies(self.root)]
         for top in tops:
-            if not top.is_dir():
-                continue
-            for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-                with contextlib.suppress(OSError):
+            if top.is_dir():
+                for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(directory)
+            # Under a Slurm step, above the jail: `cogbox` once empty, and the step's path where
+            # it is ours (hierarchies Slurm leaves alone); Slurm's own folders hold its
+            # processes, so rmdir stops there (EBUSY). Outside Slurm the shared `cogbox`
+            # stays: removing it would race with a jail being created beside.
+            for directory in top.parents if self.nest else ():
+                if len(directory.parts) <= len(top.parts) - len(self.relative.parts):
+                    break
+                try:
                     os.rmdir(directory)
+                except OSError:
+                    break
+
+
+def slurm_step(self_cgroup_text: str, version: CgroupVersion) -> str:
+    """The Slurm job step this process runs in ("/slurm_n1/uid_0/job_7/step_0"), or ""."""
+    for line in self_cgroup_text.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if version == 1 and "memory" in controllers.split(","):
+            match = _SLURM_V1_STEP.match(path)
+            return match.group(0) if match else ""
+        if version == 2 and controllers == "" and _SLURM_V2_STEP.search(path):
+            return path
+    return ""
+
+
+def _own_slurm_step(self_cgroup: Path, version: CgroupVersion) -> str:
+    try:
+        step = slurm_step(self_cgroup.read_text(), version)
+    except OSError:
+        return ""
+    if step and version == 2:
+        raise CgroupError(
+            f"this jail runs inside the Slurm job step {step} on cgroup v2, where cogbox "
+            "cannot nest its cgroups yet; use Slurm's cgroup/v1 plugin"
+        )
+    return step
 
 
 def _v1_hierarchies(root: Path) -> list[Path]:

@@ -202,18 +202,18 @@ class JailCgroup:
             tops = [entry / self.relative for entry in _v1_hierarchies(self.root)]
         for top in tops:
             if top.is_dir():
-                for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                for found, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
                     with contextlib.suppress(OSError):
-                        os.rmdir(directory)
+                        os.rmdir(found)
             # Under a Slurm step, above the jail: `cogbox` once empty, and the step's path where
             # it is ours (hierarchies Slurm leaves alone); Slurm's own folders hold its
             # processes, so rmdir stops there (EBUSY). Outside Slurm the shared `cogbox`
             # stays: removing it would race with a jail being created beside.
-            for directory in top.parents if self.nest else ():
-                if len(directory.parts) <= len(top.parts) - len(self.relative.parts):
+            for above in top.parents if self.nest else ():
+                if len(above.parts) <= len(top.parts) - len(self.relative.parts):
                     break
                 try:
-                    os.rmdir(directory)
+                    os.rmdir(above)
                 except OSError:
                     break
 
@@ -221,7 +221,7 @@ class JailCgroup:
 def slurm_step(self_cgroup_text: str, version: CgroupVersion) -> str:
     """The Slurm job step this process runs in ("/slurm_n1/uid_0/job_7/step_0"), or ""."""
     for line in self_cgroup_text.splitlines():
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
         if version == 1 and "memory" in controllers.split(","):
             match = _SLURM_V1_STEP.match(path)
             return match.group(0) if match else ""

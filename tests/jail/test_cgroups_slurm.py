@@ -1,0 +1,80 @@
+"""The jail's cgroups nest under the Slurm job step they run in (fake trees, no Slurm needed)."""
+
+from pathlib import Path
+
+import pytest
+
+from cogbox.jail.cgroups import CgroupError, JailCgroup, slurm_step
+
+STEP = "/slurm_node1/uid_0/job_7/step_0"
+IN_STEP_V1 = f"""\
+9:name=systemd:/
+8:pids:/
+6:freezer:{STEP}
+4:memory:{STEP}/task_0
+2:cpuacct:{STEP}/task_0
+1:cpu:/
+0::/
+"""
+OUTSIDE = "4:memory:/process_api/6b81\n0::/\n"
+
+
+def fake_v1_in_slurm(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "cg"
+    for controller in ("memory", "pids", "freezer"):
+        (root / controller).mkdir(parents=True)
+    # Slurm's own step cgroups, holding its processes (a file stands for cgroup.procs).
+    for controller in ("memory", "freezer"):
+        step = root / controller / STEP.lstrip("/")
+        step.mkdir(parents=True)
+        (step / "cgroup.procs").write_text("123\n")
+    self_cgroup = tmp_path / "self_cgroup"
+    self_cgroup.write_text(IN_STEP_V1)
+    return root, self_cgroup
+
+
+def test_the_step_is_found_from_the_memory_controllers_line() -> None:
+    assert slurm_step(IN_STEP_V1, 1) == STEP
+    assert slurm_step(OUTSIDE, 1) == ""
+    assert slurm_step("4:memory:/slurm/uid_1000/job_12/step_batch/task_0\n", 1) == (
+        "/slurm/uid_1000/job_12/step_batch"
+    )
+
+
+def test_inside_a_slurm_step_runc_gets_a_leaf_under_the_step(tmp_path: Path) -> None:
+    root, self_cgroup = fake_v1_in_slurm(tmp_path)
+    cgroup = JailCgroup("j1", root=root, self_cgroup=self_cgroup)
+    cgroup.create(memory_bytes=64 << 20, pids=16)
+    assert cgroup.runc_path == f"{STEP}/cogbox/j1/jail"
+    limit = root / "memory" / STEP.lstrip("/") / "cogbox/j1/memory.limit_in_bytes"
+    assert limit.read_text() == str(64 << 20)
+
+
+def test_outside_slurm_the_layout_stays_at_the_root(tmp_path: Path) -> None:
+    root, self_cgroup = fake_v1_in_slurm(tmp_path)
+    self_cgroup.write_text(OUTSIDE)
+    assert JailCgroup("j1", root=root, self_cgroup=self_cgroup).runc_path == "/cogbox/j1/jail"
+
+
+def test_remove_leaves_no_cogbox_folder_under_the_step_and_keeps_slurms_own(
+    tmp_path: Path,
+) -> None:
+    root, self_cgroup = fake_v1_in_slurm(tmp_path)
+    cgroup = JailCgroup("j1", root=root, self_cgroup=self_cgroup)
+    cgroup.create(memory_bytes=None, pids=None)
+    cgroup.remove()
+    assert not list(root.glob("*/**/cogbox"))
+    # Slurm's step stays (it holds processes); the step path cogbox made in pids goes.
+    assert (root / "memory" / STEP.lstrip("/")).is_dir()
+    assert (root / "freezer" / STEP.lstrip("/")).is_dir()
+    assert list((root / "pids").iterdir()) == []
+
+
+def test_inside_a_slurm_step_on_cgroup_v2_the_jail_is_refused_by_name(tmp_path: Path) -> None:
+    root = tmp_path / "cg"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    self_cgroup = tmp_path / "self_cgroup"
+    self_cgroup.write_text("0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n")
+    with pytest.raises(CgroupError, match="Slurm job step .* cgroup v2"):
+        JailCgroup("j1", root=root, self_cgroup=self_cgroup)

@@ -7,6 +7,7 @@ import click
 from cogbox.cli.image import image
 from cogbox.cli.jail import jail
 from cogbox.cli.kernelspec import kernelspec
+from cogbox.cli.kubernetes import kubernetes
 from cogbox.cli.keypair import keypair
 from cogbox.cli.logs import logs
 from cogbox.cli.policy import policy
@@ -35,6 +36,7 @@ cli.add_command(session)
 cli.add_command(shell)
 cli.add_command(logs)
 cli.add_command(vfolder)
+cli.add_command(kubernetes)
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 # allowed without seccomp, refused (EPERM) by the jail's allow-list profile.
 UNSHARE = (
     "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
-    "r = libc.syscall(272, 0x10000000); print('unshare %d %s' % (r, os.strerror(ctypes.get_errno())))"
+    "r = libc.syscall(272, 0x10000000); "
+    "print('unshare %d %s' % (r, os.strerror(ctypes.get_errno())))"
 )
 
 

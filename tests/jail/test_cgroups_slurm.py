@@ -76,5 +76,5 @@ def test_inside_a_slurm_step_on_cgroup_v2_the_jail_is_refused_by_name(tmp_path: 
     (root / "cgroup.controllers").write_text("cpu memory pids\n")
     self_cgroup = tmp_path / "self_cgroup"
     self_cgroup.write_text("0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n")
-    with pytest.raises(CgroupError, match="Slurm job step .* cgroup v2"):
+    with pytest.raises(CgroupError, match=r"Slurm job step .* cgroup v2"):
         JailCgroup("j1", root=root, self_cgroup=self_cgroup)

@@ -7,8 +7,8 @@ import click
 from cogbox.cli.image import image
 from cogbox.cli.jail import jail
 from cogbox.cli.kernelspec import kernelspec
-from cogbox.cli.kubernetes import kubernetes
 from cogbox.cli.keypair import keypair
+from cogbox.cli.kubernetes import kubernetes
 from cogbox.cli.logs import logs
 from cogbox.cli.policy import policy
 from cogbox.cli.run import run

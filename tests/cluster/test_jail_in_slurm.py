@@ -32,11 +32,12 @@ def job_cgroups(job_id: str) -> list[Path]:
     return list(CGROUP_ROOT.glob(f"*/slurm*/uid_*/job_{job_id}"))
 
 
-def test_a_jailed_allocation_over_the_jobs_memory_is_killed(
+def test_a_jailed_allocation_over_the_jobs_memory_is_killed_naming_slurms_limit(
     slurm_cluster: DevCluster, python_image: Image
 ) -> None:
     _, status, output = jail_in_step(slurm_cluster, "200M", python_image)
     assert status == 137 and "allocated" not in output, output
+    assert "killed: out of memory (the Slurm job's memory limit 200 MiB)" in output
 
 
 def test_the_same_allocation_runs_in_a_job_with_room_for_it(

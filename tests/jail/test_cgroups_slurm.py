@@ -1,10 +1,13 @@
 """The jail's cgroups nest under the Slurm job step they run in (fake trees, no Slurm needed)."""
 
+import signal
 from pathlib import Path
 
 import pytest
 
-from cogbox.jail.cgroups import CgroupError, JailCgroup, slurm_step
+from cogbox.jail.cgroups import CgroupCounters, CgroupError, JailCgroup, slurm_step
+from cogbox.jail.exit_reason import Evidence, ExitReason, explain
+from cogbox.jail.policy import default_policy
 
 STEP = "/slurm_node1/uid_0/job_7/step_0"
 IN_STEP_V1 = f"""\
@@ -78,3 +81,43 @@ def test_inside_a_slurm_step_on_cgroup_v2_the_jail_is_refused_by_name(tmp_path: 
     self_cgroup.write_text("0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n")
     with pytest.raises(CgroupError, match=r"Slurm job step .* cgroup v2"):
         JailCgroup("j1", root=root, self_cgroup=self_cgroup)
+
+
+def test_a_peak_at_the_slurm_steps_limit_counts_as_a_hit_naming_that_limit(
+    tmp_path: Path,
+) -> None:
+    root, self_cgroup = fake_v1_in_slurm(tmp_path)
+    cgroup = JailCgroup("j1", root=root, self_cgroup=self_cgroup)
+    cgroup.create(memory_bytes=1 << 30, pids=None)
+    step = root / "memory" / STEP.lstrip("/")
+    (step / "memory.limit_in_bytes").write_text(str(200 << 20))
+    (step / "memory.max_usage_in_bytes").write_text(str((200 << 20) - 12288))
+    (step.parent / "memory.limit_in_bytes").write_text(str(200 << 20))
+    (step.parent / "memory.max_usage_in_bytes").write_text(str(150 << 20))
+    counters = cgroup.counters()
+    assert (counters.memory_limit_hits, counters.slurm_memory_limit_bytes) == (1, 200 << 20)
+
+
+def test_a_peak_well_under_the_slurm_limit_is_no_hit(tmp_path: Path) -> None:
+    root, self_cgroup = fake_v1_in_slurm(tmp_path)
+    cgroup = JailCgroup("j1", root=root, self_cgroup=self_cgroup)
+    cgroup.create(memory_bytes=1 << 30, pids=None)
+    step = root / "memory" / STEP.lstrip("/")
+    (step / "memory.limit_in_bytes").write_text(str(1000 << 20))
+    (step / "memory.max_usage_in_bytes").write_text(str(600 << 20))
+    counters = cgroup.counters()
+    assert (counters.memory_limit_hits, counters.slurm_memory_limit_bytes) == (0, None)
+
+
+def test_an_oom_kill_at_the_slurm_limit_is_worded_with_that_limit() -> None:
+    counters = CgroupCounters(
+        oom_kills=0,
+        memory_limit_hits=1,
+        pids_limit_hits=0,
+        pids_peak=None,
+        memory_peak_bytes=None,
+        slurm_memory_limit_bytes=200 << 20,
+    )
+    exit = explain(128 + signal.SIGKILL, default_policy().limits, Evidence(counters))
+    assert exit.reason == ExitReason.OOM
+    assert exit.message == "killed: out of memory (the Slurm job's memory limit 200 MiB)"

@@ -71,6 +71,9 @@ class CgroupCounters:
     pids_limit_hits: int  # forks refused by the pids limit (0 where only the leaf counts them)
     pids_peak: int | None  # most tasks at once (kernels >= 6.11)
     memory_peak_bytes: int | None
+    # Inside a Slurm job: the job's (or step's) memory limit, when that one was hit rather
+    # than the jail's own (the OOM kill then happens above the jail's cgroups).
+    slurm_memory_limit_bytes: int | None = None
 
 
 class JailCgroup:
@@ -156,13 +159,32 @@ class JailCgroup:
         hits = (_int(memory / "memory.failcnt") or 0) + (_int(memory / "memory.memsw.failcnt") or 0)
         if peak is not None and limit is not None and peak >= limit:
             hits += 1
+        slurm_limit = self._slurm_memory_limit_hit()
         return CgroupCounters(
             oom_kills=oom_control.get("oom_kill", 0),
-            memory_limit_hits=hits,
+            memory_limit_hits=hits + (slurm_limit is not None),
+            slurm_memory_limit_bytes=slurm_limit,
             pids_limit_hits=_keyed(pids / "pids.events").get("max", 0),
             pids_peak=_int(pids / "pids.peak"),
             memory_peak_bytes=peak,
         )
+
+    def _slurm_memory_limit_hit(self) -> int | None:
+        """The smallest limit of the enclosing Slurm step and job that usage reached, if any."""
+        if not self.nest:
+            return None
+        step = self.root / "memory" / self.nest.lstrip("/")
+        hit: list[int] = []
+        for level in (step, step.parent):
+            limit = _int(level / "memory.limit_in_bytes")
+            peak = _int(level / "memory.max_usage_in_bytes")
+            failed = (_int(level / "memory.failcnt") or 0) + (
+                _int(level / "memory.memsw.failcnt") or 0
+            )
+            # The kernel reclaims just under the limit before it kills: within 1 MiB counts.
+            if limit is not None and (failed or (peak is not None and peak + (1 << 20) >= limit)):
+                hit.append(limit)
+        return min(hit, default=None)
 
     def pids(self) -> set[int]:
         """Every process in the jail's cgroups (the leaf included)."""

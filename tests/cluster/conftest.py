@@ -56,15 +56,17 @@ def slurm_dev(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[DevCluster]:
-    """The dev cluster, up with 3 nodes (idempotent: one left up is reused), down after."""
+    """The dev cluster, up with 3 nodes; one already up is reused and left up after."""
     require_slurm()
+    already_up = subprocess.run([str(SLURM_DEV), "status"], capture_output=True, check=False)
     out = slurm_dev("up", str(NODES)).stdout
     conf = Path(out.split("SLURM_CONF=", 1)[1].split()[0])
     cluster = DevCluster(conf, conf.parent.parent, tuple(f"node{i}" for i in range(1, 4)))
     try:
         yield cluster
     finally:
-        slurm_dev("down")
+        if already_up.returncode != 0:
+            slurm_dev("down")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cogbox.cluster.slurm import JobRequest, SlurmClient
 from cogbox.images.store import Image
 from tests.cluster.conftest import DevCluster
 
@@ -56,3 +57,21 @@ def test_after_the_job_ends_slurms_job_cgroup_is_gone(
         time.sleep(0.2)
     assert job_cgroups(job_id) == []
     assert not list(CGROUP_ROOT.glob("*/slurm*/**/cogbox"))
+
+
+def test_a_cancelled_job_with_a_running_jail_leaves_no_cgroup_behind(
+    slurm_cluster: DevCluster, slurm: SlurmClient, python_image: Image
+) -> None:
+    # scancel kills the jail's driver before it can clean up; the Epilog (`cogbox jail gc
+    # --slurm-job`) removes the jail's cgroups and then the job's, which Slurm could not.
+    script = f"#!/bin/sh\n{COGBOX} jail run --image {python_image.name} -- sleep 300\necho done\n"
+    job_id = slurm.submit(JobRequest(script=script, name="jail-cancel", memory_bytes=500 << 20))
+    deadline = time.monotonic() + 30
+    while not list(CGROUP_ROOT.glob(f"memory/slurm*/uid_*/job_{job_id}/step_*/cogbox/*/jail")):
+        assert time.monotonic() < deadline, "the jail never started"
+        time.sleep(0.2)
+    slurm.cancel(job_id)
+    deadline = time.monotonic() + 30
+    while job_cgroups(job_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job_cgroups(job_id) == []

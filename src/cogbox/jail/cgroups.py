@@ -252,6 +252,37 @@ def slurm_step(self_cgroup_text: str, version: CgroupVersion) -> str:
     return ""
 
 
+def remove_slurm_job_leftovers(job_id: str, root: Path = DEFAULT_ROOT) -> list[Path]:
+    """For a Slurm Epilog (the job has ended): kill what is left in the jail cgroups under the
+    job's cgroups, remove them, then the job's own folders Slurm could not remove because of
+    them. A jail whose driver was killed (scancel's SIGKILL after KillWait) leaves these; the
+    driver cannot clean up after itself then. Returns the job folders removed."""
+    if not job_id.isdigit():
+        raise CgroupError(f"{job_id!r} is not a Slurm job id")
+    if detect_version(root) != 1:
+        return []
+    removed = []
+    for job in sorted(root.glob(f"*/slurm*/uid_*/job_{job_id}")):
+        if job.is_symlink() or not any(job.glob("step_*/cogbox")):
+            continue  # not blocked by a jail: Slurm's own cleanup is not ours to redo
+        for cogbox in job.glob("step_*/cogbox"):
+            for directory, _, _ in os.walk(cogbox):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in (Path(directory) / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for directory, _, _ in sorted(os.walk(job), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+            if not job.exists():
+                removed.append(job)
+                break
+            time.sleep(0.05)  # killed processes leave their cgroup a moment later
+    return removed
+
+
 def _own_slurm_step(self_cgroup: Path, version: CgroupVersion) -> str:
     try:
         step = slurm_step(self_cgroup.read_text(), version)

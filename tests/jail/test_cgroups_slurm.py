@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from cogbox.jail.cgroups import CgroupCounters, CgroupError, JailCgroup, slurm_step
+from cogbox.jail.cgroups import (
+    CgroupCounters,
+    CgroupError,
+    JailCgroup,
+    remove_slurm_job_leftovers,
+    slurm_step,
+)
 from cogbox.jail.exit_reason import Evidence, ExitReason, explain
 from cogbox.jail.policy import default_policy
 
@@ -121,3 +127,9 @@ def test_an_oom_kill_at_the_slurm_limit_is_worded_with_that_limit() -> None:
     exit = explain(128 + signal.SIGKILL, default_policy().limits, Evidence(counters))
     assert exit.reason == ExitReason.OOM
     assert exit.message == "killed: out of memory (the Slurm job's memory limit 200 MiB)"
+
+
+def test_the_epilogs_job_id_must_be_a_number(tmp_path: Path) -> None:
+    root, _ = fake_v1_in_slurm(tmp_path)
+    with pytest.raises(CgroupError, match="not a Slurm job id"):
+        remove_slurm_job_leftovers("7/../../x", root)

@@ -3,6 +3,7 @@ the way a real cluster does."""
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from tests.cluster.conftest import NODES, DevCluster, slurm_dev
 
 pytestmark = pytest.mark.slow
 
+HOST_ADDR = "10.77.0.1"  # the bridge's address on this machine, as `up` exports it
 NODE_MEMORY = "1000M"  # two of these do not fit one 1500 MB node: one job per node
 
 
@@ -49,7 +51,9 @@ def test_up_again_keeps_the_running_cluster_and_prints_the_same_exports(
 ) -> None:
     pids = {p.name: p.read_text() for p in (slurm_cluster.state / "run").glob("*.pid")}
     again = slurm_dev("up", str(NODES)).stdout
-    assert again == f"export SLURM_CONF={slurm_cluster.conf}\n"
+    assert again == (
+        f"export SLURM_CONF={slurm_cluster.conf}\nexport SLURM_DEV_HOST_ADDR={HOST_ADDR}\n"
+    )
     assert {p.name: p.read_text() for p in (slurm_cluster.state / "run").glob("*.pid")} == pids
 
 
@@ -98,6 +102,26 @@ def test_a_job_asking_more_memory_than_any_node_has_is_refused_by_name(
     proc = slurm_cluster.run("sbatch", "--mem=4000M", "--wrap", "true")
     assert proc.returncode != 0
     assert "Memory specification can not be satisfied" in proc.stderr
+
+
+def test_a_job_on_a_node_reaches_a_port_on_the_host_address(slurm_cluster: DevCluster) -> None:
+    # What an agent on a node needs: to dial back to a manager on this machine.
+    with socket.socket() as server:
+        server.bind((HOST_ADDR, 0))
+        server.listen(1)
+        server.settimeout(30)
+        port = server.getsockname()[1]
+        dial = (
+            f"import socket; c = socket.create_connection(('{HOST_ADDR}', {port}), timeout=10); "
+            "c.sendall(socket.gethostname().encode())"
+        )
+        job = subprocess.Popen(
+            ["srun", "-N1", "-w", "node3", "python3", "-c", dial], env=slurm_cluster.env
+        )
+        connection, (peer, _) = server.accept()
+        with connection:
+            assert (peer, connection.recv(64)) == ("10.77.0.13", b"node3")
+        assert job.wait(timeout=30) == 0
 
 
 def _slurmd_pid(cluster: DevCluster, node: str) -> int:

@@ -48,6 +48,10 @@ def test_the_step_is_found_from_the_memory_controllers_line() -> None:
     assert slurm_step("4:memory:/slurm/uid_1000/job_12/step_batch/task_0\n", 1) == (
         "/slurm/uid_1000/job_12/step_batch"
     )
+    assert slurm_step("4:memory:/docker/ab12/slurm/uid_0/job_3/step_0/task_0\n", 1) == (
+        "/docker/ab12/slurm/uid_0/job_3/step_0"
+    )
+    assert slurm_step("4:memory:/notslurm/uid_0/job_3/step_0\n", 1) == ""
 
 
 def test_inside_a_slurm_step_runc_gets_a_leaf_under_the_step(tmp_path: Path) -> None:

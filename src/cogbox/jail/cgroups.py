@@ -42,7 +42,8 @@ CgroupVersion = Literal[1, 2]
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 _V1_LIMITED = ("memory", "pids")  # controllers whose limits live on the launcher's parent
 # Slurm's cgroup/v1 step (the multiple-slurmd build names its root slurm_<node>), and v2's.
-_SLURM_V1_STEP = re.compile(r"^/slurm(?:_[^/]+)?/uid_\d+/job_\d+/step_[^/]+")
+# Anchored at a path component, possibly below a container's own cgroup (/docker/<id>/slurm...).
+_SLURM_V1_STEP = re.compile(r"^(?:/[^/]+)*?/slurm(?:_[^/]+)?/uid_\d+/job_\d+/step_[^/]+")
 _SLURM_V2_STEP = re.compile(r"/job_\d+/step_[^/]+")
 
 

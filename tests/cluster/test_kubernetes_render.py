@@ -3,7 +3,10 @@ round trip through the Kubernetes Python client's models; the session pod is loc
 (Offline checks only: no API server, see docs/kubernetes.md.)"""
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -179,3 +182,18 @@ def test_render_is_a_pure_function_of_its_inputs() -> None:
     policy = load_policy(REPO_IMAGES_DIR / "python" / "policy.yml")
     deployment = Deployment(sessions=(SessionImage("python", REFERENCE, policy),))
     assert render_manifests(deployment) == render_manifests(deployment)
+
+
+def test_the_rendered_yaml_passes_the_kubernetes_validate_command(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["kubernetes", "render"])
+    rendered_file = tmp_path / "cogbox.yaml"
+    rendered_file.write_text(result.output)
+    command = Path(sys.executable).with_name("kubernetes-validate")
+    proc = subprocess.run(
+        [str(command), "--strict", "--quiet", str(rendered_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

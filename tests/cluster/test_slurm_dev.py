@@ -158,7 +158,7 @@ def _our_processes(state: Path) -> list[str]:
     return found
 
 
-def test_down_leaves_no_process_namespace_or_link(slurm_cluster: DevCluster) -> None:
+def test_down_leaves_no_process_namespace_link_or_cgroup(slurm_cluster: DevCluster) -> None:
     assert _our_processes(slurm_cluster.state)  # the check can see a running cluster
     slurm_dev("down")
     try:
@@ -166,6 +166,7 @@ def test_down_leaves_no_process_namespace_or_link(slurm_cluster: DevCluster) -> 
         assert not list(Path("/run/netns").glob("cogbox-slurm-*"))
         link = subprocess.run(["ip", "link", "show", "cslurm0"], capture_output=True, check=False)
         assert link.returncode != 0
+        assert not list(Path("/sys/fs/cgroup").glob("*/slurm_node*"))
         slurm_dev("down")  # idempotent
     finally:
         slurm_dev("up", str(NODES))

@@ -32,8 +32,15 @@ class DevCluster:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        # In the state dir: sbatch writes slurm-<id>.out into the folder it is run from.
         return subprocess.run(
-            list(argv), capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+            list(argv),
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.state,
+            timeout=timeout,
+            check=False,
         )
 
 

@@ -66,7 +66,9 @@ class JobRequest:
     memory_bytes: int | None = None  # --mem (per node), rounded up to MiB
     cpus: int | None = None  # -c, cpus per task
     time_limit_s: int | None = None  # --time, Slurm counts whole minutes
-    output: str | None = None  # --output, a path on the node (Slurm's %j patterns allowed)
+    # --output, a path on the node (Slurm's %j patterns allowed); None: /dev/null, not
+    # Slurm's default slurm-<id>.out in whatever folder the submitter runs in
+    output: str | None = None
     partition: str | None = None
 
 
@@ -123,8 +125,7 @@ class SlurmClient:
         if request.time_limit_s is not None:
             seconds = _positive(request.time_limit_s, "time_limit_s")
             argv.append(f"--time={seconds // 60}:{seconds % 60:02d}")
-        if request.output is not None:
-            argv.append(f"--output={request.output}")
+        argv.append(f"--output={request.output or '/dev/null'}")
         if request.partition is not None:
             argv.append(f"--partition={request.partition}")
         proc = self._run(argv, stdin=request.script)

@@ -8,6 +8,7 @@ from cogbox.cli.image import image
 from cogbox.cli.jail import jail
 from cogbox.cli.kernelspec import kernelspec
 from cogbox.cli.keypair import keypair
+from cogbox.cli.kubernetes import kubernetes
 from cogbox.cli.logs import logs
 from cogbox.cli.policy import policy
 from cogbox.cli.run import run
@@ -35,6 +36,7 @@ cli.add_command(session)
 cli.add_command(shell)
 cli.add_command(logs)
 cli.add_command(vfolder)
+cli.add_command(kubernetes)
 
 
 def main() -> None:

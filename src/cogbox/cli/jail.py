@@ -88,7 +88,13 @@ def run(
 
 
 @jail.command()
-def gc() -> None:
+@click.option(
+    "--slurm-job",
+    metavar="JOBID",
+    default=None,
+    help="Also remove the jail cgroups left under this ended Slurm job (for a Slurm Epilog).",
+)
+def gc(slurm_job: str | None) -> None:
     """Remove what jails left behind when the process driving them died.
 
     Their containers are killed and deleted, their cgroups removed, /home/work copied back
@@ -100,3 +106,8 @@ def gc() -> None:
     for jail_id in reaped:
         click.echo(f"removed {jail_id}")
     click.echo(f"{len(reaped)} stale jail(s) removed")
+    if slurm_job is not None:
+        from cogbox.jail.cgroups import remove_slurm_job_leftovers
+
+        for folder in remove_slurm_job_leftovers(slurm_job):
+            click.echo(f"removed {folder}")

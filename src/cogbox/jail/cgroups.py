@@ -12,10 +12,20 @@ launcher reads them before removing the parent.
          <root>/<ctrl>/cogbox/<jail-id>/jail/     runc's leaf in every controller
 
 `root` is a parameter so tests can exercise both layouts on a fake tree.
+
+Inside a Slurm job step (the driver's own cgroup, /proc/self/cgroup, is under Slurm's
+`/slurm[_<node>]/uid_<u>/job_<j>/step_<s>`), the same layout goes under that step instead of
+the root, so the job's memory limit binds the jail too (an absolute `/cogbox/...` would escape
+it). `remove` then also removes the folders above the jail that are left empty (`cogbox`, and
+the step's path in hierarchies Slurm does not use), because a folder left under the step makes
+Slurm's own rmdir of its step and job cgroups fail. Only cgroup v1 (Slurm's cgroup/v1 plugin)
+is nested; under a Slurm job on cgroup v2 the jail is refused rather than run outside the
+job's limits.
 """
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -25,11 +35,16 @@ from typing import Literal
 from cogbox.errors import CogboxError
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
 PARENT = "cogbox"
 LEAF = "jail"
 CgroupVersion = Literal[1, 2]
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 _V1_LIMITED = ("memory", "pids")  # controllers whose limits live on the launcher's parent
+# Slurm's cgroup/v1 step (the multiple-slurmd build names its root slurm_<node>), and v2's.
+# Anchored at a path component, possibly below a container's own cgroup (/docker/<id>/slurm...).
+_SLURM_V1_STEP = re.compile(r"^(?:/[^/]+)*?/slurm(?:_[^/]+)?/uid_\d+/job_\d+/step_[^/]+")
+_SLURM_V2_STEP = re.compile(r"/job_\d+/step_[^/]+")
 
 
 class CgroupError(CogboxError):
@@ -57,21 +72,27 @@ class CgroupCounters:
     pids_limit_hits: int  # forks refused by the pids limit (0 where only the leaf counts them)
     pids_peak: int | None  # most tasks at once (kernels >= 6.11)
     memory_peak_bytes: int | None
+    # Inside a Slurm job: the job's (or step's) memory limit, when that one was hit rather
+    # than the jail's own (the OOM kill then happens above the jail's cgroups).
+    slurm_memory_limit_bytes: int | None = None
 
 
 class JailCgroup:
     """The cgroups of one jail: create with limits, read counters, kill everything, remove."""
 
-    def __init__(self, jail_id: str, *, root: Path = DEFAULT_ROOT) -> None:
+    def __init__(
+        self, jail_id: str, *, root: Path = DEFAULT_ROOT, self_cgroup: Path = SELF_CGROUP
+    ) -> None:
         self.jail_id = jail_id
         self.root = root
         self.version = detect_version(root)
-        self.relative = Path(PARENT) / jail_id
+        self.nest = _own_slurm_step(self_cgroup, self.version)
+        self.relative = Path(self.nest.lstrip("/")) / PARENT / jail_id
 
     @property
     def runc_path(self) -> str:
         """The `linux.cgroupsPath` for runc: a leaf under the launcher's parent."""
-        return f"/{PARENT}/{self.jail_id}/{LEAF}"
+        return f"/{self.relative}/{LEAF}"
 
     def _dir(self, controller: str) -> Path:
         if self.version == 2:
@@ -139,13 +160,32 @@ class JailCgroup:
         hits = (_int(memory / "memory.failcnt") or 0) + (_int(memory / "memory.memsw.failcnt") or 0)
         if peak is not None and limit is not None and peak >= limit:
             hits += 1
+        slurm_limit = self._slurm_memory_limit_hit()
         return CgroupCounters(
             oom_kills=oom_control.get("oom_kill", 0),
-            memory_limit_hits=hits,
+            memory_limit_hits=hits + (slurm_limit is not None),
+            slurm_memory_limit_bytes=slurm_limit,
             pids_limit_hits=_keyed(pids / "pids.events").get("max", 0),
             pids_peak=_int(pids / "pids.peak"),
             memory_peak_bytes=peak,
         )
+
+    def _slurm_memory_limit_hit(self) -> int | None:
+        """The smallest limit of the enclosing Slurm step and job that usage reached, if any."""
+        if not self.nest:
+            return None
+        step = self.root / "memory" / self.nest.lstrip("/")
+        hit: list[int] = []
+        for level in (step, step.parent):
+            limit = _int(level / "memory.limit_in_bytes")
+            peak = _int(level / "memory.max_usage_in_bytes")
+            failed = (_int(level / "memory.failcnt") or 0) + (
+                _int(level / "memory.memsw.failcnt") or 0
+            )
+            # The kernel reclaims just under the limit before it kills: within 1 MiB counts.
+            if limit is not None and (failed or (peak is not None and peak + (1 << 20) >= limit)):
+                hit.append(limit)
+        return min(hit, default=None)
 
     def pids(self) -> set[int]:
         """Every process in the jail's cgroups (the leaf included)."""
@@ -184,11 +224,77 @@ class JailCgroup:
         else:
             tops = [entry / self.relative for entry in _v1_hierarchies(self.root)]
         for top in tops:
-            if not top.is_dir():
-                continue
-            for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            if top.is_dir():
+                for found, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(found)
+            # Under a Slurm step, above the jail: `cogbox` once empty, and the step's path where
+            # it is ours (hierarchies Slurm leaves alone); Slurm's own folders hold its
+            # processes, so rmdir stops there (EBUSY). Outside Slurm the shared `cogbox`
+            # stays: removing it would race with a jail being created beside.
+            for above in top.parents if self.nest else ():
+                if len(above.parts) <= len(top.parts) - len(self.relative.parts):
+                    break
+                try:
+                    os.rmdir(above)
+                except OSError:
+                    break
+
+
+def slurm_step(self_cgroup_text: str, version: CgroupVersion) -> str:
+    """The Slurm job step this process runs in ("/slurm_n1/uid_0/job_7/step_0"), or ""."""
+    for line in self_cgroup_text.splitlines():
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if version == 1 and "memory" in controllers.split(","):
+            match = _SLURM_V1_STEP.match(path)
+            return match.group(0) if match else ""
+        if version == 2 and controllers == "" and _SLURM_V2_STEP.search(path):
+            return path
+    return ""
+
+
+def remove_slurm_job_leftovers(job_id: str, root: Path = DEFAULT_ROOT) -> list[Path]:
+    """For a Slurm Epilog (the job has ended): kill what is left in the jail cgroups under the
+    job's cgroups, remove them, then the job's own folders Slurm could not remove because of
+    them. A jail whose driver was killed (scancel's SIGKILL after KillWait) leaves these; the
+    driver cannot clean up after itself then. Returns the job folders removed."""
+    if not job_id.isdigit():
+        raise CgroupError(f"{job_id!r} is not a Slurm job id")
+    if detect_version(root) != 1:
+        return []
+    removed = []
+    for job in sorted(root.glob(f"*/slurm*/uid_*/job_{job_id}")):
+        if job.is_symlink() or not any(job.glob("step_*/cogbox")):
+            continue  # not blocked by a jail: Slurm's own cleanup is not ours to redo
+        for cogbox in job.glob("step_*/cogbox"):
+            for directory, _, _ in os.walk(cogbox):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in (Path(directory) / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for directory, _, _ in sorted(os.walk(job), key=lambda w: -len(w[0])):
                 with contextlib.suppress(OSError):
                     os.rmdir(directory)
+            if not job.exists():
+                removed.append(job)
+                break
+            time.sleep(0.05)  # killed processes leave their cgroup a moment later
+    return removed
+
+
+def _own_slurm_step(self_cgroup: Path, version: CgroupVersion) -> str:
+    try:
+        step = slurm_step(self_cgroup.read_text(), version)
+    except OSError:
+        return ""
+    if step and version == 2:
+        raise CgroupError(
+            f"this jail runs inside the Slurm job step {step} on cgroup v2, where cogbox "
+            "cannot nest its cgroups yet; use Slurm's cgroup/v1 plugin"
+        )
+    return step
 
 
 def _v1_hierarchies(root: Path) -> list[Path]:

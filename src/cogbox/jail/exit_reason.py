@@ -85,10 +85,13 @@ def explain(returncode: int, limits: Limits, evidence: Evidence) -> JailExit:
     if counters is not None and (
         counters.oom_kills > 0 or (sig == signal.SIGKILL and counters.memory_limit_hits > 0)
     ):
-        return ended(
-            ExitReason.OOM,
-            f"killed: out of memory (memory limit {_size(limits.memory_bytes)})",
+        slurm_limit = counters.slurm_memory_limit_bytes
+        limit = (
+            f"the Slurm job's memory limit {_size(slurm_limit)}"
+            if slurm_limit is not None
+            else f"memory limit {_size(limits.memory_bytes)}"
         )
+        return ended(ExitReason.OOM, f"killed: out of memory ({limit})")
     # SIGXCPU at the soft limit; a process that ignores it gets SIGKILL at the hard one.
     if limits.cpu_time_seconds is not None and sig in (signal.SIGXCPU, signal.SIGKILL):
         return ended(

@@ -1,0 +1,1 @@
+"""Placing work on clusters other engines schedule: Slurm (`slurm`); Kubernetes is on paper only."""

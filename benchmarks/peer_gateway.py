@@ -276,6 +276,17 @@ class GatewaySide(Side):
         return GatewayKernel(http, self._base, kernel_id, ws)
 
 
+def ipython_dir(directory: Path) -> Path:
+    """IPython's folder for the peer's kernels: each keeps its history in memory, as each
+    jailed kernel keeps its own (20 kernels on one history file print 'database is locked'
+    into their output)."""
+    folder = directory / "ipython"
+    profile = folder / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "ipython_kernel_config.py").write_text('c.HistoryManager.hist_file = ":memory:"\n')
+    return folder
+
+
 def start_gateway(python: Path, directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = open(directory / "gateway.log", "ab")  # noqa: SIM115 - the process owns it
@@ -289,7 +300,11 @@ def start_gateway(python: Path, directory: Path) -> tuple[subprocess.Popen[bytes
         ],
         stdout=log,
         stderr=log,
-        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(directory / "runtime")},
+        env={
+            **os.environ,
+            "JUPYTER_RUNTIME_DIR": str(directory / "runtime"),
+            "IPYTHONDIR": str(ipython_dir(directory)),
+        },
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

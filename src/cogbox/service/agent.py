@@ -40,6 +40,7 @@ from cogbox.kernel.events import (
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import KernelPool
 from cogbox.kernel.session import Session, start_session
+from cogbox.kernel.start_gate import StartGate
 from cogbox.service.create_options import session_policy
 
 _MAX_THREADS = 128
@@ -178,6 +179,7 @@ class LocalAgent:
     ) -> None:
         self._sessions: dict[str, Session] = {}
         self._threads = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="cogbox-agent")
+        self._cold_starts = StartGate()  # by cores, in arrival order (cogbox.kernel.start_gate)
         self._store = store or ImageStore()
         self._recipes = recipes
         self._builds: dict[str, _Build] = {}
@@ -308,7 +310,7 @@ class LocalAgent:
         return pool.try_acquire()
 
     def _start_session(self, spec: KernelSpec) -> Session:
-        session = self._acquire(spec) or self._start_cold(spec)
+        session = self._acquire(spec) or self._cold_starts.run(lambda: self._start_cold(spec))
         if spec.output_limit is not None:
             session.output_limit = spec.output_limit
         session.output_tap = spec.output_tap

@@ -26,7 +26,10 @@ Each round, on each side in turn (the order alternates by round):
 Every output is checked exactly; a lost or mixed output is counted and fails the run.
 
     sudo COGBOX_DATA_DIR=/var/lib/cogbox .venv/bin/python benchmarks/peer_gateway.py \
-        [--clients 20] [--runs 50] [--rounds 2]
+        [--clients 20] [--runs 50] [--rounds 2] [--py-spy PATH --profile-dir DIR]
+
+With --py-spy, each server's execution phase is sampled (its Python while it holds the
+GIL) into DIR as collapsed stacks, one file per side and round.
 """
 
 import argparse
@@ -34,6 +37,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -118,7 +122,31 @@ class Tally:
 
 
 class Kernel:
-    """One client's session on one side: run code, get its stdout and whether it ended well."""
+    """One client's session on one side: run code, get its stdout and whether it ended well.
+
+    A task reads the WebSocket all the time, so an idle client (one that finished its runs
+    while others still go) still answers the server's heartbeat pings; both servers close
+    a connection whose pongs stop."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+        self._frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._ws:  # pings are answered inside
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self._frames.put_nowait(json.loads(message.data))
+        finally:
+            self._frames.put_nowait(None)
+
+    async def frame(self) -> dict[str, Any] | None:
+        """The next frame; None once the connection closed."""
+        frame = await self._frames.get()
+        if frame is None:
+            self._frames.put_nowait(None)
+        return frame
 
     async def run(self, code: str) -> tuple[str, bool]:
         raise NotImplementedError
@@ -142,16 +170,16 @@ class CogboxKernel(Kernel):
     def __init__(
         self, http: aiohttp.ClientSession, keys: Client, ref: str, ws: Any, sign: Callable[..., Any]
     ) -> None:
-        self._http, self._keys, self._ref, self._ws, self._sign = http, keys, ref, ws, sign
+        super().__init__(ws)
+        self._http, self._keys, self._ref, self._sign = http, keys, ref, sign
 
     async def run(self, code: str) -> tuple[str, bool]:
         await self._ws.send_str(json.dumps({"code": code}))
         out: list[str] = []
         while True:
-            message = await self._ws.receive()
-            if message.type != aiohttp.WSMsgType.TEXT:
+            frame = await self.frame()
+            if frame is None:
                 return "".join(out), False
-            frame = json.loads(message.data)
             kind = frame.get("kind")
             if kind == "stdout":
                 out.append(frame["text"])
@@ -162,6 +190,7 @@ class CogboxKernel(Kernel):
 
     async def close(self) -> None:
         await self._ws.close()
+        await self._reader
         path = f"/v1/sessions/{self._ref}"
         async with self._http.delete(self._keys.url + path, headers=self._sign("DELETE", path)):
             pass
@@ -203,7 +232,8 @@ class CogboxSide(Side):
 
 class GatewayKernel(Kernel):
     def __init__(self, http: aiohttp.ClientSession, base: str, kernel_id: str, ws: Any) -> None:
-        self._http, self._base, self._id, self._ws = http, base, kernel_id, ws
+        super().__init__(ws)
+        self._http, self._base, self._id = http, base, kernel_id
         self._session = uuid.uuid4().hex
 
     async def run(self, code: str) -> tuple[str, bool]:
@@ -238,10 +268,9 @@ class GatewayKernel(Kernel):
         reply: str | None = None
         idle = False
         while reply is None or not idle:
-            message = await self._ws.receive()
-            if message.type != aiohttp.WSMsgType.TEXT:
+            frame = await self.frame()
+            if frame is None:
                 return "".join(out), False
-            frame = json.loads(message.data)
             if frame.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = frame["header"]["msg_type"]
@@ -255,6 +284,7 @@ class GatewayKernel(Kernel):
 
     async def close(self) -> None:
         await self._ws.close()
+        await self._reader
         async with self._http.delete(f"{self._base}/api/kernels/{self._id}"):
             pass
 
@@ -361,7 +391,28 @@ class Round:
     bad: int
 
 
-async def _round(side: Side, clients: int, runs: int) -> Round:
+def _profile(side: Side, profile: tuple[Path, Path] | None) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server's Python while it holds the GIL (its CPU, not its waits),
+    over the execution phase, as collapsed stacks."""
+    if profile is None:
+        return None
+    py_spy, folder = profile
+    folder.mkdir(parents=True, exist_ok=True)
+    name = side.name.replace(" ", "-").lower()
+    out = folder / f"{name}-{time.strftime('%H%M%S')}.txt"
+    command = [str(py_spy), "record", "--gil", "--nonblocking", "-r", "200", "-f", "raw"]
+    process = subprocess.Popen(
+        [*command, "-o", str(out), "-p", str(side.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached before the phase starts
+    return process
+
+
+async def _round(
+    side: Side, clients: int, runs: int, profile: tuple[Path, Path] | None = None
+) -> Round:
     connector = aiohttp.TCPConnector(limit=clients * 4)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=600)
@@ -382,11 +433,15 @@ async def _round(side: Side, clients: int, runs: int) -> Round:
         whole_s = time.perf_counter() - started
 
         phase = Tally()
+        profiler = _profile(side, profile)
         cpu_before = cpu_seconds(side.pid)
         started = time.perf_counter()
         await asyncio.gather(*(_runs(k, n, runs, runs, phase) for n, k in enumerate(kernels)))
         phase_s = time.perf_counter() - started
         cpu = cpu_seconds(side.pid) - cpu_before
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            profiler.wait(timeout=60)
 
         single = Tally()
         for _ in range(5):  # warm
@@ -490,7 +545,8 @@ async def _main(args: argparse.Namespace) -> tuple[list[Round], list[Round]]:
                 order = sides if number % 2 == 0 else sides[::-1]
                 for side in order:
                     print(f"round {number + 1}: {side.name}", file=sys.stderr, flush=True)
-                    result = await _round(side, args.clients, args.runs)
+                    profile = (args.py_spy, args.profile_dir) if args.py_spy else None
+                    result = await _round(side, args.clients, args.runs, profile)
                     print(f"  {result}", file=sys.stderr, flush=True)
                     results[side.name].append(result)
         finally:
@@ -506,6 +562,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table goes")
+    parser.add_argument("--py-spy", type=Path, help="profile each server's execution phase")
+    parser.add_argument("--profile-dir", type=Path, default=Path("peer-profiles"))
     args = parser.parse_args()
     ours, peer = asyncio.run(_main(args))
     lines = table(ours, peer, args)

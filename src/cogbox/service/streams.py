@@ -242,7 +242,10 @@ class OpenStreams:
             if not keys:
                 continue
             try:
-                active = await asyncio.to_thread(self._db.active_access_keys, keys)
+                known = {key: self._db.cached_active(key) for key in keys}  # no thread if all
+                active = {key for key, on in known.items() if on}
+                if None in known.values():
+                    active = await asyncio.to_thread(self._db.active_access_keys, keys)
             except Exception:  # a database hiccup: try again next interval
                 log.exception("cannot check the keypairs of open streams")
                 continue

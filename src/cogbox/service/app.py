@@ -100,6 +100,7 @@ def create_app(
         transfers.close()
         await manager.close()
         await asyncio.to_thread(manager.vfolders.unmount_all)
+        replay.close()
         database.close()
 
     async def disconnect(app: web.Application) -> None:

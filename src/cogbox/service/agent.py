@@ -297,7 +297,10 @@ class LocalAgent:
 
     def pools(self) -> list[PoolState]:
         return [
-            PoolState(image, size, pool.ready_count if (pool := self._pools.get(image)) else 0)
+            # A pool grown under demand reports what it aims for now (cogbox.kernel.pool).
+            PoolState(image, pool.size, pool.ready_count)
+            if (pool := self._pools.get(image))
+            else PoolState(image, size, 0)
             for image, size in sorted(self._pool_sizes.items())
         ]
 

@@ -42,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from cogbox.service.memo import Memo
@@ -214,8 +215,9 @@ class Database:
         self._lock = threading.Lock()
         _Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
-        with self.engine.begin() as connection:
+        with contextlib.suppress(IntegrityError), self.engine.begin() as connection:
             if connection.execute(select(_GEN.c.value)).first() is None:
+                # Another process opening a new database at once may insert it first.
                 connection.execute(insert(_GEN).values(id=_GENERATION_ROW, value=0))
         self._protect_files()
         self.memo = Memo(self._read_generation, self._sqlite_path)

@@ -179,7 +179,7 @@ class LocalAgent:
     ) -> None:
         self._sessions: dict[str, Session] = {}
         self._threads = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="cogbox-agent")
-        self._cold_starts = StartGate()  # by cores, in arrival order (cogbox.kernel.start_gate)
+        self._cold_starts = StartGate()  # 3 per core, in arrival order (kernel/start_gate.py)
         self._store = store or ImageStore()
         self._recipes = recipes
         self._builds: dict[str, _Build] = {}

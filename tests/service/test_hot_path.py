@@ -2,6 +2,7 @@
 the in-memory replay window that a restart (and a second process) still honours, and the
 fair bound on cold starts. Real SQLite files and real processes; nothing mocked."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -162,3 +163,17 @@ def test_start_gate_bounds_concurrency_and_admits_in_arrival_order(limit: int) -
     else:  # the first ones in were the first to arrive
         assert sorted(order[:limit]) == list(range(limit))
     assert gate.running == 0 and gate.waiting == 0
+
+
+def test_the_cold_start_bound_is_three_per_core_unless_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cogbox.kernel.start_gate import LIMIT_ENV, default_limit
+
+    monkeypatch.delenv(LIMIT_ENV, raising=False)
+    assert default_limit() == 3 * len(os.sched_getaffinity(0))
+    monkeypatch.setenv(LIMIT_ENV, "5")
+    assert StartGate().limit == 5
+    monkeypatch.setenv(LIMIT_ENV, "many")
+    with pytest.raises(ValueError, match=LIMIT_ENV):
+        default_limit()

@@ -124,3 +124,27 @@ def test_a_kernel_waiting_past_max_age_is_replaced_by_a_fresh_one(python_image: 
             time.sleep(0.1)
         assert not first.alive
         assert pool.wait_ready(60) and pool._ready[0] is not first
+
+
+def test_a_pool_grows_on_a_miss_and_shrinks_back_once_quiet(python_image: Image) -> None:
+    with KernelPool(
+        python_image, size=1, policy=small_policy(), max_size=2, shrink_after=2.0
+    ) as pool:
+        assert pool.wait_ready(60)
+        first = pool.try_acquire()
+        missed = pool.try_acquire()  # its replacement is still starting: a miss
+        try:
+            assert first is not None and missed is None
+            assert (pool.misses, pool.size, pool.base_size) == (1, 2, 1)
+            assert pool.wait_ready(60) and pool.ready_count == 2
+            deadline = time.monotonic() + 30
+            while pool.size > 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert pool.size == 1
+            deadline = time.monotonic() + 10
+            while pool.ready_count > 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert pool.ready_count == 1  # the surplus kernel was shut down
+        finally:
+            if first is not None:
+                first.shutdown()

@@ -12,6 +12,11 @@ another's variables or files. One background thread keeps the pool full, startin
 kernel at a time (a start is CPU-bound; starting several at once would slow the sessions
 already running).
 
+Under demand the pool grows: each time a session wanted one and none was ready (a miss),
+the pool aims for one more, up to `max_size` (default: four times `size`); once it has been
+full with no miss for `shrink_after` seconds it aims one lower again, down to `size`. `size` is what
+the pool aims for now (what GET /v1/pools reports), `base_size` what it was asked for.
+
 With `workdirs`, each pooled session's /home/work is a fresh folder `pool-<id>/home` in
 it, and whoever acquires the session keeps that folder after its shutdown (the service
 keeps sessions' files); the pool deletes only those of the sessions it never handed out.
@@ -37,6 +42,7 @@ _RETRY_SECONDS = 5.0  # after a failed start, before the next try
 # A pooled kernel waits at most this long, then is replaced by a fresh one: its jail's
 # wall-time limit runs from its start, and a session should get the whole of it.
 MAX_AGE_SECONDS = 3600.0
+SHRINK_AFTER_SECONDS = 300.0  # without a miss, before a grown pool aims one lower
 
 
 class KernelPool:
@@ -59,11 +65,18 @@ class KernelPool:
         warmup: str | None = None,
         workdirs: Path | None = None,
         max_age: float = MAX_AGE_SECONDS,
+        max_size: int | None = None,
+        shrink_after: float = SHRINK_AFTER_SECONDS,
     ) -> None:
         if size < 1:
             raise KernelError(f"a kernel pool needs a size of at least 1, got {size}")
         self.image, self.policy = resolve_image(image, policy, store)
-        self.size = size
+        self.size = self.base_size = size
+        self.max_size = max(size, max_size if max_size is not None else size * 4)
+        self.misses = 0  # sessions that wanted a pooled kernel and found none ready
+        self._shrink_after = shrink_after
+        self._last_miss = 0.0
+        self._full_since = 0.0
         self._env = dict(env or {})
         self._output_limit = output_limit
         self._warmup = preload_code(self.image) if warmup is None else warmup
@@ -98,6 +111,12 @@ class KernelPool:
         try:
             return self.acquire(timeout=0)
         except KernelError:  # none ready, or the pool is closed
+            with self._changed:
+                self.misses += 1
+                self._last_miss = time.monotonic()
+                if self.size < self.max_size:
+                    self.size += 1  # demand outran the pool: keep one more ready
+                    self._changed.notify_all()
             return None
 
     def acquire(self, timeout: float | None = 60.0) -> Session:
@@ -182,11 +201,31 @@ class KernelPool:
         return stale
 
     def _next_expiry(self) -> float | None:
-        """Seconds until the oldest ready session is stale; None if none is ready."""
-        if not self._ready:
-            return None
-        oldest = min(self._started_at[s.id] for s in self._ready)
-        return max(0.0, oldest + self._max_age - time.monotonic())
+        """Seconds until the oldest ready session is stale, or until the pool may shrink;
+        None if neither can happen."""
+        waits = []
+        if self._ready:
+            oldest = min(self._started_at[s.id] for s in self._ready)
+            waits.append(max(0.0, oldest + self._max_age - time.monotonic()))
+        if self.size > self.base_size and len(self._ready) >= self.size:
+            waits.append(max(0.0, self._quiet_since() + self._shrink_after - time.monotonic()))
+        return min(waits) if waits else None
+
+    def _quiet_since(self) -> float:
+        """Since when the pool has been full with no miss (lock held)."""
+        return max(self._last_miss, self._full_since)
+
+    def _take_surplus(self) -> list[Session]:
+        """Aim one lower once no miss was seen for `shrink_after` s; the ready sessions
+        beyond the aim, removed (lock held)."""
+        quiet = time.monotonic() - self._quiet_since() >= self._shrink_after
+        if self.size > self.base_size and len(self._ready) >= self.size and quiet:
+            self.size -= 1
+            self._last_miss = time.monotonic()  # one step per quiet period
+        surplus = []
+        while len(self._ready) > self.size:
+            surplus.append(self._ready.pop())  # the newest: the oldest are handed out first
+        return surplus
 
     def _fill(self) -> None:
         while True:
@@ -196,7 +235,7 @@ class KernelPool:
                 )
                 if self._closed:
                     return
-                stale = self._take_stale()
+                stale = self._take_stale() + self._take_surplus()
                 full = len(self._ready) >= self.size
             for session in stale:
                 self._discard(session)
@@ -214,6 +253,8 @@ class KernelPool:
                 if not self._closed:
                     self._started_at[session.id] = time.monotonic()
                     self._ready.append(session)
+                    if len(self._ready) >= self.size:
+                        self._full_since = time.monotonic()
                     self._last_error = None
                     self._changed.notify_all()
                     continue

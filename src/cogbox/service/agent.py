@@ -40,6 +40,7 @@ from cogbox.kernel.events import (
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import KernelPool
 from cogbox.kernel.session import Session, start_session
+from cogbox.kernel.start_gate import StartGate
 from cogbox.service.create_options import session_policy
 
 _MAX_THREADS = 128
@@ -178,6 +179,7 @@ class LocalAgent:
     ) -> None:
         self._sessions: dict[str, Session] = {}
         self._threads = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="cogbox-agent")
+        self._cold_starts = StartGate()  # 3 per core, in arrival order (kernel/start_gate.py)
         self._store = store or ImageStore()
         self._recipes = recipes
         self._builds: dict[str, _Build] = {}
@@ -295,7 +297,10 @@ class LocalAgent:
 
     def pools(self) -> list[PoolState]:
         return [
-            PoolState(image, size, pool.ready_count if (pool := self._pools.get(image)) else 0)
+            # A pool grown under demand reports what it aims for now (cogbox.kernel.pool).
+            PoolState(image, pool.size, pool.ready_count)
+            if (pool := self._pools.get(image))
+            else PoolState(image, size, 0)
             for image, size in sorted(self._pool_sizes.items())
         ]
 
@@ -308,7 +313,7 @@ class LocalAgent:
         return pool.try_acquire()
 
     def _start_session(self, spec: KernelSpec) -> Session:
-        session = self._acquire(spec) or self._start_cold(spec)
+        session = self._acquire(spec) or self._cold_starts.run(lambda: self._start_cold(spec))
         if spec.output_limit is not None:
             session.output_limit = spec.output_limit
         session.output_tap = spec.output_tap

@@ -16,6 +16,7 @@ from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database
 from cogbox.service.errors import ServiceError
 from cogbox.service.openapi import openapi_document
+from cogbox.service.replay import ReplayWindow
 from cogbox.service.sessions import SessionManager
 from cogbox.service.streams import STREAMS_KEY, OpenStreams
 from cogbox.service.vfolder_transfer import Transfers, is_transfer_path
@@ -33,7 +34,8 @@ def create_app(
     database = db or Database(config.database_url)
     agent = agent or LocalAgent(pools=config.pools, workdirs=config.sessions_dir)
     manager = SessionManager(database, agent, config)
-    verifier = RequestVerifier(database, config.max_clock_skew)
+    replay = ReplayWindow(config.sessions_dir.parent)
+    verifier = RequestVerifier(database, config.max_clock_skew, replay)
     gateway = jupyter.JupyterGateway(manager)
     transfers = Transfers(database, manager.vfolders)
 
@@ -98,6 +100,7 @@ def create_app(
         transfers.close()
         await manager.close()
         await asyncio.to_thread(manager.vfolders.unmount_all)
+        replay.close()
         database.close()
 
     async def disconnect(app: web.Application) -> None:

@@ -12,8 +12,12 @@
 The body is not signed (Backend.AI's clients hash an empty body since API v4.20181215); TLS
 or a loopback listener protects it. A request is refused if its date is more than the
 allowed skew from the server's clock, or if its signature was already seen within that
-window (a replay). Seen signatures are kept in the database until their date can no longer
-pass the skew check, so a replay is refused across restarts of the service too.
+window (a replay). Seen signatures are kept until their date can no longer pass the skew
+check, in memory and in a file a restart reads back (`cogbox.service.replay`), so a replay
+is refused across restarts of the service too.
+
+The keypair is read from the database's memo (`cogbox.service.memo`): a removed or
+deactivated keypair is refused by the next request, from whichever process it was removed.
 
 Jupyter's clients cannot sign requests; they send `Authorization: token <T>` (or
 `?token=<T>`). Each keypair has one such token, derived from its secret key so the secret
@@ -40,6 +44,7 @@ from cogbox.service.signing import jupyter_token, signature, signed_headers
 
 if TYPE_CHECKING:
     from cogbox.service.db import Database, KeypairRecord
+    from cogbox.service.replay import ReplayWindow
 
 __all__ = ["RequestVerifier", "jupyter_token", "parse_date", "signature", "signed_headers"]
 
@@ -65,9 +70,10 @@ def parse_date(raw: str) -> datetime:
 class RequestVerifier:
     """Checks signed requests against the stored keypairs and remembers recent signatures."""
 
-    def __init__(self, db: "Database", max_skew: float) -> None:
+    def __init__(self, db: "Database", max_skew: float, replay: "ReplayWindow") -> None:
         self._db = db
         self._max_skew = max_skew
+        self._replay = replay
 
     async def verify(
         self,
@@ -126,7 +132,7 @@ class RequestVerifier:
             )
         # A signature stays refusable for as long as its date stays acceptable.
         until = date.timestamp() + self._max_skew + 1
-        if not await asyncio.to_thread(self._db.remember_signature, given, until):
+        if not self._replay.accept(given, until):
             raise ServiceError(
                 401, "replayed-request", "this signed request was already used: sign each anew"
             )
@@ -149,5 +155,9 @@ class RequestVerifier:
         return keypair
 
     async def _keypair(self, access_key: str) -> "KeypairRecord | None":
-        # Read on every request, never cached: a removed keypair is refused at once.
+        # Checked against the database's generation on every request (no thread when the
+        # memo can tell inline): a removed keypair is refused at once.
+        cached = self._db.cached_keypair(access_key)
+        if cached is not None:
+            return cached
         return await asyncio.to_thread(self._db.get_keypair, access_key)

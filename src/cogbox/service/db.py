@@ -1,10 +1,17 @@
-"""Persistence: keypairs, sessions, their events and recently seen request signatures, in
-SQL (SQLite by default, or PostgreSQL).
+"""Persistence: keypairs, sessions, their events and storage folders, in SQL (SQLite by
+default, or PostgreSQL). Recently seen request signatures live in `cogbox.service.replay`.
 
 A sync SQLAlchemy engine; the async service calls it through `asyncio.to_thread`. Callers see
 plain frozen records, never ORM objects. Times are Unix seconds (floats), portable across
 databases. A SQLite file is made readable by its owner only: it holds keypairs' secrets,
-which HMAC signing needs in the clear.
+which HMAC signing needs in the clear. It is created 0600 before SQLite opens it and SQLite
+gives its -wal, -shm and -journal files the main file's mode, so the modes are set once at
+open, not after every transaction.
+
+Keypairs and sessions, read on every request, are served from memory (`cogbox.service.memo`):
+every write to either table bumps a generation counter row in the same transaction, and a
+memoised row is used only while the generation it was read under is still the database's.
+See that module for how the check stays cheap and why it is immediate across processes.
 """
 
 import contextlib
@@ -22,10 +29,13 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
+    Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
+    insert,
     inspect,
     select,
     text,
@@ -35,7 +45,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-_PURGE_INTERVAL_SECONDS = 60.0
+from cogbox.service.memo import Memo
+
+_GENERATION_ROW = 1
 
 
 class _Base(DeclarativeBase):
@@ -78,13 +90,12 @@ class _Session(_Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
-class _SeenSignature(_Base):
-    """A signed request's signature, refused again until `expires_at` (replay protection
-    that survives a restart of the service)."""
+class _Generation(_Base):
+    """One row, bumped by every write to keypairs or sessions: what memoised rows check."""
 
-    __tablename__ = "seen_signatures"
-    signature: Mapped[str] = mapped_column(String(128), primary_key=True)
-    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    __tablename__ = "cogbox_generation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class _Event(_Base):
@@ -202,10 +213,14 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite allows one writer; serialising here avoids "database is locked" retries.
         self._lock = threading.Lock()
-        self._next_purge = 0.0
         _Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
+        with contextlib.suppress(IntegrityError), self.engine.begin() as connection:
+            if connection.execute(select(_GEN.c.value)).first() is None:
+                # Another process opening a new database at once may insert it first.
+                connection.execute(insert(_GEN).values(id=_GENERATION_ROW, value=0))
         self._protect_files()
+        self.memo = Memo(self._read_generation, self._sqlite_path)
 
     def _protect_files(self) -> None:
         if self._sqlite_path is None:
@@ -216,25 +231,47 @@ class Database:
                 os.chmod(path, 0o600)
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[Session]:
+    def _session(self, *, bump: bool = False) -> Iterator[Session]:
+        """A transaction; `bump`: it writes keypairs or sessions, so memoised rows go."""
         with self._lock, Session(self.engine, expire_on_commit=False) as session:
             yield session
+            if bump:
+                session.execute(_BUMP)
             session.commit()
-        self._protect_files()
+        if bump:
+            self.memo.invalidate()
+
+    def _read_generation(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(_READ_GENERATION).scalar_one())
 
     def close(self) -> None:
+        self.memo.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------------ keypairs
 
     def add_keypair(self, record: KeypairRecord) -> None:
-        with self._session() as db:
+        with self._session(bump=True) as db:
             db.add(_Keypair(**record.__dict__))
 
     def get_keypair(self, access_key: str) -> KeypairRecord | None:
-        with self._session() as db:
-            row = db.get(_Keypair, access_key)
-            return None if row is None else _record(row, KeypairRecord)
+        found = self.memo.get("keypair", access_key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        epoch = self.memo.epoch()
+        with self.engine.connect() as connection:
+            row = connection.execute(_KEYPAIR_BY_KEY, {"key": access_key}).first()
+        if row is None:
+            return None
+        record = _record(row, KeypairRecord)
+        self.memo.put("keypair", access_key, record, epoch)
+        return record  # type: ignore[no-any-return]
+
+    def cached_keypair(self, access_key: str) -> KeypairRecord | None:
+        """The keypair if memoised and still current, checked without blocking (None: ask
+        `get_keypair` on a thread)."""
+        return self.memo.get_inline("keypair", access_key)  # type: ignore[no-any-return]
 
     def list_keypairs(self) -> list[KeypairRecord]:
         with self._session() as db:
@@ -253,25 +290,44 @@ class Database:
             ).all()
             return set(rows)
 
+    def cached_active(self, access_key: str) -> bool | None:
+        """Whether the keypair is still active, from the memo without blocking (None: the
+        memo cannot tell; ask `active_access_keys` on a thread)."""
+        keypair = self.cached_keypair(access_key)
+        return None if keypair is None else keypair.is_active
+
     def remove_keypair(self, access_key: str) -> bool:
-        with self._session() as db:
+        with self._session(bump=True) as db:
             result = db.execute(delete(_Keypair).where(_Keypair.access_key == access_key))
             return bool(getattr(result, "rowcount", 0))
 
     # ------------------------------------------------------------------ sessions
 
     def add_session(self, record: SessionRecord) -> None:
-        with self._session() as db:
+        with self._session(bump=True) as db:
             db.add(_Session(**record.__dict__))
 
     def update_session(self, session_id: str, **fields: Any) -> None:
-        with self._session() as db:
+        with self._session(bump=True) as db:
             db.execute(update(_Session).where(_Session.id == session_id).values(**fields))
 
     def get_session(self, session_id: str) -> SessionRecord | None:
-        with self._session() as db:
-            row = db.get(_Session, session_id)
-            return None if row is None else _record(row, SessionRecord)
+        found = self.memo.get("session", session_id)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        epoch = self.memo.epoch()
+        with self.engine.connect() as connection:
+            row = connection.execute(_SESSION_BY_ID, {"id": session_id}).first()
+        if row is None:
+            return None
+        record = _record(row, SessionRecord)
+        self.memo.put("session", session_id, record, epoch)
+        return record  # type: ignore[no-any-return]
+
+    def cached_session(self, session_id: str) -> SessionRecord | None:
+        """The session if memoised and still current, checked without blocking (None: ask
+        `get_session` on a thread)."""
+        return self.memo.get_inline("session", session_id)  # type: ignore[no-any-return]
 
     def list_sessions(
         self, access_key: str | None = None, statuses: list[str] | None = None
@@ -320,28 +376,6 @@ class Database:
         with self._session() as db:
             return list(db.scalars(query).all())
 
-    # ------------------------------------------------------------------ replay protection
-
-    def remember_signature(self, signature: str, expires_at: float) -> bool:
-        """Record `signature` until `expires_at`; False if it is already recorded and has
-        not expired (the request is a replay). Expired signatures are purged as it goes."""
-        now = time.time()
-        try:
-            with self._session() as db:
-                row = db.get(_SeenSignature, signature)
-                if row is not None and row.expires_at > now:
-                    return False
-                if row is None:
-                    db.add(_SeenSignature(signature=signature, expires_at=expires_at))
-                else:
-                    row.expires_at = expires_at
-                if now >= self._next_purge:
-                    self._next_purge = now + _PURGE_INTERVAL_SECONDS
-                    db.execute(delete(_SeenSignature).where(_SeenSignature.expires_at <= now))
-                return True
-        except IntegrityError:
-            return False  # another service process on this database recorded it just now
-
     # ------------------------------------------------------------------ events
 
     def add_event(self, session_id: str, kind: str, reason: str = "", message: str = "") -> None:
@@ -356,6 +390,15 @@ class Database:
         query = select(_Event).where(_Event.session_id == session_id).order_by(_Event.id)
         with self._session() as db:
             return [_record(row, EventRecord) for row in db.scalars(query).all()]
+
+
+_GEN: Table = _Generation.__table__  # type: ignore[assignment]
+_BUMP = update(_GEN).where(_GEN.c.id == _GENERATION_ROW).values(value=_GEN.c.value + 1)
+_READ_GENERATION = select(_GEN.c.value).where(_GEN.c.id == _GENERATION_ROW)
+_KEYPAIR_BY_KEY = select(_Keypair.__table__).where(
+    _Keypair.__table__.c.access_key == bindparam("key")
+)
+_SESSION_BY_ID = select(_Session.__table__).where(_Session.__table__.c.id == bindparam("id"))
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -460,7 +460,11 @@ class SessionManager:
     async def find(self, keypair: KeypairRecord, ref: str) -> SessionRecord:
         """The keypair's session with id or name `ref` (an active one first); 404 otherwise,
         also when it belongs to another keypair."""
-        record = await asyncio.to_thread(self.db.get_session, ref) if len(ref) == 36 else None
+        record = None
+        if len(ref) == 36:  # an id: from the memo when it can tell without a thread
+            record = self.db.cached_session(ref) or await asyncio.to_thread(
+                self.db.get_session, ref
+            )
         if record is not None and record.access_key == keypair.access_key:
             return record
         named = [

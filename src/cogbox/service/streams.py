@@ -224,8 +224,12 @@ class OpenStreams:
 
     async def still_allowed(self, access_key: str, sender: StreamSender) -> bool:
         """Whether the keypair may still run code; if not, its streams close now."""
-        active = await asyncio.to_thread(self._db.active_access_keys, {access_key})
-        if access_key not in active:
+        allowed = self._db.cached_active(access_key)  # current as of now, or None
+        if allowed is None:
+            allowed = access_key in await asyncio.to_thread(
+                self._db.active_access_keys, {access_key}
+            )
+        if not allowed:
             self._revoke(access_key)
             return False
         return sender.closed_reason is None
@@ -238,7 +242,10 @@ class OpenStreams:
             if not keys:
                 continue
             try:
-                active = await asyncio.to_thread(self._db.active_access_keys, keys)
+                known = {key: self._db.cached_active(key) for key in keys}  # no thread if all
+                active = {key for key, on in known.items() if on}
+                if None in known.values():
+                    active = await asyncio.to_thread(self._db.active_access_keys, keys)
             except Exception:  # a database hiccup: try again next interval
                 log.exception("cannot check the keypairs of open streams")
                 continue

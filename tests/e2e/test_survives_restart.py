@@ -31,7 +31,7 @@ LOOP = (
     "    time.sleep(1)\n"
 )
 # Past its jail's memory limit a few seconds in: the kernel dies while no manager runs.
-BLOW_UP = "import time\ntime.sleep(3)\nblob = bytearray(1 << 30)\nblob[::4096] = b'x' * len(blob[::4096])\n"
+BLOW_UP = "import time\ntime.sleep(3)\nblob = bytearray(1 << 30)\nblob[::4096] = b'x' * (1 << 18)\n"
 
 
 @dataclass

@@ -123,7 +123,9 @@ async def _serve(
 ) -> None:
     sessions_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    agent = LocalAgent(pools=pools, workdirs=sessions_dir, logs_dir=logs_dir)
+    agent = LocalAgent(
+        pools=pools, workdirs=sessions_dir, logs_dir=logs_dir, states_dir=place.folder / "kernels"
+    )
     await agent.open()
     server = AgentServer(agent, key)
     loop = asyncio.get_running_loop()

@@ -80,6 +80,7 @@ def parse_pools(
 )
 @click.option(
     "--agent",
+    envvar="COGBOX_AGENT",
     type=click.Choice(["process", "embedded"]),
     default="process",
     show_default=True,

@@ -9,6 +9,8 @@ the event loop.
 
 import asyncio
 import contextlib
+import inspect
+import json
 import logging
 import secrets
 import shutil
@@ -28,6 +30,7 @@ from cogbox.images.store import Image, ImageNotFound, ImageStore
 from cogbox.jail.launcher import reap_stale_jails
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
+from cogbox.kernel import errors as kernel_errors
 from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import (
@@ -51,6 +54,8 @@ from cogbox.service.logs import LogWriter
 log = logging.getLogger(__name__)
 
 _MAX_THREADS = 128
+# Whether the kernel layer persists sessions for a restarted agent (issue 9's kernel side).
+_PERSISTS = "state_dir" in inspect.signature(start_session).parameters
 _HANDED = "session"  # in a pool's work dir folder (beside home/): the session it went to
 _DONE = object()
 _REPORT_WAIT_S = 30.0
@@ -235,8 +240,13 @@ class LocalAgent:
         pools: Mapping[str, int] | None = None,
         workdirs: Path | None = None,
         logs_dir: Path | None = None,
+        states_dir: Path | None = None,
     ) -> None:
         self._sessions: dict[str, Session] = {}
+        # Where each kernel persists what a restarted agent needs to re-attach (its own
+        # folder, <session id>/) and this agent's note of it (<session id>.json).
+        self._states_dir = states_dir
+        self._gone: dict[str, KernelState] = {}  # kernels that died while no agent ran
         self._logs_dir = logs_dir
         self._logs: dict[str, LogWriter] = {}
         self.runs = Runs()
@@ -333,8 +343,87 @@ class LocalAgent:
         """Clear what a previous agent on this node left (it was killed: its jails, their
         runtime folders, unused pool work dirs), then fill the warm pools."""
         await self._call(self._reap)
+        for session_id, session in await self._call(self._attach_all):  # type: ignore[attr-defined]
+            self._sessions[session_id] = session
+            self._resume_pending(session_id, session)
         for image in self._pool_sizes:
             await self._call(self._pool, image)
+
+    def _attach_all(self) -> list[tuple[str, Session]]:
+        """Re-attach to the kernels a previous agent left running (Session.attach: the
+        kernel side of issue 9; without it there is nothing to re-attach)."""
+        attach = getattr(Session, "attach", None)
+        if self._states_dir is None or attach is None or not self._states_dir.is_dir():
+            return []
+        gone_error = getattr(kernel_errors, "KernelGone", None)
+        attached: list[tuple[str, Session]] = []
+        for folder in sorted(p for p in self._states_dir.iterdir() if p.is_dir()):
+            session_id = folder.name
+            try:
+                session = attach(folder, store=self._store)
+            except KernelError as exc:
+                if gone_error is not None and isinstance(exc, gone_error):
+                    self._gone[session_id] = KernelState(
+                        False,
+                        str(getattr(exc, "reason", "died")),
+                        str(getattr(exc, "message", exc)),
+                        bool(getattr(exc, "limit_hit", False)),
+                    )
+                else:
+                    log.warning("could not re-attach session %s: %s", session_id, exc)
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            note = self._note(session_id)
+            if "output_limit" in note:
+                session.output_limit = int(note["output_limit"])
+            if note.get("log_limit") and self._logs_dir is not None:
+                self._logs[session_id] = LogWriter(
+                    self._logs_dir, session_id, int(note["log_limit"])
+                )
+            attached.append((session_id, session))
+        return attached
+
+    def _note(self, session_id: str) -> dict[str, Any]:
+        """This agent's note of a persisted session: its limits, the log offset its run
+        in flight started at."""
+        if self._states_dir is None:
+            return {}
+        try:
+            value = json.loads((self._states_dir / f"{session_id}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _write_note(self, session_id: str, **changes: Any) -> None:
+        if self._states_dir is None or not self._persists(session_id):
+            return
+        path = self._states_dir / f"{session_id}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({**self._note(session_id), **changes}))
+        temporary.replace(path)
+
+    def _persists(self, session_id: str) -> bool:
+        return self._states_dir is not None and (self._states_dir / session_id).is_dir()
+
+    def _resume_pending(self, session_id: str, session: Session) -> None:
+        """Fill a run from `Session.resume_run()` for the run the previous agent left in
+        flight: the whole run again from its start, so its part of the log is rewritten
+        from where that run began (nothing twice, nothing lost)."""
+        run_id = getattr(session, "pending_run", None)
+        if not run_id:
+            return
+        writer = self._logs.get(session_id)
+        offset = self._note(session_id).get("log_offset")
+        if writer is not None and isinstance(offset, int):
+            writer.truncate(offset)
+        run = Run(session_id, run_id)
+        self.runs.add(run)
+        lock = self._run_locks.setdefault(session_id, asyncio.Lock())
+        task = asyncio.create_task(
+            self._drive(session, run, session.resume_run, lock, writer)  # type: ignore[attr-defined]
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _reap(self) -> None:
         if self._workdirs is not None:  # pool folders a killed agent never handed out
@@ -405,6 +494,9 @@ class LocalAgent:
             writer = LogWriter(self._logs_dir, spec.session_id, spec.log_limit)
             self._logs[spec.session_id] = writer
             session.output_tap = writer.write_event
+        self._write_note(
+            spec.session_id, log_limit=spec.log_limit, output_limit=session.output_limit
+        )
         return session
 
     def _workdir(self, name: str) -> Path:
@@ -422,6 +514,9 @@ class LocalAgent:
         policy = session_policy(self._policy(image), spec.env, spec.memory_bytes, spec.cpus)
         # Passed only when not the default, so this works with a kernel layer without it.
         extra: dict[str, Any] = {} if spec.runtime == "runc" else {"runtime": spec.runtime}
+        if self._states_dir is not None and _PERSISTS:  # a kernel a restarted agent re-attaches
+            self._states_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            extra["state_dir"] = self._states_dir / spec.session_id
         return start_session(image, policy, workdir, env=spec.env, binds=spec.binds, **extra)
 
     async def start(self, spec: KernelSpec) -> str:
@@ -431,7 +526,8 @@ class LocalAgent:
         return session.workdir.parent.name
 
     async def inventory(self) -> Inventory:
-        return Inventory({session_id: self.state(session_id) for session_id in self._sessions})
+        held = [*self._sessions, *self._gone]
+        return Inventory({session_id: self.state(session_id) for session_id in held})
 
     async def execute(
         self,
@@ -485,7 +581,16 @@ class LocalAgent:
         run = Run(session_id, run_id)
         self.runs.add(run)
         lock = self._run_locks.setdefault(session_id, asyncio.Lock())
-        task = asyncio.create_task(self._drive(session, run, code, timeout, lock))
+
+        def events() -> Iterator[Event]:
+            if isinstance(code, BatchCommand):
+                return session.execute_batch(code.build, code.exec, timeout=timeout, **named)
+            return session.execute(code, timeout=timeout, **named)
+
+        named: dict[str, Any] = (
+            {"run_id": run_id} if _PERSISTS and self._persists(session_id) else {}
+        )
+        task = asyncio.create_task(self._drive(session, run, events, lock))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return run
@@ -503,16 +608,21 @@ class LocalAgent:
         self,
         session: Session,
         run: Run,
-        code: str | BatchCommand,
-        timeout: float | None,
+        events: Callable[[], Iterator[Event]],
         lock: asyncio.Lock,
+        log_to: LogWriter | None = None,
     ) -> None:
         try:
             async with lock:
                 if run.abandoned:
                     run.finish(KernelError("the run was cancelled before it started"))
                     return
-                await self._pump_run(session, run, code, timeout)
+                writer = self._logs.get(run.session_id)
+                if log_to is None and writer is not None and self._persists(run.session_id):
+                    # where this run's output starts in the log (a re-attaching agent
+                    # rewrites the run from there)
+                    self._write_note(run.session_id, log_offset=writer.size)
+                await self._pump_run(run, events(), log_to)
         except Exception as exc:  # reported to its follower
             run.finish(exc)
         except BaseException:
@@ -521,13 +631,9 @@ class LocalAgent:
         else:
             run.finish()
 
-    async def _pump_run(
-        self, session: Session, run: Run, code: str | BatchCommand, timeout: float | None
-    ) -> None:
-        if isinstance(code, BatchCommand):
-            events = session.execute_batch(code.build, code.exec, timeout=timeout)
-        else:
-            events = session.execute(code, timeout=timeout)
+    async def _pump_run(self, run: Run, events: Iterator[Event], log_to: LogWriter | None) -> None:
+        """Move the run's events from the kernel's thread into its buffer (`log_to` hears
+        them too: a resumed run, whose kernel session has no output tap of this agent)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         waiting = _QueuedEvents(RUN_QUEUE_SIZE)
@@ -535,6 +641,8 @@ class LocalAgent:
         def pump(events: Iterator[Event]) -> None:
             try:
                 for event in events:
+                    if log_to is not None:
+                        log_to.write_event(event)
                     if isinstance(event, Finished | KernelDied) and waiting.dropped:
                         notice = waiting.notice()
                         waiting.admit(notice)
@@ -576,8 +684,12 @@ class LocalAgent:
             for run in self.runs.of(session_id):
                 self.abandon(run)
             await self._call(session.shutdown)
+        self._gone.pop(session_id, None)
         self.runs.drop(session_id)
         self._run_locks.pop(session_id, None)
+        if self._states_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self._states_dir / f"{session_id}.json").unlink()
         writer = self._logs.pop(session_id, None)
         if writer is not None:
             writer.close()
@@ -585,7 +697,9 @@ class LocalAgent:
     def state(self, session_id: str) -> KernelState:
         session = self._sessions.get(session_id)
         if session is None:
-            return KernelState(False, "stopped", "the kernel is not running")
+            return self._gone.get(session_id) or KernelState(
+                False, "stopped", "the kernel is not running"
+            )
         ended = session.exit
         if ended is None and session.restart_failure is not None:
             return KernelState(False, "restart_failed", session.restart_failure)

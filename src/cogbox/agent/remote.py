@@ -12,7 +12,7 @@ import base64
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,28 @@ _GONE = object()
 
 
 class RemoteAgent:
-    """An agent process reached at the unix socket `socket`, proving `key` both ways."""
+    """An agent process reached at the unix socket `socket`, proving `key` both ways.
 
-    def __init__(self, socket: Path, key: bytes, *, shutdown_on_close: bool = True) -> None:
+    With `restart` (a blocking function that makes sure the agent runs again, e.g.
+    process.ensure_agent) the channel is supervised: when it breaks, the agent is restarted
+    if need be, the channel re-opened and `on_reconnect` awaited (the manager re-attaches).
+    """
+
+    def __init__(
+        self,
+        socket: Path,
+        key: bytes,
+        *,
+        shutdown_on_close: bool = True,
+        restart: Callable[[], object] | None = None,
+    ) -> None:
         self._socket = socket
         self._key = key
         self._shutdown_on_close = shutdown_on_close
+        self._restart = restart
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
+        self._closing = False
+        self._recovery: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -66,6 +82,12 @@ class RemoteAgent:
     async def open(self) -> None:
         """Connect and check the agent's proof of the key (AgentAuthError if it fails)."""
         self._loop = asyncio.get_running_loop()
+        await self._connect()
+
+    async def _connect(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._status.clear()
         self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(self._socket)))
         try:
             self._ws = await self._session.ws_connect(
@@ -110,6 +132,25 @@ class RemoteAgent:
             for queue in self._streams.values():
                 queue.put_nowait(gone)
             self._calls.clear()
+            if not self._closing and self._restart is not None:
+                log.warning("lost the agent; restarting it or connecting again")
+                self._recovery = asyncio.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Get the agent back (started again if it died) and tell the manager."""
+        assert self._restart is not None
+        while not self._closing:
+            try:
+                await asyncio.to_thread(self._restart)
+                await self._connect()
+            except (OSError, aiohttp.ClientError, TimeoutError, ChannelError) as exc:
+                log.warning("the agent is not back yet: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            log.info("connected to the agent again")
+            if self.on_reconnect is not None:
+                await self.on_reconnect()
+            return
 
     def _received(self, message: dict[str, Any]) -> None:
         if message.get("p") == "status":
@@ -189,6 +230,9 @@ class RemoteAgent:
     async def close(self) -> None:
         """Let go of the agent; the one `cogbox serve` started is told to stop (kernels and
         all) unless `shutdown_on_close` is off."""
+        self._closing = True
+        if self._recovery is not None:
+            self._recovery.cancel()
         if self._ws is not None and not self._ws.closed and self._shutdown_on_close:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._call("shutdown"), 10)
@@ -281,9 +325,7 @@ class RemoteAgent:
         state = self._states.get(session_id)
         if state is None:
             return KernelState(False, "stopped", "the kernel is not running")
-        if not self.connected:
-            return KernelState(False, "agent-lost", "the connection to the agent was lost")
-        return state
+        return state  # the last one known while the channel is down (calls fail meanwhile)
 
     async def create_file(self, session_id: str, path: str) -> NewFile:
         answer = await self._call("create_file", session_id=session_id, path=path)

@@ -33,6 +33,8 @@ def create_app(
     database = db or Database(config.database_url)
     agent = agent or node_agent(config)
     manager = SessionManager(database, agent, config)
+    if hasattr(agent, "on_reconnect"):  # a supervised agent process: re-attach when it is back
+        agent.on_reconnect = manager.reattach
     verifier = RequestVerifier(database, config.max_clock_skew)
     gateway = jupyter.JupyterGateway(manager)
     transfers = Transfers(database, manager.vfolders)
@@ -121,11 +123,14 @@ def node_agent(config: ServiceConfig) -> Agent:
     from cogbox.agent.remote import RemoteAgent
 
     place = AgentPlace(config.agent_dir)
-    started = ensure_agent(
-        place, sessions_dir=config.sessions_dir, logs_dir=config.logs_dir, pools=config.pools
-    )
-    log.info("%s the node's agent (%s)", "started" if started else "found", place.socket)
-    return RemoteAgent(place.socket, place.key())
+
+    def restart() -> bool:
+        return ensure_agent(
+            place, sessions_dir=config.sessions_dir, logs_dir=config.logs_dir, pools=config.pools
+        )
+
+    log.info("%s the node's agent (%s)", "started" if restart() else "found", place.socket)
+    return RemoteAgent(place.socket, place.key(), restart=restart)
 
 
 def serve(config: ServiceConfig) -> None:

@@ -155,6 +155,20 @@ class SessionManager:
         self._reaper = asyncio.create_task(self._reap_forever())
         self.jobs.open()
 
+    async def reattach(self) -> None:
+        """The agent came back after its channel broke (it may have been restarted): keep
+        the sessions it still holds, report those whose kernel died with its reason, and
+        those it lost as `lost`."""
+        held = (await self.agent.inventory()).sessions
+        for session_id, live in list(self._live.items()):
+            state = held.get(session_id)
+            if state is None:
+                self._live.pop(session_id, None)
+                message = "the agent restarted and lost this session's kernel; files are kept"
+                await self._set_status(session_id, "lost", "agent-restarted", message)
+            elif not state.alive:
+                await self._mark_dead(session_id, live)
+
     async def _reattach(self, record: SessionRecord, state: KernelState) -> None:
         now = time.time()
         live = _Live(

@@ -27,7 +27,7 @@ from cogbox.agent.runs import Run
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.errors import CogboxError
 from cogbox.jail.oci import Bind
-from cogbox.kernel.events import Finished, KernelDied
+from cogbox.kernel.events import KernelDied
 from cogbox.kernel.files import NewFile, OpenFile
 from cogbox.service.agent import BatchCommand, KernelSpec, LocalAgent
 
@@ -172,7 +172,9 @@ class _Connection:
     ) -> None:
         try:
             result = await op(args)
-        except (CogboxError, OSError, TypeError, KeyError, ValueError) as exc:
+        except Exception as exc:  # answered, never left waiting
+            if not isinstance(exc, CogboxError | OSError):
+                log.exception("the agent's %s call failed", getattr(op, "__name__", "?"))
             await self._fail(call, exc)
         else:
             await self._send({"i": call, "r": result})
@@ -199,14 +201,13 @@ class _Connection:
                 run = self.agent.run(session_id, str(args["run_id"]))
                 after = run.acked
             self.following[call] = run
-            await self._send({"i": call, "run": run.run_id})
             async for seq, event in run.follow(after):
-                if isinstance(event, KernelDied | Finished):
+                if isinstance(event, KernelDied):
                     await self._push()  # the manager sees the kernel's state with its death
                 await self._send({"i": call, "s": seq, "v": wire.event_out(event)})
             if args.get("run_id") is None and op == "run":
                 run.acked = run.count  # nobody will ask for it again
-        except (CogboxError, KeyError, TypeError) as exc:
+        except Exception as exc:  # the run's error (e.g. no kernel), or a malformed call
             await self._fail(call, exc)
         finally:
             self.following.pop(call, None)

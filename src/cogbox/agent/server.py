@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, HANDSHAKE_TIMEOUT_S, check, nonce, prove
+from cogbox.agent.dial import DialLinks
 from cogbox.agent.runs import Run
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.errors import CogboxError
@@ -40,9 +41,10 @@ _CLOSE_UNAUTHENTICATED = 4401
 class AgentServer:
     """Serves `agent` to managers that prove `key`; `stopped` is set by a `shutdown` call."""
 
-    def __init__(self, agent: LocalAgent, key: bytes) -> None:
+    def __init__(self, agent: LocalAgent, key: bytes, dial: DialLinks | None = None) -> None:
         self.agent = agent
         self.key = key
+        self.dial = dial  # links the manager's process can follow to kernels' sockets
         self.refused = 0  # peers that failed the proof (tests read it)
         self.calls = 0  # calls handled after a proof
         self.stopped = asyncio.Event()
@@ -219,9 +221,11 @@ class _Connection:
 
     async def _push(self) -> None:
         """Kernel states and pools, when they changed since the last push."""
-        states = {
-            sid: asdict(state) for sid, state in (await self.agent.inventory()).sessions.items()
-        }
+        held = (await self.agent.inventory()).sessions
+        states = {sid: asdict(state) for sid, state in held.items()}
+        for sid, state in held.items():  # a restarted kernel's new sockets
+            if state.alive and self.server.dial is not None:
+                self._connection_of(sid)
         pools = [asdict(pool) for pool in self.agent.pools()]
         current = {"states": states, "pools": pools}
         if current != self._pushed:
@@ -245,7 +249,7 @@ class _Connection:
     async def _start(self, args: dict[str, Any]) -> Any:
         spec = spec_in(args["spec"])
         workdir = await self.agent.start(spec)
-        return {"workdir": workdir, "connection": self.agent.connection_info(spec.session_id)}
+        return {"workdir": workdir, "connection": self._connection_of(spec.session_id)}
 
     async def _inventory(self, args: dict[str, Any]) -> Any:
         inventory = await self.agent.inventory()
@@ -265,9 +269,11 @@ class _Connection:
 
     def _connection_of(self, session_id: str) -> dict[str, Any] | None:
         try:
-            return self.agent.connection_info(session_id)
+            info = self.agent.connection_info(session_id)
         except CogboxError:
             return None
+        dial = self.server.dial
+        return info if dial is None else dial.info(session_id, info)
 
     async def _send_input(self, args: dict[str, Any]) -> None:
         await self.agent.send_input(str(args["session_id"]), str(args["text"]))
@@ -279,10 +285,12 @@ class _Connection:
         session_id = str(args["session_id"])
         await self.agent.restart(session_id)
         await self._push()
-        return {"connection": self.agent.connection_info(session_id)}
+        return {"connection": self._connection_of(session_id)}
 
     async def _stop(self, args: dict[str, Any]) -> None:
         await self.agent.stop(str(args["session_id"]))
+        if self.server.dial is not None:
+            self.server.dial.forget(str(args["session_id"]))
         await self._push()
 
     async def _ack(self, args: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ from cogbox.service.agent import (
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
+_SHUTDOWN_WAIT_S = 120.0  # the agent stops every kernel before it answers
 _GONE = object()
 
 
@@ -235,7 +236,7 @@ class RemoteAgent:
             self._recovery.cancel()
         if self._ws is not None and not self._ws.closed and self._shutdown_on_close:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._call("shutdown"), 10)
+                await asyncio.wait_for(self._call("shutdown"), _SHUTDOWN_WAIT_S)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

@@ -38,6 +38,8 @@ class Run:
         self.acked = 0  # events the manager says it delivered (a restarted one resumes there)
         self.abandoned = False  # its follower cancelled it: the pump stops at the next event
         self.done = False
+        self.begun = False  # its kernel was handed the run (not waiting for an earlier one)
+        self._begun = asyncio.Event()
         self.error: BaseException | None = None
         self._events: deque[Event] = deque()
         self._first = 0  # the number of _events[0]
@@ -60,6 +62,13 @@ class Run:
             self._size -= event_size(self._events.popleft())
             self._first += 1
         self._notify()
+
+    def set_begun(self) -> None:
+        self.begun = True
+        self._begun.set()
+
+    async def wait_begun(self) -> None:
+        await self._begun.wait()
 
     def finish(self, error: BaseException | None = None) -> None:
         self.done = True

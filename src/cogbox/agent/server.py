@@ -357,6 +357,9 @@ class _Connection:
         await self.agent.remove_workdir(str(args["workdir"]))
 
     async def _shutdown(self, args: dict[str, Any]) -> None:
+        """Stop every kernel, then the agent; answered once the kernels are stopped (the
+        manager unmounts storage folders and may remove images next)."""
+        await self.agent.close()
         self.server.stopped.set()
 
 

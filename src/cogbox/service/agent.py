@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 _MAX_THREADS = 128
 # Whether the kernel layer persists sessions for a restarted agent (issue 9's kernel side).
 _PERSISTS = "state_dir" in inspect.signature(start_session).parameters
+_BEGIN_WAIT_S = 2.0  # how long an interrupt waits for a run sent just before it to begin
+_REACH_KERNEL_S = 0.05  # then for the run's thread to send it to the kernel
 _HANDED = "session"  # in a pool's work dir folder (beside home/): the session it went to
 _DONE = object()
 _REPORT_WAIT_S = 30.0
@@ -659,6 +661,7 @@ class LocalAgent:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
         loop.run_in_executor(self._threads, pump, events)
+        run.set_begun()
         while True:
             item = await queue.get()
             if item is _DONE:
@@ -673,7 +676,16 @@ class LocalAgent:
         self._session(session_id).send_input(text)
 
     async def interrupt(self, session_id: str) -> None:
-        self._session(session_id).interrupt()
+        """Interrupt the running code. A run sent just before (its frame on the same
+        channel) is given a moment to reach the kernel first: an idle kernel ignores
+        SIGINT, so an interrupt that overtook its run would be lost."""
+        session = self._session(session_id)
+        pending = [run for run in self.runs.of(session_id) if not run.done and not run.begun]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pending[-1].wait_begun(), _BEGIN_WAIT_S)
+            await asyncio.sleep(_REACH_KERNEL_S)
+        await self._call(session.interrupt)  # a signal through the runtime: not on the loop
 
     async def restart(self, session_id: str) -> None:
         await self._call(self._session(session_id).restart)
@@ -753,6 +765,9 @@ class LocalAgent:
             return_exceptions=True,
         )
         self._pools.clear()
+        for writer in self._logs.values():
+            writer.close()
+        self._logs.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 

@@ -24,7 +24,7 @@ from cogbox.agent.server import MAX_FRAME, spec_out
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.jail.policy import Policy
 from cogbox.kernel.errors import KernelError
-from cogbox.kernel.events import Event, Finished, KernelDied
+from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile
 from cogbox.service.agent import (
     BatchCommand,
@@ -37,6 +37,9 @@ from cogbox.service.agent import (
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
+STREAM_QUEUE_SIZE = 2 << 20  # characters of a run's events waiting for a slow reader
+_EVENT_COST = 256
+_NEVER_DROPPED = ("finished", "kernel_died", "input_request", "output_truncated")
 _SHUTDOWN_WAIT_S = 120.0  # the agent stops every kernel before it answers
 _GONE = object()
 
@@ -77,6 +80,7 @@ class RemoteAgent:
         self._pools: list[PoolState] = []
         self._status = asyncio.Event()
         self._told: set[asyncio.Task[None]] = set()
+        self._waiting: dict[int, list[int]] = {}  # stream id -> [characters queued, dropped]
 
     # ------------------------------------------------------------------ the channel
 
@@ -169,7 +173,7 @@ class RemoteAgent:
             return
         queue = self._streams.get(call)
         if queue is not None:
-            queue.put_nowait(message)
+            self._queue_event(call, queue, message)
             return
         future = self._calls.pop(call, None)
         if future is None or future.done():
@@ -178,6 +182,30 @@ class RemoteAgent:
             future.set_exception(wire.error_in(message["e"]))
         else:
             future.set_result(message.get("r"))
+
+    def _queue_event(
+        self, call: int, queue: "asyncio.Queue[object]", message: dict[str, Any]
+    ) -> None:
+        """Queue a run's event for its reader, bounded: past `STREAM_QUEUE_SIZE` characters
+        waiting for a slow reader, output is dropped and counted (never input requests or the
+        end), and one notice says so before the run's end."""
+        kind = (message.get("v") or {}).get("k")
+        size = _EVENT_COST + len(str(message.get("v", "")))
+        waiting = self._waiting.setdefault(call, [0, 0])  # characters queued, events dropped
+        if kind in ("finished", "kernel_died") and waiting[1]:
+            notice = OutputTruncated(
+                STREAM_QUEUE_SIZE,
+                f"output truncated: {waiting[1]:,} events of this run were dropped because "
+                f"more than {STREAM_QUEUE_SIZE:,} characters of them waited for a slow client",
+            )
+            queue.put_nowait({"i": call, "v": wire.event_out(notice), "n": _EVENT_COST})
+            waiting[1] = 0
+        elif kind not in _NEVER_DROPPED and waiting[0] + size > STREAM_QUEUE_SIZE:
+            waiting[1] += 1
+            return
+        waiting[0] += size
+        message["n"] = size
+        queue.put_nowait(message)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._ws is None or self._ws.closed:
@@ -212,6 +240,8 @@ class RemoteAgent:
                 if isinstance(item, BaseException):
                     raise item
                 assert isinstance(item, dict)
+                if call in self._waiting:
+                    self._waiting[call][0] -= int(item.get("n", 0))
                 if "e" in item:
                     raise wire.error_in(item["e"])
                 if "v" not in item:
@@ -224,6 +254,7 @@ class RemoteAgent:
                     return
         finally:
             self._streams.pop(call, None)
+            self._waiting.pop(call, None)
             if not finished and self._ws is not None and not self._ws.closed:
                 with contextlib.suppress(ChannelError, ConnectionError):
                     await self._send({"i": next(self._ids), "op": "cancel", "a": {"of": call}})

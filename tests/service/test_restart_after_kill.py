@@ -1,7 +1,7 @@
-"""A SIGKILL of `cogbox serve` loses no work: at the next start the killed run's jails are
-reaped (/home/work copied back out of the jail's quota filesystem), its sessions are listed
-`lost` with their files downloadable, and a signed request seen before the kill is still
-refused as a replay.
+"""A SIGKILL of `cogbox serve` loses no work: its agent keeps the kernels, so at the next
+start its sessions are listed `running` with their variables and files, and a signed request
+seen before the kill is still refused as a replay. (tests/e2e/test_survives_restart.py
+follows a run through the kill.)
 
 Attack family (replay test): bugs in the service's own API (replayed signed requests)."""
 
@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from cogbox.images.store import Image
-from tests.service.support import Service, needs_runc
+from tests.service.support import Service, needs_runc, stdout_of
 
 
 @dataclass
@@ -22,6 +22,7 @@ class AfterKill:
     session_id: str
     listed: list[tuple[str, str]]
     download: requests.Response
+    value: str
     replayed: requests.Response
     first_use_status: int
 
@@ -37,7 +38,7 @@ def after_kill(
     try:
         client = service.keypair()
         ref = client.create()["id"]
-        client.execute(ref, "open('results.txt', 'w').write('trained')")
+        client.execute(ref, "score = 0.5\nopen('results.txt', 'w').write('trained')")
         # A signed request, used once before the kill and replayed after the restart.
         prepared = requests.Request("GET", service.url + "/v1/sessions", auth=client.signer)
         request = prepared.prepare()
@@ -50,16 +51,26 @@ def after_kill(
         download = client.request(
             "GET", f"/v1/sessions/{ref}/files/content", params={"path": "results.txt"}
         )
+        value = stdout_of(client.execute(ref, "print(score * 2)"))
         replayed = requests.Session().send(request, timeout=30)
         yield AfterKill(
-            ref, [(s["id"], s["status"]) for s in listed], download, replayed, first.status_code
+            ref,
+            [(s["id"], s["status"]) for s in listed],
+            download,
+            value,
+            replayed,
+            first.status_code,
         )
     finally:
         service.stop()
 
 
-def test_session_is_listed_lost_after_the_service_was_killed(after_kill: AfterKill) -> None:
-    assert after_kill.listed == [(after_kill.session_id, "lost")]
+def test_session_is_still_running_after_the_service_was_killed(after_kill: AfterKill) -> None:
+    assert after_kill.listed == [(after_kill.session_id, "running")]
+
+
+def test_variables_of_a_session_survive_a_sigkill_of_the_service(after_kill: AfterKill) -> None:
+    assert after_kill.value == "1.0\n"
 
 
 def test_files_of_a_session_survive_a_sigkill_of_the_service(after_kill: AfterKill) -> None:

@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from cogbox.cli.agent import agent
 from cogbox.cli.image import image
 from cogbox.cli.jail import jail
 from cogbox.cli.kernelspec import kernelspec
@@ -30,6 +31,7 @@ cli.add_command(policy)
 cli.add_command(jail)
 cli.add_command(run)
 cli.add_command(serve)
+cli.add_command(agent)
 cli.add_command(keypair)
 cli.add_command(kernelspec)
 cli.add_command(session)

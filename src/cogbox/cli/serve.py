@@ -1,4 +1,4 @@
-"""`cogbox serve`: the HTTP service (manager and a local agent in one process)."""
+"""`cogbox serve`: the HTTP service (the manager), which starts and supervises a local agent."""
 
 import click
 
@@ -6,7 +6,7 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 DEFAULT_POOLS = ("python=1", "cntk=1", "keras=1")
 
 
-def _parse_pools(
+def parse_pools(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, int]:
     pools: dict[str, int] = {}
@@ -47,7 +47,7 @@ def _parse_pools(
     default=DEFAULT_POOLS,
     show_default=True,
     metavar="IMAGE=N",
-    callback=_parse_pools,
+    callback=parse_pools,
     help="Keep N started kernels of IMAGE ready, so new sessions start at once (0: none; "
     "repeat for several images). Pools fill once the image is built.",
 )
@@ -79,6 +79,15 @@ def _parse_pools(
     help="What all the storage folders of one keypair may hold together (their quotas).",
 )
 @click.option(
+    "--agent",
+    envvar="COGBOX_AGENT",
+    type=click.Choice(["process", "embedded"]),
+    default="process",
+    show_default=True,
+    help="Where kernels run: a `cogbox agent` process that outlives this one (kernels survive "
+    "a restart of the service), or embedded in this process.",
+)
+@click.option(
     "--allow-remote", is_flag=True, help="Allow a non-loopback --host (put TLS in front of it)."
 )
 def serve(
@@ -92,6 +101,7 @@ def serve(
     log_limit: str,
     vfolder_quota: str,
     vfolder_keypair_quota: str,
+    agent: str,
     allow_remote: bool,
 ) -> None:
     """Serve Backend.AI's client API (at /) and cogbox's native API (at /v1).
@@ -131,6 +141,7 @@ def serve(
         log_limit_bytes=log_limit_bytes,
         vfolder_quota=folder_quota,
         vfolder_keypair_quota=keypair_quota,
+        agent=agent,
     )
     if database_url:
         config = config.model_copy(update={"database_url": database_url})

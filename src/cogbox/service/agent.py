@@ -9,7 +9,11 @@ the event loop.
 
 import asyncio
 import contextlib
+import inspect
+import json
 import logging
+import secrets
+import shutil
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cogbox.agent.runs import Run, Runs
 from cogbox.config import recipes_dir
 from cogbox.errors import CogboxError
 from cogbox.images.builder import build_image
 from cogbox.images.recipe import LoadedRecipe, load_recipe
 from cogbox.images.store import Image, ImageNotFound, ImageStore
+from cogbox.jail.launcher import reap_stale_jails
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
+from cogbox.kernel import errors as kernel_errors
+from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import (
     Display,
@@ -42,8 +50,16 @@ from cogbox.kernel.pool import KernelPool
 from cogbox.kernel.session import Session, start_session
 from cogbox.kernel.start_gate import StartGate
 from cogbox.service.create_options import session_policy
+from cogbox.service.logs import LogWriter
+
+log = logging.getLogger(__name__)
 
 _MAX_THREADS = 128
+# Whether the kernel layer persists sessions for a restarted agent (issue 9's kernel side).
+_PERSISTS = "state_dir" in inspect.signature(start_session).parameters
+_BEGIN_WAIT_S = 2.0  # how long an interrupt waits for a run sent just before it to begin
+_REACH_KERNEL_S = 0.05  # then for the run's thread to send it to the kernel
+_HANDED = "session"  # in a pool's work dir folder (beside home/): the session it went to
 _DONE = object()
 _REPORT_WAIT_S = 30.0
 # The most of one run's events (characters, plus a fixed cost per event) waiting between
@@ -57,19 +73,27 @@ BuildProgress = Callable[[str], Awaitable[None]]
 """Told each step of an image build as it starts ("install Python packages")."""
 
 
+class WorkdirGone(KernelError):
+    """An ended session's kept work dir is no longer there (it was purged)."""
+
+
 @dataclass(frozen=True)
 class KernelSpec:
-    """What a kernel needs to start: the session it serves, its image and /home/work."""
+    """What a kernel needs to start: the session it serves, its image and /home/work (by
+    name: the agent keeps work dirs in a folder of its own; no host path crosses the seam)."""
 
     session_id: str
     image: str
-    workdir: Path
+    workdir: str
     env: dict[str, str] = field(default_factory=dict)
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
     binds: list[Bind] = field(default_factory=list)  # its storage folders (service.vfolders)
     cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
     output_limit: int | None = None  # characters of one run sent to a client; default: kernel's
-    output_tap: Callable[[Event], None] | None = None  # hears all output (the session's log)
+    # The agent writes all output to the session's full log (service.logs), up to this
+    # many bytes; None: no log.
+    log_limit: int | None = None
+    runtime: str = "runc"  # the OCI runtime of its jail: runc, or runsc (gVisor)
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,13 @@ class PoolState:
     image: str
     size: int
     ready: int
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What an agent holds: its sessions' kernels (live or dead)."""
+
+    sessions: dict[str, KernelState]
 
 
 @dataclass(frozen=True)
@@ -123,14 +154,37 @@ class Agent(Protocol):
 
     def pools(self) -> list[PoolState]: ...
 
-    async def start(self, spec: KernelSpec) -> Path:
-        """Start the session's kernel; returns the host folder that holds its /home/work:
-        `spec.workdir`, or the folder of a pre-started (pooled) kernel."""
+    async def start(self, spec: KernelSpec) -> str:
+        """Start the session's kernel; returns the name of the work dir that holds its
+        /home/work: `spec.workdir`, or that of a pre-started (pooled) kernel."""
+        ...
+
+    async def inventory(self) -> Inventory:
+        """The sessions whose kernels this agent holds (live or dead), e.g. for a manager
+        that restarted and re-attaches."""
         ...
 
     def execute(
-        self, session_id: str, code: str | BatchCommand, timeout: float | None
-    ) -> AsyncIterator[Event]: ...
+        self,
+        session_id: str,
+        code: str | BatchCommand,
+        timeout: float | None,
+        run_id: str | None = None,
+    ) -> AsyncIterator[Event]:
+        """The run's events; the agent owns the run (named `run_id`, made up if None), so
+        it goes on if the caller goes away; closing the iterator early interrupts it. A
+        caller that names the run acknowledges what it delivered (`ack`) so a successor can
+        `resume` it; an unnamed run counts as delivered once its last event was read."""
+        ...
+
+    def resume(self, session_id: str, run_id: str) -> AsyncIterator[Event]:
+        """The events of a run a previous caller left, from the last one it acknowledged
+        (`ack`) to its end. KernelError if the agent holds no such run."""
+        ...
+
+    async def ack(self, session_id: str, run_id: str, delivered: int) -> None:
+        """The caller delivered `delivered` more of the run's events to its client."""
+        ...
 
     async def send_input(self, session_id: str, text: str) -> None: ...
 
@@ -152,6 +206,16 @@ class Agent(Protocol):
 
     async def list_files(self, session_id: str, path: str) -> list[FileEntry]: ...
 
+    async def open_stored_file(self, workdir: str, path: str) -> OpenFile:
+        """A file of an ended session's kept work dir (by name), same path rules."""
+        ...
+
+    async def list_stored_files(self, workdir: str, path: str) -> list[FileEntry]: ...
+
+    async def remove_workdir(self, workdir: str) -> None:
+        """Delete an ended session's kept work dir."""
+        ...
+
     def connection_info(self, session_id: str) -> dict[str, Any]:
         """Jupyter connection info (transport, sockets, key) to reach the session's kernel
         from this host; it stays valid across restarts of the kernel."""
@@ -166,7 +230,9 @@ class LocalAgent:
     `pools` asks for warm pools: image name -> how many started kernels to keep ready (see
     cogbox.kernel.pool). A session is handed a pooled kernel when one is ready and it wants
     nothing a pooled kernel lacks (its own environment, another memory limit); otherwise its
-    kernel starts cold. Pooled kernels' /home/work folders live in `workdirs`.
+    kernel starts cold. Sessions' work dirs live in `workdirs` (`<name>/home`), pooled
+    kernels' too; sessions' full logs in `logs_dir` (written here, so output a run prints
+    while no manager listens is logged all the same).
     """
 
     def __init__(
@@ -176,8 +242,19 @@ class LocalAgent:
         *,
         pools: Mapping[str, int] | None = None,
         workdirs: Path | None = None,
+        logs_dir: Path | None = None,
+        states_dir: Path | None = None,
     ) -> None:
         self._sessions: dict[str, Session] = {}
+        # Where each kernel persists what a restarted agent needs to re-attach (its own
+        # folder, <session id>/) and this agent's note of it (<session id>.json).
+        self._states_dir = states_dir
+        self._gone: dict[str, KernelState] = {}  # kernels that died while no agent ran
+        self._logs_dir = logs_dir
+        self._logs: dict[str, LogWriter] = {}
+        self.runs = Runs()
+        self._run_locks: dict[str, asyncio.Lock] = {}  # a session's runs go one at a time
+        self._tasks: set[asyncio.Task[None]] = set()
         self._threads = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="cogbox-agent")
         self._cold_starts = StartGate()  # 3 per core, in arrival order (kernel/start_gate.py)
         self._store = store or ImageStore()
@@ -267,8 +344,106 @@ class LocalAgent:
         return self._policies[key]
 
     async def open(self) -> None:
+        """Clear what a previous agent on this node left (it was killed: its jails, their
+        runtime folders, unused pool work dirs), then fill the warm pools."""
+        await self._call(self._reap)
+        for session_id, session in await self._call(self._attach_all):  # type: ignore[attr-defined]
+            self._sessions[session_id] = session
+            self._resume_pending(session_id, session)
         for image in self._pool_sizes:
             await self._call(self._pool, image)
+
+    def _attach_all(self) -> list[tuple[str, Session]]:
+        """Re-attach to the kernels a previous agent left running (Session.attach: the
+        kernel side of issue 9; without it there is nothing to re-attach)."""
+        attach = getattr(Session, "attach", None)
+        if self._states_dir is None or attach is None or not self._states_dir.is_dir():
+            return []
+        gone_error = getattr(kernel_errors, "KernelGone", None)
+        attached: list[tuple[str, Session]] = []
+        for folder in sorted(p for p in self._states_dir.iterdir() if p.is_dir()):
+            session_id = folder.name
+            try:
+                session = attach(folder, store=self._store)
+            except KernelError as exc:
+                if gone_error is not None and isinstance(exc, gone_error):
+                    self._gone[session_id] = KernelState(
+                        False,
+                        str(getattr(exc, "reason", "died")),
+                        str(getattr(exc, "message", exc)),
+                        bool(getattr(exc, "limit_hit", False)),
+                    )
+                else:
+                    log.warning("could not re-attach session %s: %s", session_id, exc)
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            note = self._note(session_id)
+            if "output_limit" in note:
+                session.output_limit = int(note["output_limit"])
+            if note.get("log_limit") and self._logs_dir is not None:
+                self._logs[session_id] = LogWriter(
+                    self._logs_dir, session_id, int(note["log_limit"])
+                )
+            attached.append((session_id, session))
+        return attached
+
+    def _note(self, session_id: str) -> dict[str, Any]:
+        """This agent's note of a persisted session: its limits, the log offset its run
+        in flight started at."""
+        if self._states_dir is None:
+            return {}
+        try:
+            value = json.loads((self._states_dir / f"{session_id}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _write_note(self, session_id: str, **changes: Any) -> None:
+        if self._states_dir is None or not self._persists(session_id):
+            return
+        path = self._states_dir / f"{session_id}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({**self._note(session_id), **changes}))
+        temporary.replace(path)
+
+    def _persists(self, session_id: str) -> bool:
+        return self._states_dir is not None and (self._states_dir / session_id).is_dir()
+
+    def _resume_pending(self, session_id: str, session: Session) -> None:
+        """Fill a run from `Session.resume_run()` for the run the previous agent left in
+        flight: the whole run again from its start, so its part of the log is rewritten
+        from where that run began (nothing twice, nothing lost)."""
+        run_id = getattr(session, "pending_run", None)
+        if not run_id:
+            return
+        writer = self._logs.get(session_id)
+        offset = self._note(session_id).get("log_offset")
+        if writer is not None and isinstance(offset, int):
+            writer.truncate(offset)
+        run = Run(session_id, run_id)
+        self.runs.add(run)
+        lock = self._run_locks.setdefault(session_id, asyncio.Lock())
+        task = asyncio.create_task(
+            self._drive(session, run, session.resume_run, lock, writer)  # type: ignore[attr-defined]
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reap(self) -> None:
+        if self._workdirs is not None:  # pool folders a killed agent never handed out
+            for folder in self._workdirs.glob("pool-*"):
+                if not (folder / _HANDED).exists():
+                    shutil.rmtree(folder, ignore_errors=True)
+        try:
+            reaped = reap_stale_jails()
+        except (OSError, CogboxError):
+            log.exception("could not reap the jails of a previous run")
+        else:
+            if reaped:
+                log.info("removed %d jails a previous run left: %s", len(reaped), reaped)
+        with contextlib.suppress(OSError):  # runtime folders (keys, logs) of its kernels
+            if runtimes := reap_stale_runtimes():
+                log.info("removed %d kernel runtime folders a previous run left", len(runtimes))
 
     def _pool(self, image: str) -> KernelPool | None:
         """The warm pool of `image` if one is wanted and the image is built, made (or
@@ -308,55 +483,182 @@ class LocalAgent:
         pool = self._pool(spec.image)
         if pool is None or spec.env or spec.binds or spec.cpus is not None:
             return None
+        if spec.runtime != "runc":
+            return None
         if spec.memory_bytes not in (None, pool.policy.limits.memory_bytes):
             return None
         return pool.try_acquire()
 
     def _start_session(self, spec: KernelSpec) -> Session:
-        session = self._acquire(spec) or self._cold_starts.run(lambda: self._start_cold(spec))
+        session = self._acquire(spec)
+        if session is not None:  # its pool folder is a session's now: kept past a restart
+            (session.workdir.parent / _HANDED).write_text(spec.session_id)
+        else:
+            session = self._cold_starts.run(lambda: self._start_cold(spec))
         if spec.output_limit is not None:
             session.output_limit = spec.output_limit
-        session.output_tap = spec.output_tap
+        if spec.log_limit is not None and self._logs_dir is not None:
+            writer = LogWriter(self._logs_dir, spec.session_id, spec.log_limit)
+            self._logs[spec.session_id] = writer
+            session.output_tap = writer.write_event
+        self._write_note(
+            spec.session_id, log_limit=spec.log_limit, output_limit=session.output_limit
+        )
         return session
 
+    def _workdir(self, name: str) -> Path:
+        """The host folder of work dir `name` (a session id or a pool's name, never a path)."""
+        if self._workdirs is None:
+            raise KernelError("this agent keeps no work dirs")
+        if not name or "/" in name or name.startswith(".") or "\0" in name:
+            raise KernelError(f"invalid work dir name {name!r}")
+        return self._workdirs / name / "home"
+
     def _start_cold(self, spec: KernelSpec) -> Session:
-        spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        workdir = self._workdir(spec.workdir)
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
         image = self._store.get(spec.image)
         policy = session_policy(self._policy(image), spec.env, spec.memory_bytes, spec.cpus)
-        return start_session(image, policy, spec.workdir, env=spec.env, binds=spec.binds)
+        # Passed only when not the default, so this works with a kernel layer without it.
+        extra: dict[str, Any] = {} if spec.runtime == "runc" else {"runtime": spec.runtime}
+        if self._states_dir is not None and _PERSISTS:  # a kernel a restarted agent re-attaches
+            self._states_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            extra["state_dir"] = self._states_dir / spec.session_id
+        return start_session(image, policy, workdir, env=spec.env, binds=spec.binds, **extra)
 
-    async def start(self, spec: KernelSpec) -> Path:
+    async def start(self, spec: KernelSpec) -> str:
         session = await self._call(self._start_session, spec)
         assert isinstance(session, Session)
         self._sessions[spec.session_id] = session
-        return session.workdir
+        return session.workdir.parent.name
+
+    async def inventory(self) -> Inventory:
+        held = [*self._sessions, *self._gone]
+        return Inventory({session_id: self.state(session_id) for session_id in held})
 
     async def execute(
-        self, session_id: str, code: str | BatchCommand, timeout: float | None
+        self,
+        session_id: str,
+        code: str | BatchCommand,
+        timeout: float | None,
+        run_id: str | None = None,
     ) -> AsyncIterator[Event]:
         """The run's events as they happen; closing the iterator early interrupts the code."""
+        run = self.start_run(session_id, code, timeout, run_id)
+        finished = False
+        try:
+            async for _, event in run.follow():
+                yield event
+                finished = isinstance(event, Finished | KernelDied)
+        finally:
+            if not finished:
+                self.abandon(run)
+            elif run_id is None:  # nobody will ask for it again
+                run.acked = run.count
+
+    async def resume(self, session_id: str, run_id: str) -> AsyncIterator[Event]:
+        run = self.run(session_id, run_id)
+        async for _, event in run.follow(run.acked):
+            yield event
+
+    async def ack(self, session_id: str, run_id: str, delivered: int) -> None:
+        run = self.runs.get(session_id, run_id)
+        if run is not None:
+            run.acked = min(run.count, run.acked + delivered)
+
+    def run(self, session_id: str, run_id: str) -> Run:
+        run = self.runs.get(session_id, run_id)
+        if run is None:
+            raise KernelError(f"no run {run_id!r} is known in session {session_id}")
+        return run
+
+    def start_run(
+        self,
+        session_id: str,
+        code: str | BatchCommand,
+        timeout: float | None,
+        run_id: str | None = None,
+    ) -> Run:
+        """A new run of the session, owned by the agent: it goes on (into its buffer and the
+        session's log) whether anyone follows it or not. Runs of a session go in order."""
         session = self._session(session_id)
-        if isinstance(code, BatchCommand):
-            events = session.execute_batch(code.build, code.exec, timeout=timeout)
+        run_id = run_id or secrets.token_hex(8)
+        if self.runs.get(session_id, run_id) is not None:
+            raise KernelError(f"run {run_id!r} already exists in session {session_id}")
+        run = Run(session_id, run_id)
+        self.runs.add(run)
+        lock = self._run_locks.setdefault(session_id, asyncio.Lock())
+
+        def events() -> Iterator[Event]:
+            if isinstance(code, BatchCommand):
+                return session.execute_batch(code.build, code.exec, timeout=timeout, **named)
+            return session.execute(code, timeout=timeout, **named)
+
+        named: dict[str, Any] = (
+            {"run_id": run_id} if _PERSISTS and self._persists(session_id) else {}
+        )
+        task = asyncio.create_task(self._drive(session, run, events, lock))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run
+
+    def abandon(self, run: Run) -> None:
+        """Its follower gave up on the run: interrupt the code, stop at the next event."""
+        if run.done:
+            return
+        run.abandoned = True
+        session = self._sessions.get(run.session_id)
+        if session is not None:
+            session.interrupt()  # wakes a run that prints nothing, so the pump ends
+
+    async def _drive(
+        self,
+        session: Session,
+        run: Run,
+        events: Callable[[], Iterator[Event]],
+        lock: asyncio.Lock,
+        log_to: LogWriter | None = None,
+    ) -> None:
+        try:
+            async with lock:
+                if run.abandoned:
+                    run.finish(KernelError("the run was cancelled before it started"))
+                    return
+                writer = self._logs.get(run.session_id)
+                if log_to is None and writer is not None and self._persists(run.session_id):
+                    # where this run's output starts in the log (a re-attaching agent
+                    # rewrites the run from there)
+                    self._write_note(run.session_id, log_offset=writer.size)
+                await self._pump_run(run, events(), log_to)
+        except Exception as exc:  # reported to its follower
+            run.finish(exc)
+        except BaseException:
+            run.finish(KernelError("the agent stopped the run"))
+            raise
         else:
-            events = session.execute(code, timeout=timeout)
+            run.finish()
+
+    async def _pump_run(self, run: Run, events: Iterator[Event], log_to: LogWriter | None) -> None:
+        """Move the run's events from the kernel's thread into its buffer (`log_to` hears
+        them too: a resumed run, whose kernel session has no output tap of this agent)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        abandoned = threading.Event()
         waiting = _QueuedEvents(RUN_QUEUE_SIZE)
 
         def pump(events: Iterator[Event]) -> None:
             try:
                 for event in events:
+                    if log_to is not None:
+                        log_to.write_event(event)
                     if isinstance(event, Finished | KernelDied) and waiting.dropped:
                         notice = waiting.notice()
                         waiting.admit(notice)
                         loop.call_soon_threadsafe(queue.put_nowait, notice)
                     if waiting.admit(event):
                         loop.call_soon_threadsafe(queue.put_nowait, event)
-                    if abandoned.is_set():
+                    if run.abandoned:
                         break
-            except BaseException as exc:  # reported to the caller, not lost in the thread
+            except BaseException as exc:  # reported to the follower, not lost in the thread
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
                 with contextlib.suppress(Exception):
@@ -364,29 +666,31 @@ class LocalAgent:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
         loop.run_in_executor(self._threads, pump, events)
-        finished = False
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                waiting.release(item)
-                assert isinstance(item, Finished | KernelDied) or hasattr(item, "kind")
-                yield item  # type: ignore[misc]
-                if isinstance(item, Finished | KernelDied):
-                    finished = True
-        finally:
-            if not finished:
-                abandoned.set()
-                session.interrupt()  # wakes a run that prints nothing, so the pump ends
+        run.set_begun()
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            waiting.release(item)
+            assert isinstance(item, Finished | KernelDied) or hasattr(item, "kind")
+            run.append(item)  # type: ignore[arg-type]
 
     async def send_input(self, session_id: str, text: str) -> None:
         self._session(session_id).send_input(text)
 
     async def interrupt(self, session_id: str) -> None:
-        self._session(session_id).interrupt()
+        """Interrupt the running code. A run sent just before (its frame on the same
+        channel) is given a moment to reach the kernel first: an idle kernel ignores
+        SIGINT, so an interrupt that overtook its run would be lost."""
+        session = self._session(session_id)
+        pending = [run for run in self.runs.of(session_id) if not run.done and not run.begun]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pending[-1].wait_begun(), _BEGIN_WAIT_S)
+            await asyncio.sleep(_REACH_KERNEL_S)
+        await self._call(session.interrupt)  # a signal through the runtime: not on the loop
 
     async def restart(self, session_id: str) -> None:
         await self._call(self._session(session_id).restart)
@@ -394,12 +698,25 @@ class LocalAgent:
     async def stop(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)
         if session is not None:
+            for run in self.runs.of(session_id):
+                self.abandon(run)
             await self._call(session.shutdown)
+        self._gone.pop(session_id, None)
+        self.runs.drop(session_id)
+        self._run_locks.pop(session_id, None)
+        if self._states_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self._states_dir / f"{session_id}.json").unlink()
+        writer = self._logs.pop(session_id, None)
+        if writer is not None:
+            writer.close()
 
     def state(self, session_id: str) -> KernelState:
         session = self._sessions.get(session_id)
         if session is None:
-            return KernelState(False, "stopped", "the kernel is not running")
+            return self._gone.get(session_id) or KernelState(
+                False, "stopped", "the kernel is not running"
+            )
         ended = session.exit
         if ended is None and session.restart_failure is not None:
             return KernelState(False, "restart_failed", session.restart_failure)
@@ -422,6 +739,26 @@ class LocalAgent:
         assert isinstance(entries, list)
         return entries
 
+    async def open_stored_file(self, workdir: str, path: str) -> OpenFile:
+        opened = await self._call(open_file, self._stored(workdir), path)
+        assert isinstance(opened, OpenFile)
+        return opened
+
+    async def list_stored_files(self, workdir: str, path: str) -> list[FileEntry]:
+        entries = await self._call(list_dir, self._stored(workdir), path)
+        assert isinstance(entries, list)
+        return entries
+
+    def _stored(self, workdir: str) -> Path:
+        folder = self._workdir(workdir)
+        if not folder.is_dir():
+            raise WorkdirGone(f"the files of work dir {workdir} are gone")
+        return folder
+
+    async def remove_workdir(self, workdir: str) -> None:
+        folder = self._workdir(workdir).parent
+        await self._call(shutil.rmtree, folder, True)
+
     def connection_info(self, session_id: str) -> dict[str, Any]:
         return self._session(session_id).connection_info()
 
@@ -433,6 +770,9 @@ class LocalAgent:
             return_exceptions=True,
         )
         self._pools.clear()
+        for writer in self._logs.values():
+            writer.close()
+        self._logs.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
@@ -509,12 +849,3 @@ class _Build:
             await asyncio.shield(self.task)
         finally:
             self._listeners.remove(progress)
-
-
-def open_stored_file(workdir: Path, path: str) -> OpenFile:
-    """A file of an ended session's saved work dir (same path rules as a live session)."""
-    return open_file(workdir, path)
-
-
-def list_stored_files(workdir: Path, path: str) -> list[FileEntry]:
-    return list_dir(workdir, path)

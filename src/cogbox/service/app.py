@@ -32,8 +32,10 @@ def create_app(
 ) -> web.Application:
     """The service as an aiohttp app; it opens the database and agent when it starts."""
     database = db or Database(config.database_url)
-    agent = agent or LocalAgent(pools=config.pools, workdirs=config.sessions_dir)
+    agent = agent or node_agent(config)
     manager = SessionManager(database, agent, config)
+    if hasattr(agent, "on_reconnect"):  # a supervised agent process: re-attach when it is back
+        agent.on_reconnect = manager.reattach
     replay = ReplayWindow(config.sessions_dir.parent)
     verifier = RequestVerifier(database, config.max_clock_skew, replay)
     gateway = jupyter.JupyterGateway(manager)
@@ -110,6 +112,28 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)  # type: ignore[arg-type]
     app.cleanup_ctx.append(streams.running)
     return app
+
+
+def node_agent(config: ServiceConfig) -> Agent:
+    """The agent of this node: the `cogbox agent` process (found live, or started now and
+    left running if this process is killed), or, embedded, a LocalAgent in this process."""
+    if config.agent == "embedded":
+        return LocalAgent(
+            pools=config.pools, workdirs=config.sessions_dir, logs_dir=config.logs_dir
+        )
+    from cogbox.agent.channel import AgentPlace
+    from cogbox.agent.process import ensure_agent
+    from cogbox.agent.remote import RemoteAgent
+
+    place = AgentPlace(config.agent_dir)
+
+    def restart() -> bool:
+        return ensure_agent(
+            place, sessions_dir=config.sessions_dir, logs_dir=config.logs_dir, pools=config.pools
+        )
+
+    log.info("%s the node's agent (%s)", "started" if restart() else "found", place.socket)
+    return RemoteAgent(place.socket, place.key(), restart=restart)
 
 
 def serve(config: ServiceConfig) -> None:

@@ -501,20 +501,21 @@ class _Runs:
             raise bad_request(f"run {run_id!r} is still going: use mode 'continue'")
         run = _Run()
         self._runs[key] = run
-        events = self._manager.execute(record, code)
+        events = self._manager.execute(record, code, run_id=run_id)
         run.task = asyncio.create_task(self._pump(run, events))
-        return await self._collect(key, run, run_id)
+        return await self._collect(record, run, run_id)
 
     async def resume(
         self, record: SessionRecord, run_id: str, answer: str | None = None
     ) -> dict[str, Any]:
         key = (record.id, run_id)
         run = self._runs.get(key)
-        if run is None:
-            raise ServiceError(404, "not-found", f"no run {run_id!r} is going in this session")
+        if run is None:  # maybe one a previous run of the service started: the agent kept it
+            run = self._runs[key] = _Run()
+            run.task = asyncio.create_task(self._pump(run, self._manager.resume(record, run_id)))
         if answer is not None:
             await self._manager.send_input(record, answer)
-        return await self._collect(key, run, run_id)
+        return await self._collect(record, run, run_id)
 
     async def _pump(self, run: _Run, events: AsyncIterator[Event]) -> None:
         try:
@@ -526,7 +527,8 @@ class _Runs:
         finally:
             run.changed.set()
 
-    async def _collect(self, key: tuple[str, str], run: _Run, run_id: str) -> dict[str, Any]:
+    async def _collect(self, record: SessionRecord, run: _Run, run_id: str) -> dict[str, Any]:
+        key = (record.id, run_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait
         while True:
@@ -543,6 +545,8 @@ class _Runs:
                 await asyncio.wait_for(run.changed.wait(), remaining)
         fresh = run.events[run.delivered :]
         run.delivered = len(run.events)
+        if fresh:  # a restarted service's `continue` picks the run up after these
+            await self._manager.ack(record, run_id, len(fresh))
         if run.error is not None and not fresh:
             self._runs.pop(key, None)
             raise run.error

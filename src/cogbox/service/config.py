@@ -51,3 +51,7 @@ class ServiceConfig(BaseModel):
     vfolders_dir: Path = Field(default_factory=lambda: service_dir() / "vfolders")
     vfolder_quota: int = 10 << 30
     vfolder_keypair_quota: int = 100 << 30
+    # Where kernels run: "process", a local `cogbox agent` that `cogbox serve` starts (or
+    # finds) in agent_dir and that outlives it; "embedded", in the manager's own process.
+    agent: str = Field(default="process", pattern="^(process|embedded)$")
+    agent_dir: Path = Field(default_factory=lambda: service_dir() / "agent")

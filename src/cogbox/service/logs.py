@@ -98,6 +98,14 @@ class LogWriter:
                 log.warning("the session log stopped: %s", exc)
                 self.full = True
 
+    def truncate(self, size: int) -> None:
+        """Cut the log back to `size` bytes (a re-attached run rewrites its output)."""
+        with self._lock:
+            if self._fd is not None and 0 <= size < self.size:
+                os.ftruncate(self._fd, size)
+                self.size = size
+                self.full = size >= self.limit
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:

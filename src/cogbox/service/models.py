@@ -59,6 +59,12 @@ class CreateSessionBody(_Strict):
         "image policy's",
         examples=[0.5],
     )
+    runtime: str = Field(
+        default="runc",
+        description="the OCI runtime of the session's jail: runc, or runsc (gVisor, a "
+        "user-space kernel between the code and the host's)",
+        examples=["runsc"],
+    )
     bootstrap_script: str | None = Field(
         default=None,
         max_length=64 << 10,

@@ -100,6 +100,7 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
                 mount_map=mount_map,
                 cpus=body.cpus,
                 bootstrap_script=body.bootstrap_script,
+                runtime=body.runtime,
             ),
         )
         return web.json_response(info(record), status=201)

@@ -28,18 +28,11 @@ from typing import Any
 
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
-from cogbox.jail.launcher import reap_stale_jails
-from cogbox.kernel.connection import reap_stale_runtimes
+from cogbox.jail.runtimes import RUNTIMES
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, OpenFile, UnsafePathError, WorkdirFullError
-from cogbox.service.agent import (
-    Agent,
-    BatchCommand,
-    KernelSpec,
-    list_stored_files,
-    open_stored_file,
-)
+from cogbox.service.agent import Agent, BatchCommand, KernelSpec, KernelState, WorkdirGone
 from cogbox.service.bootstrap import run_bootstrap
 from cogbox.service.config import ServiceConfig
 from cogbox.service.create_options import check_cpus, check_env_against_policy, session_env
@@ -53,7 +46,7 @@ from cogbox.service.errors import (
     too_large,
 )
 from cogbox.service.jobs import JobQueue, dependencies_json
-from cogbox.service.logs import LogWriter, remove_log
+from cogbox.service.logs import remove_log
 from cogbox.service.vfolders import FolderMount, VFolders
 from cogbox.sizes import format_size
 
@@ -86,6 +79,7 @@ class CreateRequest:
     mount_map: dict[str, str] = field(default_factory=dict)
     cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
     bootstrap_script: str | None = None  # a shell script run before the first cell
+    runtime: str = "runc"  # its jail's OCI runtime: runc, or runsc (gVisor)
 
 
 @dataclass
@@ -117,7 +111,6 @@ class SessionManager:
         self._starting: dict[str, list[int]] = {}  # access key -> memory of sessions starting
         self._build_steps: dict[str, str] = {}  # session id -> latest step of its image build
         self._reaper: asyncio.Task[None] | None = None
-        self._logs: dict[str, LogWriter] = {}  # session id -> its log, while a kernel runs
         self.jobs = JobQueue(self)
 
     async def _db(self, function: object, *args: object, **kwargs: object) -> object:
@@ -126,24 +119,17 @@ class SessionManager:
     # ------------------------------------------------------------------ lifecycle of the service
 
     async def open(self) -> None:
-        """Account for sessions a previous run left active (marked lost), start the reaper.
+        """Re-attach the sessions a previous run left active, start the reaper.
 
-        If the previous run was killed (SIGKILL, a crash), its jails are still there and a
-        session's /home/work may still sit in the jail's quota filesystem: the launcher's
-        reaper stops those jails and copies /home/work back first, so the lost sessions'
-        files can be downloaded.
+        The agent outlives the manager (a restart, a `kill -9`): a session whose kernel it
+        still holds stays `running` with its variables, files and event history (or is
+        reported `dead` with the jail's reason if the kernel died meanwhile); one the agent
+        does not know is `lost` (its files are kept and downloadable). A job that had not
+        started is cancelled, and one that was running is `lost`: its command's end would go
+        unnoticed.
         """
-        try:
-            reaped = await asyncio.to_thread(reap_stale_jails)
-        except (OSError, CogboxError):
-            log.exception("could not reap the jails of a previous run")
-        else:
-            if reaped:
-                log.info("removed %d jails a previous run left: %s", len(reaped), reaped)
-        with contextlib.suppress(OSError):  # runtime folders (keys, logs) of its kernels
-            runtimes = await asyncio.to_thread(reap_stale_runtimes)
-            if runtimes:
-                log.info("removed %d kernel runtime folders a previous run left", len(runtimes))
+        await self.agent.open()
+        held = (await self.agent.inventory()).sessions
         stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
         for record in stale:
             if record.status == "pending":
@@ -151,26 +137,56 @@ class SessionManager:
                     record.id, "service-restarted", "the service restarted before this job started"
                 )
                 continue
+            state = held.pop(record.id, None)
+            if state is not None and not record.is_batch:
+                await self._reattach(record, state)
+                continue
+            if state is not None:
+                with contextlib.suppress(CogboxError):
+                    await self.agent.stop(record.id)
             message = (
                 "the service restarted while this session was active: its kernel and "
                 "variables are gone; its files in /home/work are kept and downloadable"
             )
             await self._set_status(record.id, "lost", "service-restarted", message)
-        await asyncio.to_thread(self._remove_unused_pool_workdirs)
-        await self.agent.open()
+        for orphan in held:  # kernels of sessions the database does not hold as active
+            with contextlib.suppress(CogboxError):
+                await self.agent.stop(orphan)
         self._reaper = asyncio.create_task(self._reap_forever())
         self.jobs.open()
 
-    def _remove_unused_pool_workdirs(self) -> None:
-        """Delete the folders of pooled kernels that a previous run started but never handed
-        to a session (a run that was killed had no chance to)."""
-        folders = list(self.config.sessions_dir.glob("pool-*"))
-        if not folders:
+    async def reattach(self) -> None:
+        """The agent came back after its channel broke (it may have been restarted): keep
+        the sessions it still holds, report those whose kernel died with its reason, and
+        those it lost as `lost`."""
+        held = (await self.agent.inventory()).sessions
+        for session_id, live in list(self._live.items()):
+            state = held.get(session_id)
+            if state is None:
+                self._live.pop(session_id, None)
+                message = "the agent restarted and lost this session's kernel; files are kept"
+                await self._set_status(session_id, "lost", "agent-restarted", message)
+            elif not state.alive:
+                await self._mark_dead(session_id, live)
+
+    async def _reattach(self, record: SessionRecord, state: KernelState) -> None:
+        now = time.time()
+        live = _Live(
+            record.id,
+            record.access_key,
+            record.created_at,
+            record.idle_timeout,
+            record.max_lifetime,
+            now,
+            record.memory_bytes or 0,
+        )
+        self._live[record.id] = live
+        if not state.alive:
+            await self._mark_dead(record.id, live)
             return
-        kept = {Path(record.workdir).parent for record in self.db.list_sessions()}
-        for folder in folders:
-            if folder not in kept:
-                shutil.rmtree(folder, ignore_errors=True)
+        await self._event(record.id, "reattached", "service-restarted", "kernel kept")
+        if record.status != "running":
+            await self._set_status(record.id, "running", "reattached", "kernel ready")
 
     async def close(self) -> None:
         """Stop the reaper and every kernel. Sessions stay active in the database, so the
@@ -181,9 +197,6 @@ class SessionManager:
                 await self._reaper
         await self.jobs.close()
         self._live.clear()
-        for writer in self._logs.values():
-            writer.close()
-        self._logs.clear()
         await self.agent.close()
 
     # ------------------------------------------------------------------ sessions
@@ -197,6 +210,12 @@ class SessionManager:
         session_env(request.env, "env")  # every API: no variable the jail keeps for itself
         if request.cpus is not None:
             check_cpus(request.cpus, "cpus")
+        if request.runtime not in RUNTIMES:
+            raise bad_request(
+                f"'runtime' must be one of {', '.join(RUNTIMES)}, got {request.runtime!r}"
+            )
+        if request.runtime != "runc" and shutil.which(request.runtime) is None:
+            raise bad_request(f"'runtime' {request.runtime} is not installed on this host")
         if request.bootstrap_script is not None and "\0" in request.bootstrap_script:
             raise bad_request("'bootstrap_script' must be the text of a shell script (no NUL)")
         if not _NAME.fullmatch(name):
@@ -358,17 +377,13 @@ class SessionManager:
         need be); its output goes to its log from the first run on."""
         record = await asyncio.to_thread(self.db.get_session, session_id)
         assert record is not None
-        workdir = Path(record.workdir)
+        workdir = Path(record.workdir).parent.name  # the agent's name for it
         idle, lifetime = record.idle_timeout, record.max_lifetime
         memory = record.memory_bytes or 0
         now = time.time() if record.is_batch else record.created_at  # a job's life: from its start
         if record.status == "pending":
             await self._set_status(session_id, "starting", "scheduled", "the job starts")
         try:
-            writer = await asyncio.to_thread(
-                LogWriter, self.config.logs_dir, session_id, self.config.log_limit_bytes
-            )
-            self._logs[session_id] = writer
             await self._prepare_image(session_id, request.image)
             binds = await self.vfolders.binds(session_id, mounts)
             spec = KernelSpec(
@@ -380,23 +395,22 @@ class SessionManager:
                 binds,
                 request.cpus,
                 output_limit=request.output_limit or self.config.output_limit,
-                output_tap=writer.write_event,
+                log_limit=self.config.log_limit_bytes,
+                runtime=request.runtime,
             )
             used = await self.agent.start(spec)
             pooled = used != workdir  # a pre-started kernel, with its own /home/work
             if pooled:
-                await asyncio.to_thread(self.db.update_session, session_id, workdir=str(used))
+                folder = self.config.sessions_dir / used / "home"
+                await asyncio.to_thread(self.db.update_session, session_id, workdir=str(folder))
             if request.bootstrap_script is not None:
                 await run_bootstrap(self, session_id, request.bootstrap_script)
         except ServiceError:
-            self._close_log(session_id)
             raise
         except ImageNotFound as exc:
-            self._close_log(session_id)
             await self._set_status(session_id, "error", "image-not-found", str(exc))
             raise ServiceError(404, "image-not-found", str(exc)) from exc
         except Exception as exc:
-            self._close_log(session_id)
             log.exception("session %s did not start", session_id)
             await self._set_status(session_id, "error", "start-failed", str(exc))
             raise ServiceError(
@@ -526,7 +540,11 @@ class SessionManager:
         return live
 
     async def execute(
-        self, record: SessionRecord, code: str | BatchCommand, timeout: float | None = None
+        self,
+        record: SessionRecord,
+        code: str | BatchCommand,
+        timeout: float | None = None,
+        run_id: str | None = None,
     ) -> AsyncIterator[Event]:
         """Run code in the session; runs of one session wait for each other, in order."""
         live = self._running(record)
@@ -542,7 +560,7 @@ class SessionManager:
                 live.last_used = time.time()
                 if record.id not in self._live:
                     raise conflict(f"session {record.name!r} ended while the run waited")
-                runs = self.agent.execute(record.id, code, timeout)
+                runs = self.agent.execute(record.id, code, timeout, run_id)
                 try:
                     async for event in runs:
                         await self._note(record, live, event)
@@ -554,6 +572,28 @@ class SessionManager:
             raise conflict(str(exc)) from exc
         finally:
             live.busy -= 1
+
+    async def resume(self, record: SessionRecord, run_id: str) -> AsyncIterator[Event]:
+        """The rest of run `run_id`, which a previous run of the service started (the agent
+        kept it going): from the last event acknowledged (`ack`) on. 404 if it is unknown."""
+        live = self._running(record)
+        live.busy += 1
+        try:
+            async for event in self.agent.resume(record.id, run_id):
+                live.last_used = time.time()
+                await self._note(record, live, event)
+                yield event
+        except KernelError as exc:
+            raise ServiceError(
+                404, "not-found", f"no run {run_id!r} is going in this session"
+            ) from exc
+        finally:
+            live.busy -= 1
+
+    async def ack(self, record: SessionRecord, run_id: str, delivered: int) -> None:
+        """`delivered` more events of run `run_id` reached its client."""
+        with contextlib.suppress(CogboxError):
+            await self.agent.ack(record.id, run_id, delivered)
 
     async def _note(self, record: SessionRecord, live: _Live, event: Event) -> None:
         """Record the events of a run that matter later: limits hit, the kernel's death."""
@@ -623,19 +663,13 @@ class SessionManager:
             with contextlib.suppress(KernelError):
                 await self.agent.interrupt(record.id)
             await self.agent.stop(record.id)
-        self._close_log(record.id)
         if record.status in ACTIVE or live is not None:
             await self._set_status(record.id, "terminated", reason, message, event=kind)
         elif not keep_files:
             await asyncio.to_thread(remove_log, self.config.logs_dir, record.id)
         if not keep_files:
-            await asyncio.to_thread(shutil.rmtree, Path(record.workdir).parent, ignore_errors=True)
+            await self.agent.remove_workdir(Path(record.workdir).parent.name)
         self.jobs.wake()  # a pending job may fit now
-
-    def _close_log(self, session_id: str) -> None:
-        writer = self._logs.pop(session_id, None)
-        if writer is not None:
-            writer.close()
 
     # ------------------------------------------------------------------ files
 
@@ -668,7 +702,9 @@ class SessionManager:
         try:
             if record.id in self._live:
                 return await self.agent.open_file(record.id, path)
-            return await asyncio.to_thread(open_stored_file, self._stored(record), path)
+            return await self.agent.open_stored_file(Path(record.workdir).parent.name, path)
+        except WorkdirGone as exc:
+            raise self._files_gone(record) from exc
         except KernelError as exc:
             raise _file_error(exc) from exc
 
@@ -676,15 +712,14 @@ class SessionManager:
         try:
             if record.id in self._live:
                 return await self.agent.list_files(record.id, path)
-            return await asyncio.to_thread(list_stored_files, self._stored(record), path)
+            return await self.agent.list_stored_files(Path(record.workdir).parent.name, path)
+        except WorkdirGone as exc:
+            raise self._files_gone(record) from exc
         except KernelError as exc:
             raise _file_error(exc) from exc
 
-    def _stored(self, record: SessionRecord) -> Path:
-        workdir = Path(record.workdir)
-        if not workdir.is_dir():
-            raise not_found(f"session {record.name!r} is {record.status}; its files are gone")
-        return workdir
+    def _files_gone(self, record: SessionRecord) -> ServiceError:
+        return not_found(f"session {record.name!r} is {record.status}; its files are gone")
 
     async def rename(self, record: SessionRecord, name: str) -> None:
         """Give an active session a new name (unique among the keypair's active ones)."""

@@ -1,0 +1,147 @@
+"""The agent process (`cogbox agent`), and how `cogbox serve` finds or starts it.
+
+One agent per node folder: it holds `agent.lock` (flock) for its whole life, so a manager
+tells a live agent from a dead one's leftovers without trusting a pid file. `cogbox serve`
+starts it detached (its own session, not a child that dies with the manager's process
+group), so a `kill -9` of the manager leaves the agent and its kernels running, and the next
+`cogbox serve` on the same folder connects to it instead of starting a second.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from cogbox.agent.channel import AgentPlace
+from cogbox.agent.dial import DialLinks
+from cogbox.agent.server import AgentServer
+from cogbox.agent.wire import ChannelError
+from cogbox.service.agent import LocalAgent
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 120.0
+
+
+def lock_file(place: AgentPlace) -> Path:
+    return place.folder / "agent.lock"
+
+
+@contextlib.contextmanager
+def holding_lock(place: AgentPlace) -> Iterator[int]:
+    """The node folder's agent lock, held (ChannelError if another agent holds it)."""
+    fd = os.open(lock_file(place), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ChannelError(f"an agent already runs for {place.folder}") from exc
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def agent_alive(place: AgentPlace) -> bool:
+    """Whether an agent holds the folder's lock now."""
+    if not lock_file(place).exists():
+        return False
+    try:
+        with holding_lock(place):
+            return False
+    except ChannelError:
+        return True
+
+
+def accepting(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def ensure_agent(
+    place: AgentPlace, *, sessions_dir: Path, logs_dir: Path, pools: Mapping[str, int]
+) -> bool:
+    """Make sure the node's agent runs and accepts connections; True if it was started now,
+    False if a live one was found (whose kernels the manager re-attaches)."""
+    place.make()
+    place.key()
+    started = False
+    if not agent_alive(place):
+        command = [
+            sys.executable,
+            "-m",
+            "cogbox.cli",
+            "agent",
+            "--dir",
+            str(place.folder),
+            "--sessions-dir",
+            str(sessions_dir),
+            "--logs-dir",
+            str(logs_dir),
+            *[arg for image, size in pools.items() for arg in ("--pool", f"{image}={size}")],
+        ]
+        with open(place.log_file, "ab") as out:
+            subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,  # not in the manager's process group: outlives it
+                close_fds=True,
+            )
+        started = True
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if agent_alive(place) and accepting(place.socket):
+            return started
+        time.sleep(0.05)
+    raise ChannelError(f"the agent did not start; see {place.log_file}")
+
+
+def run_agent(
+    place: AgentPlace, *, sessions_dir: Path, logs_dir: Path, pools: Mapping[str, int]
+) -> None:
+    """Serve this node's kernels until SIGTERM/SIGINT or a manager's `shutdown`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    place.make()
+    key = place.key()
+    with holding_lock(place):
+        asyncio.run(_serve(place, key, sessions_dir, logs_dir, pools))
+
+
+async def _serve(
+    place: AgentPlace, key: bytes, sessions_dir: Path, logs_dir: Path, pools: Mapping[str, int]
+) -> None:
+    sessions_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    agent = LocalAgent(
+        pools=pools, workdirs=sessions_dir, logs_dir=logs_dir, states_dir=place.folder / "kernels"
+    )
+    await agent.open()
+    server = AgentServer(agent, key, DialLinks(place.folder / "d"))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.stopped.set)
+    runner = await server.serve_unix(place.socket)
+    place.pid_file.write_text(f"{os.getpid()}\n")
+    log.info("cogbox agent %d serving %s", os.getpid(), place.socket)
+    try:
+        await server.stopped.wait()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            place.socket.unlink()
+        await runner.cleanup()
+        await agent.close()
+        with contextlib.suppress(FileNotFoundError):
+            place.pid_file.unlink()
+        log.info("cogbox agent %d stopped", os.getpid())

@@ -1,0 +1,455 @@
+"""`RemoteAgent`: the manager's side of the agent channel, implementing the `Agent` protocol.
+
+One WebSocket to the agent carries every call, run and push (states, pools), multiplexed by
+id: a call awaits its answer; a run is an async iterator of its events; pushes keep the
+caches the protocol's synchronous methods (`state`, `pools`, `connection_info`) read. The
+agent must prove the key before anything is sent (channel.py); a peer that cannot is refused
+with AgentAuthError and is told nothing.
+"""
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from cogbox.agent import wire
+from cogbox.agent.channel import AGENT, CLIENT, HANDSHAKE_TIMEOUT_S, check, nonce, prove
+from cogbox.agent.server import MAX_FRAME, spec_out
+from cogbox.agent.wire import AgentAuthError, ChannelError
+from cogbox.jail.policy import Policy
+from cogbox.kernel.errors import KernelError
+from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
+from cogbox.kernel.files import FileEntry, NewFile, OpenFile
+from cogbox.service.agent import (
+    BatchCommand,
+    BuildProgress,
+    Inventory,
+    KernelSpec,
+    KernelState,
+    PoolState,
+)
+
+log = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+STREAM_QUEUE_SIZE = 2 << 20  # characters of a run's events waiting for a slow reader
+_EVENT_COST = 256
+_NEVER_DROPPED = ("finished", "kernel_died", "input_request", "output_truncated")
+_SHUTDOWN_WAIT_S = 120.0  # the agent stops every kernel before it answers
+_GONE = object()
+
+
+class RemoteAgent:
+    """An agent process reached at the unix socket `socket`, proving `key` both ways.
+
+    With `restart` (a blocking function that makes sure the agent runs again, e.g.
+    process.ensure_agent) the channel is supervised: when it breaks, the agent is restarted
+    if need be, the channel re-opened and `on_reconnect` awaited (the manager re-attaches).
+    """
+
+    def __init__(
+        self,
+        socket: Path,
+        key: bytes,
+        *,
+        shutdown_on_close: bool = True,
+        restart: Callable[[], object] | None = None,
+    ) -> None:
+        self._socket = socket
+        self._key = key
+        self._shutdown_on_close = shutdown_on_close
+        self._restart = restart
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
+        self._closing = False
+        self._recovery: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(1)
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._streams: dict[int, asyncio.Queue[object]] = {}
+        self._progress: dict[int, BuildProgress] = {}
+        self._states: dict[str, KernelState] = {}
+        self._connections: dict[str, dict[str, Any]] = {}
+        self._pools: list[PoolState] = []
+        self._status = asyncio.Event()
+        self._told: set[asyncio.Task[None]] = set()
+        self._waiting: dict[int, list[int]] = {}  # stream id -> [characters queued, dropped]
+
+    # ------------------------------------------------------------------ the channel
+
+    async def open(self) -> None:
+        """Connect and check the agent's proof of the key (AgentAuthError if it fails)."""
+        self._loop = asyncio.get_running_loop()
+        await self._connect()
+
+    async def _connect(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._status.clear()
+        self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(self._socket)))
+        try:
+            self._ws = await self._session.ws_connect(
+                "http://agent/agent", max_msg_size=MAX_FRAME, compress=0, autoping=True
+            )
+            await asyncio.wait_for(self._handshake(self._ws), HANDSHAKE_TIMEOUT_S)
+        except BaseException:
+            await self._session.close()
+            raise
+        self._reader = asyncio.create_task(self._read_forever(self._ws))
+        with contextlib.suppress(TimeoutError):  # the first push: states and pools
+            await asyncio.wait_for(self._status.wait(), 5)
+
+    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        hello = await ws.receive()
+        if hello.type != aiohttp.WSMsgType.TEXT:
+            raise AgentAuthError("the agent closed the channel before greeting")
+        agent_nonce = wire.loads(hello.data).get("hello")
+        if not isinstance(agent_nonce, str) or len(agent_nonce) < 32:
+            raise AgentAuthError("the agent sent no nonce")
+        client_nonce = nonce()
+        proof = prove(self._key, CLIENT, agent_nonce, client_nonce)
+        await ws.send_str(wire.dumps({"nonce": client_nonce, "proof": proof}))
+        answer = await ws.receive()
+        if answer.type != aiohttp.WSMsgType.TEXT:
+            raise AgentAuthError("the agent refused this manager's proof of the agent key")
+        check(self._key, AGENT, agent_nonce, client_nonce, wire.loads(answer.data).get("proof"))
+
+    async def _read_forever(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                self._received(wire.loads(message.data))
+        except ChannelError:
+            log.exception("the agent channel broke")
+        finally:
+            gone = ChannelError("the connection to the agent was lost")
+            for future in self._calls.values():
+                if not future.done():
+                    future.set_exception(gone)
+            for queue in self._streams.values():
+                queue.put_nowait(gone)
+            self._calls.clear()
+            if not self._closing and self._restart is not None:
+                log.warning("lost the agent; restarting it or connecting again")
+                self._recovery = asyncio.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Get the agent back (started again if it died) and tell the manager."""
+        assert self._restart is not None
+        while not self._closing:
+            try:
+                await asyncio.to_thread(self._restart)
+                await self._connect()
+            except (OSError, aiohttp.ClientError, TimeoutError, ChannelError) as exc:
+                log.warning("the agent is not back yet: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            log.info("connected to the agent again")
+            if self.on_reconnect is not None:
+                await self.on_reconnect()
+            return
+
+    def _received(self, message: dict[str, Any]) -> None:
+        if message.get("p") == "status":
+            self._states = {sid: KernelState(**value) for sid, value in message["states"].items()}
+            self._pools = [PoolState(**value) for value in message["pools"]]
+            self._status.set()
+            return
+        call = message.get("i")
+        if not isinstance(call, int):
+            return
+        if "progress" in message and call in self._progress:
+            task = asyncio.create_task(_tell(self._progress[call], str(message["progress"])))
+            self._told.add(task)
+            task.add_done_callback(self._told.discard)
+            return
+        queue = self._streams.get(call)
+        if queue is not None:
+            self._queue_event(call, queue, message)
+            return
+        future = self._calls.pop(call, None)
+        if future is None or future.done():
+            return
+        if "e" in message:
+            future.set_exception(wire.error_in(message["e"]))
+        else:
+            future.set_result(message.get("r"))
+
+    def _queue_event(
+        self, call: int, queue: "asyncio.Queue[object]", message: dict[str, Any]
+    ) -> None:
+        """Queue a run's event for its reader, bounded: past `STREAM_QUEUE_SIZE` characters
+        waiting for a slow reader, output is dropped and counted (never input requests or the
+        end), and one notice says so before the run's end."""
+        kind = (message.get("v") or {}).get("k")
+        size = _EVENT_COST + len(str(message.get("v", "")))
+        waiting = self._waiting.setdefault(call, [0, 0])  # characters queued, events dropped
+        if kind in ("finished", "kernel_died") and waiting[1]:
+            notice = OutputTruncated(
+                STREAM_QUEUE_SIZE,
+                f"output truncated: {waiting[1]:,} events of this run were dropped because "
+                f"more than {STREAM_QUEUE_SIZE:,} characters of them waited for a slow client",
+            )
+            queue.put_nowait({"i": call, "v": wire.event_out(notice), "n": _EVENT_COST})
+            waiting[1] = 0
+        elif kind not in _NEVER_DROPPED and waiting[0] + size > STREAM_QUEUE_SIZE:
+            waiting[1] += 1
+            return
+        waiting[0] += size
+        message["n"] = size
+        queue.put_nowait(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self._ws is None or self._ws.closed:
+            raise ChannelError("the connection to the agent was lost")
+        await self._ws.send_str(wire.dumps(message))
+
+    async def _call(self, op: str, **args: Any) -> Any:
+        call = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[call] = future
+        try:
+            await self._send({"i": call, "op": op, "a": args})
+            return await future
+        finally:
+            self._calls.pop(call, None)
+
+    def _blocking(self, op: str, **args: Any) -> Any:
+        """A call from one of the manager's worker threads (a file's read or write)."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self._call(op, **args), self._loop)
+        return future.result()
+
+    async def _stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[Event]:
+        call = next(self._ids)
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        self._streams[call] = queue
+        finished = False
+        try:
+            await self._send({"i": call, "op": op, "a": args})
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, dict)
+                if call in self._waiting:
+                    self._waiting[call][0] -= int(item.get("n", 0))
+                if "e" in item:
+                    raise wire.error_in(item["e"])
+                if "v" not in item:
+                    continue  # the run's id
+                event = wire.event_in(item["v"])
+                if isinstance(event, Finished | KernelDied):
+                    finished = True
+                yield event
+                if finished:
+                    return
+        finally:
+            self._streams.pop(call, None)
+            self._waiting.pop(call, None)
+            if not finished and self._ws is not None and not self._ws.closed:
+                with contextlib.suppress(ChannelError, ConnectionError):
+                    await self._send({"i": next(self._ids), "op": "cancel", "a": {"of": call}})
+
+    async def close(self) -> None:
+        """Let go of the agent; the one `cogbox serve` started is told to stop (kernels and
+        all) unless `shutdown_on_close` is off."""
+        self._closing = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+        if self._ws is not None and not self._ws.closed and self._shutdown_on_close:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._call("shutdown"), _SHUTDOWN_WAIT_S)
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    # ------------------------------------------------------------------ the Agent protocol
+
+    async def prepare_image(self, image: str, progress: BuildProgress) -> None:
+        call = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[call] = future
+        self._progress[call] = progress
+        try:
+            await self._send({"i": call, "op": "prepare_image", "a": {"image": image}})
+            await future
+        finally:
+            self._calls.pop(call, None)
+            self._progress.pop(call, None)
+
+    async def memory_limit(self, image: str) -> int:
+        return (await self.image_policy(image)).limits.memory_bytes
+
+    async def image_policy(self, image: str) -> Policy:
+        return Policy.model_validate(await self._call("image_policy", image=image))
+
+    def pools(self) -> list[PoolState]:
+        return list(self._pools)
+
+    async def start(self, spec: KernelSpec) -> str:
+        answer = await self._call("start", spec=spec_out(spec))
+        self._connections[spec.session_id] = answer["connection"]
+        self._states[spec.session_id] = KernelState(True)
+        return str(answer["workdir"])
+
+    async def inventory(self) -> Inventory:
+        answer = await self._call("inventory")
+        sessions: dict[str, KernelState] = {}
+        for sid, held in answer["sessions"].items():
+            sessions[sid] = self._states[sid] = KernelState(**held["state"])
+            if held["connection"] is not None:
+                self._connections[sid] = held["connection"]
+        return Inventory(sessions)
+
+    def execute(
+        self,
+        session_id: str,
+        code: str | BatchCommand,
+        timeout: float | None,
+        run_id: str | None = None,
+    ) -> AsyncIterator[Event]:
+        args: dict[str, Any] = {"session_id": session_id, "timeout": timeout, "run_id": run_id}
+        if isinstance(code, BatchCommand):
+            args["batch"] = {"build": code.build, "exec": code.exec}
+        else:
+            args["code"] = code
+        return self._stream("run", args)
+
+    def resume(self, session_id: str, run_id: str) -> AsyncIterator[Event]:
+        return self._stream("follow", {"session_id": session_id, "run_id": run_id})
+
+    async def ack(self, session_id: str, run_id: str, delivered: int) -> None:
+        await self._call("ack", session_id=session_id, run_id=run_id, n=delivered)
+
+    async def send_input(self, session_id: str, text: str) -> None:
+        await self._call("send_input", session_id=session_id, text=text)
+
+    async def interrupt(self, session_id: str) -> None:
+        await self._call("interrupt", session_id=session_id)
+
+    async def restart(self, session_id: str) -> None:
+        answer = await self._call("restart", session_id=session_id)
+        self._connections[session_id] = answer["connection"]
+
+    async def stop(self, session_id: str) -> None:
+        await self._call("stop", session_id=session_id)
+        self._states.pop(session_id, None)
+        self._connections.pop(session_id, None)
+
+    def state(self, session_id: str) -> KernelState:
+        state = self._states.get(session_id)
+        if state is None:
+            return KernelState(False, "stopped", "the kernel is not running")
+        return state  # the last one known while the channel is down (calls fail meanwhile)
+
+    async def create_file(self, session_id: str, path: str) -> NewFile:
+        answer = await self._call("create_file", session_id=session_id, path=path)
+        return _RemoteNewFile(self, int(answer["h"]))
+
+    async def open_file(self, session_id: str, path: str) -> OpenFile:
+        answer = await self._call("open_file", session_id=session_id, path=path)
+        return _RemoteOpenFile(self, answer)
+
+    async def list_files(self, session_id: str, path: str) -> list[FileEntry]:
+        entries = await self._call("list_files", session_id=session_id, path=path)
+        return [wire.entry_in(entry) for entry in entries]
+
+    async def open_stored_file(self, workdir: str, path: str) -> OpenFile:
+        answer = await self._call("open_stored_file", workdir=workdir, path=path)
+        return _RemoteOpenFile(self, answer)
+
+    async def list_stored_files(self, workdir: str, path: str) -> list[FileEntry]:
+        entries = await self._call("list_stored_files", workdir=workdir, path=path)
+        return [wire.entry_in(entry) for entry in entries]
+
+    async def remove_workdir(self, workdir: str) -> None:
+        await self._call("remove_workdir", workdir=workdir)
+
+    def connection_info(self, session_id: str) -> dict[str, Any]:
+        info = self._connections.get(session_id)
+        if info is None:
+            raise KernelError(f"no kernel runs for session {session_id}")
+        return info
+
+
+async def _tell(progress: BuildProgress, step: str) -> None:
+    await progress(step)
+
+
+class _RemoteNewFile(NewFile):
+    """A file of a session's /home/work being uploaded through the agent; its methods are
+    called from the manager's worker threads (asyncio.to_thread), as a local NewFile's."""
+
+    def __init__(self, agent: RemoteAgent, handle: int) -> None:
+        self._agent = agent
+        self._handle = handle
+        self.size = 0
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        for start in range(0, len(data), _CHUNK):
+            piece = base64.b64encode(data[start : start + _CHUNK]).decode()
+            self.size = int(self._agent._blocking("file_write", h=self._handle, data=piece))
+
+    def commit(self) -> None:
+        self._agent._blocking("file_commit", h=self._handle)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._agent._blocking("file_close", h=self._handle)
+
+
+class _RemoteOpenFile(OpenFile):
+    """A file opened for reading through the agent (`read_at` from worker threads)."""
+
+    def __init__(self, agent: RemoteAgent, answer: dict[str, Any]) -> None:
+        self._agent = agent
+        self._handle = int(answer["h"])
+        self.size = int(answer["size"])
+        self.mtime = float(answer["mtime"])
+        self._offset = 0
+        self._closed = False
+
+    def read(self, size: int = _CHUNK) -> bytes:
+        data = self.read_at(self._offset, size)
+        self._offset += len(data)
+        return data
+
+    def read_at(self, offset: int, size: int = _CHUNK) -> bytes:
+        text = self._agent._blocking("file_read", h=self._handle, offset=offset, size=size)
+        return base64.b64decode(text)
+
+    def close(self) -> None:
+        """Safe from the event loop too: the agent is told without waiting."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._agent._loop
+        if loop is None or loop.is_closed():
+            return
+        message = {"h": self._handle}
+
+        def send() -> None:
+            task = loop.create_task(self._agent._call("file_close", **message))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+        loop.call_soon_threadsafe(send)

@@ -1,0 +1,111 @@
+"""What crosses the agent channel: JSON frames, and the codec of the values they carry.
+
+One text frame per message, small and flat: a call `{"i": id, "op": name, "a": {...}}`, its
+answer `{"i": id, "r": result}` or `{"i": id, "e": {"type": ..., "message": ...}}`, a run's
+event `{"i": id, "s": seq, "v": event}` and pushes `{"p": kind, ...}` (kernel states, pools).
+No host path crosses it: work dirs go by name, images by name.
+"""
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from cogbox.errors import CogboxError
+from cogbox.images.store import ImageNotFound
+from cogbox.kernel.errors import KernelError
+from cogbox.kernel.events import (
+    Display,
+    Error,
+    Event,
+    Finished,
+    InputRequest,
+    KernelDied,
+    OutputTruncated,
+    Result,
+    Stderr,
+    Stdout,
+)
+from cogbox.kernel.files import FileEntry, UnsafePathError, WorkdirFullError
+from cogbox.service.agent import WorkdirGone
+
+_EVENTS: dict[str, type[Any]] = {
+    cls.kind: cls
+    for cls in (
+        Stdout,
+        Stderr,
+        Display,
+        Result,
+        Error,
+        InputRequest,
+        OutputTruncated,
+        Finished,
+        KernelDied,
+    )
+}
+# The errors that keep their type across the channel (the manager maps them to HTTP).
+_ERRORS: dict[str, type[CogboxError]] = {
+    cls.__name__: cls
+    for cls in (
+        UnsafePathError,
+        WorkdirFullError,
+        WorkdirGone,
+        KernelError,
+        ImageNotFound,
+        CogboxError,
+    )
+}
+
+
+class ChannelError(KernelError):
+    """The agent channel broke, or the peer said something this side does not understand."""
+
+
+class AgentAuthError(ChannelError):
+    """The peer could not prove it holds the agent key (or proved another one)."""
+
+
+def dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise ChannelError(f"a frame that is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ChannelError("a frame that is not a JSON object")
+    return message
+
+
+def event_out(event: Event) -> dict[str, Any]:
+    return {"k": event.kind, **asdict(event)}
+
+
+def event_in(value: dict[str, Any]) -> Event:
+    fields = dict(value)
+    cls = _EVENTS.get(fields.pop("k", None))
+    if cls is None:
+        raise ChannelError(f"an event of an unknown kind: {value.get('k')!r}")
+    event: Event = cls(**fields)
+    return event
+
+
+def error_out(exc: BaseException) -> dict[str, str]:
+    name = next((n for n, cls in _ERRORS.items() if type(exc) is cls), None)
+    if name is None:
+        name = next(n for n, cls in _ERRORS.items() if isinstance(exc, cls))
+    return {"type": name, "message": str(exc)}
+
+
+def error_in(value: dict[str, Any]) -> CogboxError:
+    cls = _ERRORS.get(str(value.get("type")), CogboxError)
+    return cls(str(value.get("message", "")))
+
+
+def entry_out(entry: FileEntry) -> dict[str, Any]:
+    return asdict(entry)
+
+
+def entry_in(value: dict[str, Any]) -> FileEntry:
+    return FileEntry(**value)

@@ -44,6 +44,7 @@ from cogbox.kernel.events import (
 )
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.service.agent import (
+    Agent,
     BatchCommand,
     BuildProgress,
     Inventory,
@@ -445,3 +446,7 @@ def _value(kernel: FakeKernel, node: ast.expr) -> Any:
         return ast.literal_eval(node)
     except ValueError as exc:
         raise _Raised("SyntaxError", "not in the fake language") from exc
+
+
+def _conforms(agent: FakeAgent) -> Agent:
+    return agent  # mypy checks that FakeAgent implements the Agent protocol

@@ -50,7 +50,7 @@ async def serving(
     config = service_config(directory, query_wait=0.2)
     db = Database(config.database_url)
     pair = create_keypair(db, **limits)
-    app = create_app(config, db=db, agent=agent)  # type: ignore[arg-type]
+    app = create_app(config, db=db, agent=agent)
     async with TestClient(TestServer(app)) as client:
         yield Api(client, pair), agent
 

@@ -479,7 +479,7 @@ def test_closing_the_manager_right_after_a_session_ended_does_not_hang(tmp_path:
             record, _ = await manager.create(keypair(manager), CreateRequest("python"))
             await manager.destroy(record)  # wakes the job scheduler; close() cancels it
 
-    run(body, timeout=1.5)
+    run(body, timeout=1.0)
 
 
 async def _until(manager: SessionManager, record: object, statuses: tuple[str, ...]) -> None:

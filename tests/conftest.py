@@ -46,7 +46,12 @@ def recipes(tmp_path: Path) -> Path:
     return target
 
 
-# The fast tier (`scripts/test --fast`): tests that need no built image, so no root or jail.
+# The fast tier (`scripts/test --fast`, under 30 s on 2 cores): the tests that need no built
+# image (so no root or jail) and are not marked `slow`. Mark `slow` a test that starts a real
+# image build (network), a real server (PostgreSQL), a protocol suite on a real kernel, or
+# more than a second of fresh interpreters: it still runs in the full suite (`scripts/test`,
+# the CI command). The manager, the Backend.AI adapter and the Jupyter codec are covered in
+# the fast tier through tests/fakes (a FakeAgent at the Agent seam).
 _IMAGE_FIXTURES = {"python_image", "cntk_image", "keras_image"}
 
 

@@ -40,11 +40,13 @@ def test_cogbox_help_imports_none_of_the_service_stack() -> None:
     assert _heavy_modules_after("--help") == []
 
 
+@pytest.mark.slow  # a fresh interpreter per command group: ~4 s in all
 @pytest.mark.parametrize("group", GROUPS)
 def test_each_commands_help_imports_none_of_the_service_stack(group: str) -> None:
     assert _heavy_modules_after(group, "--help") == []
 
 
+@pytest.mark.slow  # a fresh interpreter importing aiohttp: ~1.3 s
 def test_the_probe_sees_a_heavy_import() -> None:
     # The check itself works: a command that does import the stack is seen doing so.
     assert "sqlalchemy" in _heavy_modules_after("keypair", "ls", "--database-url", "sqlite://")

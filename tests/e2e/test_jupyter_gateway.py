@@ -7,12 +7,8 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import nbformat
 import pytest
 import requests
-from jupyter_server.gateway.gateway_client import GatewayClient
-from jupyter_server.gateway.managers import GatewayKernelManager
-from nbclient import NotebookClient
 
 from cogbox.images.store import Image
 from cogbox.service.auth import jupyter_token
@@ -37,6 +33,10 @@ def gateway(
 
 
 def _gateway_client(service: Service) -> Iterator[Client]:
+    # Imported here, not at the top: nbformat pulls in jsonschema (seconds of grammar
+    # building), which every collection of the fast tier would pay for.
+    from jupyter_server.gateway.gateway_client import GatewayClient
+
     keys = service.keypair()
     token = jupyter_token(keys.access_key, keys.secret_key)
     GatewayClient.clear_instance()
@@ -56,6 +56,10 @@ def _gateway_client(service: Service) -> Iterator[Client]:
 def _run_notebook(sources: list[str], kernel_name: str) -> list[list[dict[str, Any]]]:
     """Run a notebook of `sources` on a new gateway kernel; its cells' outputs. The kernel
     is shut down through the gateway afterwards."""
+    import nbformat  # imported here: see _gateway_client
+    from jupyter_server.gateway.managers import GatewayKernelManager
+    from nbclient import NotebookClient
+
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
     manager = GatewayKernelManager()

@@ -61,6 +61,7 @@ def test_image_ls_json_lists_ready_image(python_image: Image) -> None:
     assert listed["python"]["size_bytes"] > 50_000_000
 
 
+@pytest.mark.slow  # starts a real build (debootstrap, PyPI): network, minutes
 def test_missing_pypi_package_is_named(recipes: Path, scratch_store: ImageStore) -> None:
     recipe = recipes / "python" / "recipe.yml"
     recipe.write_text(recipe.read_text().replace("- numpy==2.4.6", "- numpy==0.0.404"))
@@ -69,6 +70,7 @@ def test_missing_pypi_package_is_named(recipes: Path, scratch_store: ImageStore)
     assert scratch_store.images() == []
 
 
+@pytest.mark.slow  # starts a real build (debootstrap, PyPI): network, minutes
 def test_missing_debian_package_is_named(recipes: Path, scratch_store: ImageStore) -> None:
     recipe = recipes / "python" / "recipe.yml"
     recipe.write_text(recipe.read_text().replace("- python3\n", "- python3\n  - no-such-pkg-x\n"))
@@ -123,6 +125,7 @@ def _publish_fake(store: ImageStore, name: str) -> Image:
     return store.publish(staging, name, "f" * 64, {"name": name, "built_at": "now"})
 
 
+@pytest.mark.slow  # three CLI processes: ~2 s
 def test_image_rm_removes_an_image_and_refuses_one_in_use(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
     fake = _publish_fake(store, "fake")

@@ -94,6 +94,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.slow  # several interpreters racing for slots: ~5 s
 def test_concurrent_allocation_from_several_processes_gives_distinct_slots(
     tmp_path: Path,
 ) -> None:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cogbox.cli.policy import policy
@@ -18,6 +19,7 @@ def test_check_prints_a_summary_and_exits_0() -> None:
     assert (result.exit_code, f"{CNTK_POLICY}: ok" in result.output) == (0, True)
 
 
+@pytest.mark.slow  # a CLI process: ~1.5 s
 def test_check_of_a_broken_file_exits_2_and_names_the_line(tmp_path: Path) -> None:
     broken = tmp_path / "policy.yml"
     broken.write_text("max_child_procs: 32\nlimits:\n  memory: 4 gigs\n")

@@ -45,6 +45,7 @@ def test_install_writes_both_kernelspecs_running_the_proxy() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # the protocol suite on a local ipykernel: ~15 s of kernel round trips
 class _Conformance(jupyter_kernel_test.KernelTests):
     """Samples that hold for both images (Python 2.7 and 3)."""
 

@@ -128,6 +128,7 @@ def test_a_first_release_sqlite_database_gains_the_new_columns(tmp_path: Path) -
     _upgrade_keeps_rows(f"sqlite:///{tmp_path / 'old.db'}")
 
 
+@pytest.mark.slow  # a real PostgreSQL server: initdb, start, stop (~8 s)
 def test_a_first_release_postgresql_database_gains_the_new_columns(postgres_url: str) -> None:
     engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:

@@ -467,11 +467,6 @@ def test_a_pending_job_destroyed_is_cancelled_and_never_starts(tmp_path: Path) -
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs.JobQueue._schedule_forever waits with asyncio.wait_for, which on Python "
-    "3.11 swallows a cancel that races a wake(): manager.close() (service stop) hangs",
-)
 def test_closing_the_manager_right_after_a_session_ended_does_not_hang(tmp_path: Path) -> None:
     async def body() -> None:
         agent = FakeAgent(tmp_path / "w")

@@ -168,8 +168,11 @@ class JobQueue:
 
     async def _schedule_forever(self) -> None:
         while True:
+            # Not wait_for: on 3.11 it swallows a cancel that races the wake-up, and close()
+            # then waits forever (tests/service/test_manager_fast.py).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _PASS_INTERVAL_S)
+                async with asyncio.timeout(_PASS_INTERVAL_S):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._pass()

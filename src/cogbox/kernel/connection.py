@@ -126,6 +126,29 @@ class RuntimeDir:
             raise
         return runtime
 
+    @classmethod
+    def adopt(cls, host_dir: Path, key: str, lock: int, owner: int, group: int) -> "RuntimeDir":
+        """The folder of a live kernel started by another process (a re-attach): `lock` is
+        a copy of its held lock fd. Dial links left by that process lead to its fds, not
+        ours: they are removed, and `prove_sockets` points them anew."""
+        runtime = cls(host_dir, key, lock, owner, group)
+        for port in _PORTS.values():
+            with contextlib.suppress(FileNotFoundError):
+                (runtime.dial / f"{SOCKET_PREFIX}-{port}").unlink()
+        return runtime
+
+    @property
+    def lock_fd(self) -> int:
+        """The fd whose flock marks the folder live (a kernel's monitor holds a copy)."""
+        return self._lock
+
+    def release(self) -> None:
+        """Let go of the folder without removing it (another holder keeps it live)."""
+        self._forget_sockets()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
     def give_to(self, identity: Identity) -> None:
         """Hand the folder to the host ids a kernel runs as (before `reset`): its tmpfs root
         is chowned, and the connection file and the sockets are then checked against them."""

@@ -140,6 +140,7 @@ class LocalProvisioner(KernelProvisioner):
         self.jail_id = ""
         self._workdir_view: Path | None = None
         self._pidfd: int | None = None
+        self._init_gone = False
         self._exit: JailExit | None = None
         self._owner_pipe: int | None = None  # its EOF ends a monitor without `keep`
         self._cleaned = False
@@ -193,9 +194,11 @@ class LocalProvisioner(KernelProvisioner):
         self.jail_id = str(facts.get("jail_id", ""))
         view = str(facts.get("workdir_view") or "")
         self._workdir_view = Path(view) if view else None
-        if self.pid is not None:
-            with contextlib.suppress(OSError):  # ended already: poll() asks the monitor
+        if self.pid is not None and self._pidfd is None:
+            try:
                 self._pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                self._init_gone = True  # ended already: poll() waits for its record
 
     def info(self) -> dict[str, Any]:
         return {
@@ -225,6 +228,7 @@ class LocalProvisioner(KernelProvisioner):
             return self._exit
         if self._pidfd is not None and not select.select([self._pidfd], [], [], 0)[0]:
             return None
+        known_gone = self._init_gone or self._pidfd is not None
         # The init ended (or was never seen): the monitor records why, a moment later.
         deadline = time.monotonic() + _EXIT_WAIT_SECONDS
         while True:
@@ -236,7 +240,7 @@ class LocalProvisioner(KernelProvisioner):
             if status.get("exit"):
                 self._exit = _exit_from(status["exit"])
                 return self._exit
-            if self._pidfd is None or time.monotonic() > deadline:
+            if not known_gone or time.monotonic() > deadline:
                 return None
             time.sleep(_WAIT_POLL_SECONDS)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from jupyter_client.session import Session as JupyterSession
 
 from cogbox.config import data_dir
 from cogbox.images.store import Image, ImageStore
@@ -524,7 +525,8 @@ class Session:
     def _replay(self, kernel: KernelProcess, run: PendingRun) -> Iterator[Event]:
         provisioner = kernel.provisioner
         assert isinstance(provisioner, LocalProvisioner)
-        codec = kernel.client.session
+        # Its own codec: a signature seen here must not count as a replay to the client's.
+        codec = JupyterSession(key=kernel.runtime.key.encode(), signature_scheme="hmac-sha256")
         cap = _OutputCap(self.output_limit)
         seq = run.seq
         count: int | None = None

@@ -151,7 +151,8 @@ def test_a_killed_owners_session_is_taken_back_with_its_run_and_state(
 def test_a_second_attach_replays_the_same_run_from_its_start(
     python_image: Image, state_dir: Path
 ) -> None:
-    owner = start_owner(state_dir, python_image, run="print('a')\nprint('b')\nimport time\ntime.sleep(3)")
+    code = "print('a')\nprint('b')\nimport time\ntime.sleep(3)"
+    owner = start_owner(state_dir, python_image, run=code)
     wait_for_run(state_dir, owner)
     kill_owner_once(owner, after_events=0)
     first = Session.attach(state_dir)

@@ -157,6 +157,17 @@ class RuntimeDir:
             # The tmpfs root is the host's own mount point: the jail cannot swap it for a link.
             os.chown(self.path, self.owner, self.group, follow_symlinks=False)
 
+    def open_to_gofer(self, identity: Identity) -> None:
+        """Let the jail's namespace root reach the runtime tmpfs (gVisor's gofer opens bind
+        sources as that id): the base becomes traversable (not listable), this folder
+        0710 with that id's group, as the launcher does for bundles. Its key, log, dial
+        links and monitor stay in 0700/0600 entries of root's."""
+        if os.geteuid() != 0:
+            return
+        os.chmod(self.host_dir.parent, 0o711)
+        os.chown(self.host_dir, 0, identity.base, follow_symlinks=False)
+        os.chmod(self.host_dir, 0o710)
+
     def connection_info(self, directory: str | None = None) -> KernelConnectionInfo:
         """Jupyter connection info with sockets under `directory` (default: the host's dial
         links, which only this process can follow: they lead to its own fds)."""

@@ -158,6 +158,8 @@ class KernelProcess:
         held = identity if isinstance(identity, IdentityLease) else None
         host_identity = identity.identity if isinstance(identity, IdentityLease) else identity
         runtime.give_to(host_identity)
+        if runtime_name == "runsc":
+            runtime.open_to_gofer(host_identity)
         runtime.reset()
         argv = command.argv
         requested = {key: value for key, value in (env or {}).items() if key != "JPY_PARENT_PID"}

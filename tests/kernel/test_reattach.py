@@ -163,6 +163,13 @@ def test_a_second_attach_replays_the_same_run_from_its_start(
         events = list(session.resume_run())
         assert stdout_of(events) == "a\nb\n"
         assert isinstance(events[-1], Finished) and events[-1].status == "ok"
+        # A re-attached session restarts as any: a fresh kernel, under a new monitor.
+        before = session._kernel.provisioner.info() if session._kernel else {}
+        session.restart()
+        assert stdout_of(run(session, "print(6 * 7)")) == "42\n"
+        after = session._kernel.provisioner.info() if session._kernel else {}
+        assert after["monitor_pid"] != before["monitor_pid"]
+        assert not alive(int(before["monitor_pid"]))
     finally:
         session.shutdown()
 

@@ -20,8 +20,10 @@ as PID 1 (tini could not fork it).
 
 A jail dies with the process that drives it: runc starts under `setpriv --pdeathsig KILL`
 from one thread that lives as long as the process, and tini (`-p SIGKILL`) dies with runc.
-The bundle directory stays flock()ed by the driver; `reap_stale_jails` removes what a dead
-driver left (container, cgroups, loop mount, bundle) and runs once per process.
+A kernel's driver is its own monitor process (cogbox.kernel.monitor), so the kernel outlives
+whoever started it; a one-shot `run_jailed` is driven by its caller. The bundle directory
+stays flock()ed by the driver; `reap_stale_jails` removes what a dead driver left
+(container, cgroups, loop mount, bundle), never a live monitor's, and runs once per process.
 
 Limits and who enforces them:
     memory, pids   cgroups of the launcher's parent cgroup        -> OOM, PIDS_LIMIT

@@ -13,8 +13,10 @@ folder `/run/cogbox/k/<8 hex>` (root, 0700, never shown to the jail) holding:
                  name the jail controls and stays valid across restarts of the kernel.
     kernel.log   the kernel process's own stdout/stderr (cogbox.kernel.kernel_log).
 
-The folder is flock()ed while its `RuntimeDir` lives; `reap_stale_runtimes` removes those
-nobody holds (a service that was killed), with their keys.
+The folder is flock()ed while its `RuntimeDir` lives, and by the kernel's monitor (a copy
+of the lock fd) while the kernel does; `reap_stale_runtimes` removes those nobody holds (a
+service and monitor that were killed), with their keys. `monitor-<hex>/` (root, 0700) is
+the monitor's: its control socket, exit record and log.
 """
 
 import contextlib

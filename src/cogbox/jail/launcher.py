@@ -174,12 +174,15 @@ class Jail:
         runtime: str = "runc",
         state_dir: Path | None = None,
         cgroup_root: Path = DEFAULT_ROOT,
+        owner_pid: int | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise JailError(f"unknown jail runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
         if shutil.which(runtime) is None:
             raise JailError(f"{runtime} is not installed (Debian: apt-get install {runtime})")
         self.runtime = runtime
+        # Who the jail works for, in its driver record: a kernel monitor's starter.
+        self.owner_pid = owner_pid or os.getpid()
         self.state_dir = state_dir
         self.runtime_root, self.jails_dir = state_dirs(state_dir)
         self.cgroup_root = cgroup_root
@@ -262,7 +265,9 @@ class Jail:
         # Blocking: a reaper may hold it for a moment while it skips a record-less folder.
         fcntl.flock(self._bundle_lock, fcntl.LOCK_EX)
         bundle = self.jails_dir / self.id
-        _write_driver_record(staging, {"pid": os.getpid(), "runtime": self.runtime})
+        _write_driver_record(
+            staging, {"pid": os.getpid(), "owner": self.owner_pid, "runtime": self.runtime}
+        )
         os.rename(staging, bundle)
         return bundle
 
@@ -285,6 +290,7 @@ class Jail:
             self.bundle,
             {
                 "pid": os.getpid(),
+                "owner": self.owner_pid,
                 "runtime": self.runtime,
                 "workdir": workdir_home,
                 "identity": identity.slot,

@@ -73,6 +73,7 @@ class MonitorConfig:
     keep: bool = False  # outlive the owner (a persisted session) instead of dying with it
     hold_fds: list[int] = field(default_factory=list)  # handed out by `fds`, in this order
     owner_fd: int | None = None  # read end of the owner pipe (without `keep`)
+    owner_pid: int | None = None  # its starter, recorded in the jail's driver record
 
 
 def exit_to_dict(ended: JailExit) -> dict[str, Any]:
@@ -172,7 +173,7 @@ class Monitor:
 
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
-        self.jail = Jail(runtime=config.runtime)
+        self.jail = Jail(runtime=config.runtime, owner_pid=config.owner_pid)
         self.spool = Spool() if config.spool else None
         self.log: KernelLog | None = None
         self.exit: JailExit | None = None

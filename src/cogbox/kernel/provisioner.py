@@ -49,6 +49,7 @@ class KernelProvisioner(ABC):
     """One kernel's jail, wherever it runs."""
 
     kind: str = ""
+    pid: int | None = None  # the jail's init as this host sees it, where it can
 
     @abstractmethod
     def launch(
@@ -172,6 +173,7 @@ class LocalProvisioner(KernelProvisioner):
             keep=keep,
             hold_fds=list(hold_fds),
             owner_fd=owner_read,
+            owner_pid=os.getpid(),
         )
         try:
             line = _SPARES.run(config)
@@ -349,7 +351,6 @@ class _Spares:
             spare, self._spare = self._spare, None
         if spare is None or spare[0].poll() is not None:
             spare = _spawn_monitor()
-        threading.Thread(target=self._refill, name="cogbox-monitor-spare", daemon=True).start()
         process, starter = spare
         try:
             with starter:
@@ -358,6 +359,8 @@ class _Spares:
         except OSError:
             line = b""
         process.wait()  # its first half: it forked the monitor away and exited
+        # The next one's imports start once this jail runs, not while runc sets it up.
+        threading.Thread(target=self._refill, name="cogbox-monitor-spare", daemon=True).start()
         return line
 
     def _refill(self) -> None:

@@ -112,12 +112,12 @@ class IdentityLease:
 
     @classmethod
     def adopt(cls, identity: Identity, fd: int, slots: Path | None = None) -> "IdentityLease":
-        """A lease of the slot whose locked file `fd` is (a copy from another holder)."""
-        path = (slots or slots_dir()) / str(identity.slot)
-        if not _same_file(fd, path):
-            os.close(fd)
-            raise IdentityError(f"identity slot {identity.slot} is no longer held")
-        return cls(identity, fd, path)
+        """A lease of the slot whose locked file `fd` is (a copy from another holder).
+
+        If a holder unlinked the file meanwhile, the lock no longer guards the slot, but
+        `allocate` still skips it while the jail's processes run with its ids; `release`
+        then unlinks nothing (it only removes the file it holds)."""
+        return cls(identity, fd, (slots or slots_dir()) / str(identity.slot))
 
     def release(self) -> None:
         """Give the slot back; safe to repeat. Call once no process of the jail is left."""

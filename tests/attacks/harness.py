@@ -309,7 +309,9 @@ def driven_by_other_processes(jail_ids: set[str]) -> set[str]:
     _, jails_dir = state_dirs()
     for jail_id in jail_ids:
         try:
-            pid = int(json.loads((jails_dir / jail_id / "driver.json").read_text())["pid"])
+            record = json.loads((jails_dir / jail_id / "driver.json").read_text())
+            # A kernel's driver is its monitor; the process it works for is its owner.
+            pid = int(record.get("owner", record["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # no bundle (cleaned up, or ours): count it
         if pid != os.getpid() and Path(f"/proc/{pid}").exists():

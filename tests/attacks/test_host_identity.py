@@ -66,8 +66,8 @@ def two_sessions(python_image: Image, shared_dir: Path) -> Iterator[tuple[Sessio
 def _jail_pids(session: Session) -> list[int]:
     """The host pids of every process of the session's jail (its init and descendants)."""
     kernel = session._kernel  # the jail's init pid, as the host sees it
-    assert kernel is not None and kernel.jail.pid is not None
-    pids, todo = [], [kernel.jail.pid]
+    assert kernel is not None and kernel.provisioner.pid is not None
+    pids, todo = [], [kernel.provisioner.pid]
     while todo:
         pid = todo.pop()
         pids.append(pid)

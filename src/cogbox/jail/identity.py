@@ -96,6 +96,29 @@ class IdentityLease:
     def held(self) -> bool:
         return self._fd is not None
 
+    def fileno(self) -> int:
+        """The locked slot file's fd: a process given a copy holds the slot with us (a
+        kernel's monitor does, so the slot outlives its session's process)."""
+        if self._fd is None:
+            raise IdentityError(f"identity slot {self.identity.slot} was released")
+        return self._fd
+
+    def forget(self) -> None:
+        """Close our fd without giving the slot back: another holder of the lock keeps it."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    @classmethod
+    def adopt(cls, identity: Identity, fd: int, slots: Path | None = None) -> "IdentityLease":
+        """A lease of the slot whose locked file `fd` is (a copy from another holder).
+
+        If a holder unlinked the file meanwhile, the lock no longer guards the slot, but
+        `allocate` still skips it while the jail's processes run with its ids; `release`
+        then unlinks nothing (it only removes the file it holds)."""
+        return cls(identity, fd, (slots or slots_dir()) / str(identity.slot))
+
     def release(self) -> None:
         """Give the slot back; safe to repeat. Call once no process of the jail is left."""
         with self._lock:

@@ -20,8 +20,10 @@ as PID 1 (tini could not fork it).
 
 A jail dies with the process that drives it: runc starts under `setpriv --pdeathsig KILL`
 from one thread that lives as long as the process, and tini (`-p SIGKILL`) dies with runc.
-The bundle directory stays flock()ed by the driver; `reap_stale_jails` removes what a dead
-driver left (container, cgroups, loop mount, bundle) and runs once per process.
+A kernel's driver is its own monitor process (cogbox.kernel.monitor), so the kernel outlives
+whoever started it; a one-shot `run_jailed` is driven by its caller. The bundle directory
+stays flock()ed by the driver; `reap_stale_jails` removes what a dead driver left
+(container, cgroups, loop mount, bundle), never a live monitor's, and runs once per process.
 
 Limits and who enforces them:
     memory, pids   cgroups of the launcher's parent cgroup        -> OOM, PIDS_LIMIT
@@ -172,12 +174,15 @@ class Jail:
         runtime: str = "runc",
         state_dir: Path | None = None,
         cgroup_root: Path = DEFAULT_ROOT,
+        owner_pid: int | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise JailError(f"unknown jail runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
         if shutil.which(runtime) is None:
             raise JailError(f"{runtime} is not installed (Debian: apt-get install {runtime})")
         self.runtime = runtime
+        # Who the jail works for, in its driver record: a kernel monitor's starter.
+        self.owner_pid = owner_pid or os.getpid()
         self.state_dir = state_dir
         self.runtime_root, self.jails_dir = state_dirs(state_dir)
         self.cgroup_root = cgroup_root
@@ -260,7 +265,9 @@ class Jail:
         # Blocking: a reaper may hold it for a moment while it skips a record-less folder.
         fcntl.flock(self._bundle_lock, fcntl.LOCK_EX)
         bundle = self.jails_dir / self.id
-        _write_driver_record(staging, {"pid": os.getpid(), "runtime": self.runtime})
+        _write_driver_record(
+            staging, {"pid": os.getpid(), "owner": self.owner_pid, "runtime": self.runtime}
+        )
         os.rename(staging, bundle)
         return bundle
 
@@ -283,6 +290,7 @@ class Jail:
             self.bundle,
             {
                 "pid": os.getpid(),
+                "owner": self.owner_pid,
                 "runtime": self.runtime,
                 "workdir": workdir_home,
                 "identity": identity.slot,

@@ -13,8 +13,10 @@ folder `/run/cogbox/k/<8 hex>` (root, 0700, never shown to the jail) holding:
                  name the jail controls and stays valid across restarts of the kernel.
     kernel.log   the kernel process's own stdout/stderr (cogbox.kernel.kernel_log).
 
-The folder is flock()ed while its `RuntimeDir` lives; `reap_stale_runtimes` removes those
-nobody holds (a service that was killed), with their keys.
+The folder is flock()ed while its `RuntimeDir` lives, and by the kernel's monitor (a copy
+of the lock fd) while the kernel does; `reap_stale_runtimes` removes those nobody holds (a
+service and monitor that were killed), with their keys. `monitor-<hex>/` (root, 0700) is
+the monitor's: its control socket, exit record and log.
 """
 
 import contextlib
@@ -126,6 +128,29 @@ class RuntimeDir:
             raise
         return runtime
 
+    @classmethod
+    def adopt(cls, host_dir: Path, key: str, lock: int, owner: int, group: int) -> "RuntimeDir":
+        """The folder of a live kernel started by another process (a re-attach): `lock` is
+        a copy of its held lock fd. Dial links left by that process lead to its fds, not
+        ours: they are removed, and `prove_sockets` points them anew."""
+        runtime = cls(host_dir, key, lock, owner, group)
+        for port in _PORTS.values():
+            with contextlib.suppress(FileNotFoundError):
+                (runtime.dial / f"{SOCKET_PREFIX}-{port}").unlink()
+        return runtime
+
+    @property
+    def lock_fd(self) -> int:
+        """The fd whose flock marks the folder live (a kernel's monitor holds a copy)."""
+        return self._lock
+
+    def release(self) -> None:
+        """Let go of the folder without removing it (another holder keeps it live)."""
+        self._forget_sockets()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
     def give_to(self, identity: Identity) -> None:
         """Hand the folder to the host ids a kernel runs as (before `reset`): its tmpfs root
         is chowned, and the connection file and the sockets are then checked against them."""
@@ -133,6 +158,17 @@ class RuntimeDir:
         if os.geteuid() == 0:
             # The tmpfs root is the host's own mount point: the jail cannot swap it for a link.
             os.chown(self.path, self.owner, self.group, follow_symlinks=False)
+
+    def open_to_gofer(self, identity: Identity) -> None:
+        """Let the jail's namespace root reach the runtime tmpfs (gVisor's gofer opens bind
+        sources as that id): the base becomes traversable (not listable), this folder
+        0710 with that id's group, as the launcher does for bundles. Its key, log, dial
+        links and monitor stay in 0700/0600 entries of root's."""
+        if os.geteuid() != 0:
+            return
+        os.chmod(self.host_dir.parent, 0o711)
+        os.chown(self.host_dir, 0, identity.base, follow_symlinks=False)
+        os.chmod(self.host_dir, 0o710)
 
     def connection_info(self, directory: str | None = None) -> KernelConnectionInfo:
         """Jupyter connection info with sockets under `directory` (default: the host's dial

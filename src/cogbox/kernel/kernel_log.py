@@ -96,6 +96,18 @@ class KernelLog:
         self._written += len(chunk)
 
 
+def read_tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of the log at `path` (across the rotation), from any process:
+    the kernel's monitor writes it, its owner reads it."""
+    data = b""
+    for part in (path, path.with_name(path.name + ".1")):
+        with contextlib.suppress(OSError):
+            data = _read_end(part, limit - len(data)) + data
+        if len(data) >= limit:
+            break
+    return data.decode(errors="replace").strip()
+
+
 def _read_end(path: Path, limit: int) -> bytes:
     if limit <= 0:
         return b""

@@ -15,6 +15,7 @@ any thread (an input answer is queued and sent by the iterating thread).
 """
 
 import contextlib
+import json
 import queue
 import re
 import secrets
@@ -26,16 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from jupyter_client.session import Session as JupyterSession
 
 from cogbox.config import data_dir
 from cogbox.images.store import Image, ImageStore
-from cogbox.jail.identity import Identity, IdentityError, allocate
-from cogbox.jail.launcher import JailExit
+from cogbox.jail.exit_reason import ExitReason
+from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
+from cogbox.jail.launcher import JailExit, reap_stale_jails
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
-from cogbox.kernel import files
-from cogbox.kernel.connection import RuntimeDir
-from cogbox.kernel.errors import KernelError
+from cogbox.kernel import files, session_state
+from cogbox.kernel.connection import RuntimeDir, reap_stale_runtimes
+from cogbox.kernel.control import MonitorGone
+from cogbox.kernel.errors import KernelError, KernelGone
 from cogbox.kernel.events import (
     Display,
     Error,
@@ -50,6 +54,9 @@ from cogbox.kernel.events import (
     mime_bundle,
 )
 from cogbox.kernel.launch import KernelProcess
+from cogbox.kernel.monitor import EXIT_FILE, SPOOL_CAP_BYTES
+from cogbox.kernel.provisioner import LocalProvisioner, attach_provisioner, provisioner_for
+from cogbox.kernel.session_state import PendingRun
 
 # Backend.AI's cap on the console output of one execute call, in characters.
 DEFAULT_OUTPUT_LIMIT = 524_288
@@ -84,15 +91,29 @@ def start_session(
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     store: ImageStore | None = None,
     binds: Sequence[Bind] = (),
+    runtime: str = "runc",
+    state_dir: Path | None = None,
 ) -> "Session":
     """Start a kernel of `image` in a jail and return its session, ready to execute code.
 
     `policy` defaults to the image's own policy.yml (else the jail's default policy).
     `workdir` is the host directory shown at /home/work; without one the session makes a
-    fresh one and deletes it at shutdown. Raises KernelError if the kernel does not start.
+    fresh one and deletes it at shutdown. `runtime` is "runc" or "runsc" (gVisor).
+    `state_dir`: a host-only folder where the session persists what `Session.attach` needs
+    to take it back from another process; its kernel then outlives this process (None:
+    the kernel ends with this process). Raises KernelError if the kernel does not start.
     """
     image, policy = resolve_image(image, policy, store)
-    return Session(image, policy, workdir, env=env, output_limit=output_limit, binds=binds)
+    return Session(
+        image,
+        policy,
+        workdir,
+        env=env,
+        output_limit=output_limit,
+        binds=binds,
+        runtime=runtime,
+        state_dir=state_dir,
+    )
 
 
 def resolve_image(
@@ -126,8 +147,14 @@ class Session:
         env: dict[str, str] | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         binds: Sequence[Bind] = (),
+        runtime: str = "runc",
+        state_dir: Path | None = None,
     ) -> None:
+        provisioner_for(runtime)  # KernelError naming an unknown or missing runtime
         self.id = secrets.token_hex(8)
+        self.runtime = runtime
+        self.state_dir = state_dir
+        self._pending: PendingRun | None = None
         self._binds = list(binds)  # extra folders (storage folders), for every kernel it starts
         self.image = image
         self.policy = policy
@@ -154,10 +181,70 @@ class Session:
             self._remove_own_workdir()
             raise
         try:
+            if state_dir is not None:
+                session_state.prepare(state_dir)
             self._kernel: KernelProcess | None = self._start_kernel()
         except BaseException:
             self._release_files()
             raise
+
+    @classmethod
+    def attach(cls, state_dir: Path, *, store: ImageStore | None = None) -> "Session":
+        """Take back, from this process, the live kernel of the session persisted in
+        `state_dir`: its variables, execution count and files are as they were.
+
+        Raises KernelGone (with the jail's exit reason) if the kernel ended while nobody
+        was attached (what it left is then removed, with `state_dir`), KernelError if the
+        folder holds no session. A run that was in flight is `pending_run`: `resume_run()`.
+        """
+        state = session_state.load(state_dir)
+        name, _, digest = state.image.partition("@")
+        image = (store or ImageStore()).find(name, digest)
+        if image is None:
+            raise KernelError(f"image {state.image} of the session is gone from this host")
+        self = cls.__new__(cls)
+        self.id = state.session_id
+        self.runtime = state.runtime
+        self.state_dir = state_dir
+        self.image = image
+        self.policy = Policy.model_validate(state.policy)
+        self.output_limit = state.output_limit
+        self.output_tap = None
+        self._binds = state.bind_list()
+        self._env = dict(state.env)
+        self._owns_workdir = state.owns_workdir
+        self.workdir = Path(state.workdir)
+        self._inputs = queue.Queue()
+        self._executing = False
+        self._closed = False
+        self._restart_failure = None
+        self._pending = state.run
+        try:
+            provisioner = attach_provisioner(state.provisioner)
+        except MonitorGone:
+            ended = _recorded_exit(state)
+            self._closed = True
+            _reap_leftovers(Path(state.runtime_dir))
+            self._remove_own_workdir()
+            session_state.remove(state_dir)
+            raise _gone(ended) from None
+        if not isinstance(provisioner, LocalProvisioner):
+            raise KernelError(f"cannot re-attach to a {provisioner.kind} kernel from here")
+        runtime_lock, identity_fd = provisioner.held_fds()
+        self._identity = IdentityLease.adopt(Identity(state.identity_slot), identity_fd)
+        self._runtime = RuntimeDir.adopt(
+            Path(state.runtime_dir), state.key, runtime_lock, state.owner, state.group
+        )
+        gone = provisioner.poll()
+        if gone is not None:
+            self._closed = True
+            try:
+                provisioner.cleanup()
+            finally:
+                self._release_files()
+            raise _gone(gone)
+        self._kernel = KernelProcess.attach(provisioner, self._runtime)
+        return self
 
     # ------------------------------------------------------------------ state
 
@@ -182,6 +269,12 @@ class Session:
         works), or None."""
         return self._restart_failure
 
+    @property
+    def pending_run(self) -> str | None:
+        """After `attach`: the run id of the run that was in flight when the previous owner
+        let go (`resume_run` streams it), else None."""
+        return None if self._pending is None else self._pending.run_id
+
     def connection_info(self) -> dict[str, Any]:
         """Jupyter connection info (ipc:// links to the kernel's proven sockets, and its
         key) to reach the kernel from this process; valid across restarts of the kernel."""
@@ -200,6 +293,7 @@ class Session:
         *,
         timeout: float | None = None,
         on_input: InputHandler | None = None,
+        run_id: str | None = None,
     ) -> Iterator[Event]:
         """Run `code` in the session's namespace; yields its events as they happen.
 
@@ -207,10 +301,11 @@ class Session:
         with `Finished(status="timeout")`; the kernel and its variables survive. When the
         code asks for input, an `InputRequest` is yielded and answered by `on_input(request)`
         if given, else by a `send_input` call. Output past `output_limit` characters is
-        dropped after one `OutputTruncated` event; the run itself goes on.
+        dropped after one `OutputTruncated` event; the run itself goes on. A persisted
+        session records `run_id` while the run is in flight (see `pending_run`).
         """
         self._check_idle(timeout)
-        return self._run(_Request(code), timeout, on_input)
+        return self._run(_Request(code, run_id=run_id), timeout, on_input)
 
     def warm_up(self, code: str) -> None:
         """Run `code` out of the user's sight (not counted in the execution history), e.g.
@@ -222,7 +317,12 @@ class Session:
             raise KernelError(f"the warm-up code {code!r} failed: {events}")
 
     def execute_batch(
-        self, build: str | None, exec: str, *, timeout: float | None = None
+        self,
+        build: str | None,
+        exec: str,
+        *,
+        timeout: float | None = None,
+        run_id: str | None = None,
     ) -> Iterator[Event]:
         """Run the `build` command (if any), then the `exec` command, as processes.
 
@@ -250,12 +350,18 @@ class Session:
             store_history=False,
             user_expressions={"batch": "_cogbox_batch"},
             finish=_batch_finished,
+            run_id=run_id,
         )
         return self._run(request, timeout, None)
 
     def _check_idle(self, timeout: float | None) -> None:
         if self._closed:
             raise KernelError(f"session {self.id} was shut down; start a new session")
+        if self._pending is not None:
+            raise KernelError(
+                f"session {self.id} has the run {self._pending.run_id} of its previous owner "
+                "in flight; resume_run() it first"
+            )
         if self._executing:
             raise KernelError(
                 f"session {self.id} is already running code; wait for its Finished event "
@@ -281,6 +387,7 @@ class Session:
             if ended is not None:
                 yield _died(ended, "; restart() the session to run code again")
                 return
+            kernel.ensure_ready()
             yield from self._run_in(kernel, request, timeout, on_input)
         finally:
             self._executing = False
@@ -295,6 +402,8 @@ class Session:
         client = kernel.client
         channels = _Channels(client)
         _clear(self._inputs)
+        # A persisted session's monitor spools this run's IOPub from here on.
+        seq = self._mark_spool(kernel)
         msg_id = client.execute(
             request.code,
             store_history=request.store_history,
@@ -302,6 +411,9 @@ class Session:
             allow_stdin=True,
             stop_on_error=True,
         )
+        if seq is not None:
+            run_id = request.run_id or msg_id
+            self._save(PendingRun(run_id, msg_id, seq, batch=request.finish is _batch_finished))
         start = time.monotonic()
         interrupted_at: float | None = None
         cap = _OutputCap(self.output_limit)
@@ -362,6 +474,8 @@ class Session:
         finally:
             if not done and kernel.poll() is None:
                 kernel.interrupt()  # the caller stopped listening: stop the code too
+            if seq is not None:
+                self._save()
 
     def _restart_after_stuck_run(self, timeout: float | None) -> Iterator[Event]:
         why = (
@@ -379,6 +493,89 @@ class Session:
             yield self._restart_failed()
             return
         yield Finished("timeout", None, message)
+
+    def resume_run(self) -> Iterator[Event]:
+        """After `attach`: the whole event stream of `pending_run`, from its start.
+
+        Replayed from what the kernel's monitor spooled, then live until the run ends with
+        `Finished` (its status and execution count as the kernel published them) or
+        `KernelDied`. The same spool gives the same events, so a consumer that delivered
+        the first N before its owner died skips N. Output the monitor had to drop (its
+        spool is bounded) arrives as one `OutputTruncated` before the end.
+        """
+        if self._pending is None:
+            raise KernelError(f"session {self.id} has no run in flight to resume")
+        if self._executing:
+            raise KernelError(f"session {self.id} is already streaming a run")
+        return self._resume(self._pending)
+
+    def _resume(self, run: PendingRun) -> Iterator[Event]:
+        self._executing = True
+        try:
+            kernel = self._kernel
+            if kernel is None:
+                yield self._restart_failed()
+                return
+            yield from self._replay(kernel, run)
+        finally:
+            self._executing = False
+            self._pending = None
+            self._save()
+
+    def _replay(self, kernel: KernelProcess, run: PendingRun) -> Iterator[Event]:
+        provisioner = kernel.provisioner
+        assert isinstance(provisioner, LocalProvisioner)
+        # Its own codec: a signature seen here must not count as a replay to the client's.
+        codec = JupyterSession(key=kernel.runtime.key.encode(), signature_scheme="hmac-sha256")
+        cap = _OutputCap(self.output_limit)
+        seq = run.seq
+        count: int | None = None
+        failed = False
+        info: dict[str, Any] = {}
+        while True:
+            try:
+                messages, info = provisioner.spool(seq)
+            except MonitorGone:
+                messages = []
+            for number, frames in messages:
+                seq = number + 1
+                try:
+                    _, parts = codec.feed_identities(frames, copy=True)
+                    msg = codec.deserialize(parts, content=True, copy=True)
+                except (ValueError, TypeError, KeyError):
+                    continue  # not a message signed with the session's key
+                if msg["parent_header"].get("msg_id") != run.msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "status" and content.get("execution_state") == "idle":
+                    yield from _dropped(info)
+                    yield self._resumed_finish(run, count, failed)
+                    kernel.ensure_ready()
+                    return
+                if kind == "execute_input":
+                    count = content.get("execution_count")
+                event = _output_event(kind, content)
+                failed = failed or isinstance(event, Error)
+                if event is not None and self.output_tap is not None:
+                    self.output_tap(event)
+                yield from cap.admit(event)
+            if not messages:
+                ended = kernel.poll()
+                if ended is not None:
+                    yield from _dropped(info)
+                    yield _died(ended)
+                    return
+                time.sleep(_POLL_MS / 1000)
+
+    @staticmethod
+    def _resumed_finish(run: PendingRun, count: int | None, failed: bool) -> Finished:
+        if run.batch:
+            return Finished(
+                "error" if failed else "ok",
+                None,
+                "the batch command's exit status went to the session's previous owner",
+            )
+        return Finished("error" if failed else "ok", count)
 
     def send_input(self, text: str) -> None:
         """Answer the pending `InputRequest` of the running code with `text`."""
@@ -447,7 +644,7 @@ class Session:
         # directory only when the jail ends: use the jail's live view of it.
         if self._closed:
             raise KernelError(f"session {self.id} was shut down; its files are gone")
-        view = self._kernel.jail.workdir_view if self._kernel is not None else None
+        view = self._kernel.workdir_view if self._kernel is not None else None
         return view or self.workdir
 
     # ------------------------------------------------------------------ lifecycle
@@ -464,7 +661,8 @@ class Session:
         self._replace_kernel()
 
     def shutdown(self) -> None:
-        """Stop the kernel and remove its jail; deletes /home/work if the session made it."""
+        """Stop the kernel and remove its jail; deletes /home/work if the session made it,
+        and the state folder of a persisted session."""
         if self._closed:
             return
         self._closed = True
@@ -472,6 +670,20 @@ class Session:
             self._stop_kernel()
         finally:
             self._release_files()
+
+    def detach(self) -> None:
+        """Let go of the kernel without stopping it: it runs on under its monitor, and
+        `Session.attach(state_dir)` takes it back (a persisted session only)."""
+        if self._closed:
+            return
+        if self.state_dir is None:
+            raise KernelError(f"session {self.id} has no state folder; shutdown() it instead")
+        self._closed = True
+        if self._kernel is not None:
+            self._kernel.detach()
+            self._kernel = None
+        self._runtime.release()
+        self._identity.forget()
 
     def __enter__(self) -> "Session":
         return self
@@ -482,15 +694,50 @@ class Session:
     # ------------------------------------------------------------------ internals
 
     def _start_kernel(self) -> KernelProcess:
-        return KernelProcess.start(
+        kernel = KernelProcess.start(
             self.image,
             self.policy,
             self.workdir,
             self._runtime,
             env=self._env,
-            identity=self._identity.identity,
+            identity=self._identity,
             binds=self._binds,
+            runtime_name=self.runtime,
+            keep=self.state_dir is not None,
         )
+        self._kernel = kernel
+        self._save()
+        return kernel
+
+    def _mark_spool(self, kernel: KernelProcess) -> int | None:
+        if self.state_dir is None or not isinstance(kernel.provisioner, LocalProvisioner):
+            return None
+        return kernel.provisioner.mark()
+
+    def _save(self, run: PendingRun | None = None) -> None:
+        """Persist what `attach` needs (a persisted session; `run`: the run in flight)."""
+        if self.state_dir is None or self._closed:
+            return
+        kernel = self._kernel
+        state = session_state.SessionState(
+            session_id=self.id,
+            image=f"{self.image.name}@{self.image.digest}",
+            policy=self.policy.model_dump(mode="json"),
+            workdir=str(self.workdir),
+            owns_workdir=self._owns_workdir,
+            env=self._env,
+            binds=session_state.bind_dicts(self._binds),
+            output_limit=self.output_limit,
+            runtime=self.runtime,
+            identity_slot=self._identity.identity.slot,
+            runtime_dir=str(self._runtime.host_dir),
+            key=self._runtime.key,
+            owner=self._runtime.owner,
+            group=self._runtime.group,
+            provisioner=kernel.provisioner.info() if kernel is not None else {},
+            run=run,
+        )
+        session_state.save(self.state_dir, state)
 
     def _replace_kernel(self, *, graceful: bool = True) -> None:
         # A failed start leaves no kernel: the session is then dead (every run says why)
@@ -529,6 +776,8 @@ class Session:
         self._identity.release()
         self._runtime.remove()
         self._remove_own_workdir()
+        if self.state_dir is not None:
+            session_state.remove(self.state_dir)
 
     def _remove_own_workdir(self) -> None:
         if self._owns_workdir:
@@ -621,6 +870,43 @@ def _output_event(kind: str, content: dict[str, Any]) -> Event | None:
     return None  # execute_input, clear_output, comm messages: nothing to show
 
 
+def _dropped(info: dict[str, Any]) -> Iterator[Event]:
+    messages = int(info.get("dropped_messages", 0))
+    if messages:
+        yield OutputTruncated(
+            SPOOL_CAP_BYTES,
+            f"output dropped: while nobody was attached the kernel's monitor kept "
+            f"{SPOOL_CAP_BYTES >> 20} MiB of this run's output and dropped {messages:,} "
+            f"messages ({int(info.get('dropped_bytes', 0)):,} bytes) after that",
+        )
+
+
+def _gone(ended: JailExit) -> KernelGone:
+    return KernelGone(
+        str(ended.reason), ended.message, limit_hit=ended.limit_hit, returncode=ended.returncode
+    )
+
+
+def _recorded_exit(state: "session_state.SessionState") -> JailExit:
+    """The exit its monitor recorded before it ended (else: it died with its jail)."""
+    folder = state.provisioner.get("folder")
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        record = json.loads((Path(str(folder)) / EXIT_FILE).read_text())
+        return JailExit(int(record["returncode"]), ExitReason(record["reason"]), record["message"])
+    return JailExit(
+        -1, ExitReason.KILLED, "killed: the kernel's monitor ended, and its jail with it"
+    )
+
+
+def _reap_leftovers(runtime_dir: Path) -> None:
+    # Its monitor is gone, so nothing holds the jail's bundle, the runtime folder or the
+    # identity slot: the reapers take exactly those (never a live kernel's).
+    with contextlib.suppress(Exception):
+        reap_stale_jails()
+    with contextlib.suppress(Exception):
+        reap_stale_runtimes(runtime_dir.parent)
+
+
 def _died(ended: JailExit, hint: str = "") -> KernelDied:
     return KernelDied(str(ended.reason), ended.message + hint, ended.returncode)
 
@@ -639,6 +925,7 @@ class _Request:
     store_history: bool = True
     user_expressions: dict[str, str] | None = None
     finish: Callable[[dict[str, Any]], Finished] = lambda reply: _code_finished(reply)
+    run_id: str | None = None
 
 
 def _code_finished(reply: dict[str, Any]) -> Finished:

@@ -1,0 +1,106 @@
+"""What a persisted session writes to its state folder, so another process can re-attach.
+
+    <state_dir>/session.json   (root, 0600, in a 0700 folder; replaced atomically)
+
+It holds the Jupyter key of the kernel's messages, so it never leaves host-only folders:
+the image by name@digest, the policy (as JSON), the work dir and binds, the session's host
+identity slot, its runtime folder and key, its provisioner's `info()`, and the run in flight
+(its run id, Jupyter msg_id and the number of its first spooled IOPub message).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cogbox.jail.oci import Bind
+from cogbox.kernel.errors import KernelError
+
+STATE_FILE = "session.json"
+_FORMAT = 1
+
+
+@dataclass
+class PendingRun:
+    """A run in flight: what its owner sent, and where its IOPub spool starts."""
+
+    run_id: str
+    msg_id: str
+    seq: int
+    batch: bool = False
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    image: str  # name@digest
+    policy: dict[str, Any]
+    workdir: str
+    owns_workdir: bool
+    env: dict[str, str]
+    binds: list[dict[str, Any]]
+    output_limit: int
+    runtime: str
+    identity_slot: int
+    runtime_dir: str
+    key: str
+    owner: int
+    group: int
+    provisioner: dict[str, Any] = field(default_factory=dict)
+    run: PendingRun | None = None
+
+    def bind_list(self) -> list[Bind]:
+        return [Bind(**{**entry, "source": Path(entry["source"])}) for entry in self.binds]
+
+
+def bind_dicts(binds: list[Bind]) -> list[dict[str, Any]]:
+    return [{**asdict(bind), "source": str(bind.source)} for bind in binds]
+
+
+def prepare(state_dir: Path) -> None:
+    """Make `state_dir` a host-only folder (root's, 0700)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if state_dir.is_symlink() or not state_dir.is_dir():
+        raise KernelError(f"the session's state folder {state_dir} is not a folder")
+    os.chmod(state_dir, 0o700)
+
+
+def save(state_dir: Path, state: SessionState) -> None:
+    """Write `state` atomically (a reader sees the old or the new one, whole)."""
+    data = json.dumps({"format": _FORMAT, **asdict(state)}).encode()
+    temporary = state_dir / f".{STATE_FILE}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, state_dir / STATE_FILE)
+
+
+def load(state_dir: Path) -> SessionState:
+    """The state persisted in `state_dir`; KernelError if it holds no session."""
+    try:
+        fd = os.open(state_dir / STATE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            record = json.loads(handle.read())
+    except (OSError, ValueError) as exc:
+        raise KernelError(f"{state_dir} holds no session to attach to ({exc})") from exc
+    if not isinstance(record, dict) or record.pop("format", None) != _FORMAT:
+        raise KernelError(f"{state_dir} holds no session of a format this cogbox reads")
+    run = record.pop("run", None)
+    try:
+        state = SessionState(**record)
+    except TypeError as exc:
+        raise KernelError(f"{state_dir} holds an unreadable session record: {exc}") from exc
+    state.run = PendingRun(**run) if isinstance(run, dict) else None
+    return state
+
+
+def remove(state_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(state_dir)

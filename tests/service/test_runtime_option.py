@@ -35,6 +35,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     ],
     ids=["hello-world", "cntk-squared-error", "keras-backend"],
 )
+@pytest.mark.xfail(
+    strict=True,
+    reason="under gVisor sched_setparam fails with EPERM (CAP_SYS_NICE in its sentry) and "
+    "libzmq's I/O thread (pthread_setschedparam) aborts the kernel at its start; see "
+    "tests/kernel/test_monitor.py",
+)
 def test_a_runsc_session_runs_the_seed_snippets_under_gvisor(
     client: Client,
     python_image: Image,

@@ -20,6 +20,8 @@ the pool aims for now (what GET /v1/pools reports), `base_size` what it was aske
 With `workdirs`, each pooled session's /home/work is a fresh folder `pool-<id>/home` in
 it, and whoever acquires the session keeps that folder after its shutdown (the service
 keeps sessions' files); the pool deletes only those of the sessions it never handed out.
+With `states_dir`, each pooled session persists in `pool-<id>` there (Session's state_dir),
+so that a session handed one survives a restart of its agent like a cold-started one.
 """
 
 import contextlib
@@ -42,6 +44,7 @@ _RETRY_SECONDS = 5.0  # after a failed start, before the next try
 # A pooled kernel waits at most this long, then is replaced by a fresh one: its jail's
 # wall-time limit runs from its start, and a session should get the whole of it.
 MAX_AGE_SECONDS = 3600.0
+POOL_PREFIX = "pool-"  # the name of a pooled kernel's work dir and state folder
 SHRINK_AFTER_SECONDS = 300.0  # without a miss, before a grown pool aims one lower
 
 
@@ -64,6 +67,7 @@ class KernelPool:
         store: ImageStore | None = None,
         warmup: str | None = None,
         workdirs: Path | None = None,
+        states_dir: Path | None = None,
         max_age: float = MAX_AGE_SECONDS,
         max_size: int | None = None,
         shrink_after: float = SHRINK_AFTER_SECONDS,
@@ -81,6 +85,7 @@ class KernelPool:
         self._output_limit = output_limit
         self._warmup = preload_code(self.image) if warmup is None else warmup
         self._workdirs = workdirs
+        self._states_dir = states_dir
         self._ready: deque[Session] = deque()
         self._max_age = max_age
         self._started_at: dict[str, float] = {}  # session id -> when it was ready
@@ -165,12 +170,20 @@ class KernelPool:
         self.close()
 
     def _start(self) -> Session:
+        name = f"{POOL_PREFIX}{secrets.token_hex(8)}"
         workdir = None
         if self._workdirs is not None:
-            workdir = new_workdir(f"pool-{secrets.token_hex(8)}", self._workdirs)
+            workdir = new_workdir(name, self._workdirs)
+        # Persisted like any session's kernel, so the one handed out survives its agent.
+        state_dir = None if self._states_dir is None else self._states_dir / name
         try:
             session = Session(
-                self.image, self.policy, workdir, env=self._env, output_limit=self._output_limit
+                self.image,
+                self.policy,
+                workdir,
+                env=self._env,
+                output_limit=self._output_limit,
+                state_dir=state_dir,
             )
         except BaseException:
             if workdir is not None:

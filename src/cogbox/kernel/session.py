@@ -16,6 +16,7 @@ any thread (an input answer is queued and sent by the iterating thread).
 
 import contextlib
 import json
+import os
 import queue
 import re
 import secrets
@@ -670,6 +671,14 @@ class Session:
             self._stop_kernel()
         finally:
             self._release_files()
+
+    def move_state(self, state_dir: Path) -> None:
+        """Persist in `state_dir` from now on (a pooled kernel handed to its session takes the
+        session's name); the folder moves whole, nothing in it names its own path."""
+        if self.state_dir is None:
+            raise KernelError(f"session {self.id} has no state folder to move")
+        os.rename(self.state_dir, state_dir)
+        self.state_dir = state_dir
 
     def detach(self) -> None:
         """Let go of the kernel without stopping it: it runs on under its monitor, and

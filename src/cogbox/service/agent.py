@@ -9,7 +9,6 @@ the event loop.
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import secrets
@@ -30,9 +29,8 @@ from cogbox.images.store import Image, ImageNotFound, ImageStore
 from cogbox.jail.launcher import reap_stale_jails
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
-from cogbox.kernel import errors as kernel_errors
 from cogbox.kernel.connection import reap_stale_runtimes
-from cogbox.kernel.errors import KernelError
+from cogbox.kernel.errors import KernelError, KernelGone
 from cogbox.kernel.events import (
     Display,
     Error,
@@ -46,7 +44,7 @@ from cogbox.kernel.events import (
     Stdout,
 )
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
-from cogbox.kernel.pool import KernelPool
+from cogbox.kernel.pool import POOL_PREFIX, KernelPool
 from cogbox.kernel.session import Session, start_session
 from cogbox.kernel.start_gate import StartGate
 from cogbox.service.create_options import session_policy
@@ -55,8 +53,6 @@ from cogbox.service.logs import LogWriter
 log = logging.getLogger(__name__)
 
 _MAX_THREADS = 128
-# Whether the kernel layer persists sessions for a restarted agent (issue 9's kernel side).
-_PERSISTS = "state_dir" in inspect.signature(start_session).parameters
 _BEGIN_WAIT_S = 2.0  # how long an interrupt waits for a run sent just before it to begin
 _REACH_KERNEL_S = 0.05  # then for the run's thread to send it to the kernel
 _HANDED = "session"  # in a pool's work dir folder (beside home/): the session it went to
@@ -354,28 +350,26 @@ class LocalAgent:
             await self._call(self._pool, image)
 
     def _attach_all(self) -> list[tuple[str, Session]]:
-        """Re-attach to the kernels a previous agent left running (Session.attach: the
-        kernel side of issue 9; without it there is nothing to re-attach)."""
-        attach = getattr(Session, "attach", None)
-        if self._states_dir is None or attach is None or not self._states_dir.is_dir():
+        """Re-attach to the kernels a previous agent left running (Session.attach); pooled
+        kernels it never handed out are stopped (their pools start afresh)."""
+        if self._states_dir is None or not self._states_dir.is_dir():
             return []
-        gone_error = getattr(kernel_errors, "KernelGone", None)
         attached: list[tuple[str, Session]] = []
         for folder in sorted(p for p in self._states_dir.iterdir() if p.is_dir()):
             session_id = folder.name
             try:
-                session = attach(folder, store=self._store)
+                session = Session.attach(folder, store=self._store)
             except KernelError as exc:
-                if gone_error is not None and isinstance(exc, gone_error):
+                if isinstance(exc, KernelGone):
                     self._gone[session_id] = KernelState(
-                        False,
-                        str(getattr(exc, "reason", "died")),
-                        str(getattr(exc, "message", exc)),
-                        bool(getattr(exc, "limit_hit", False)),
+                        False, exc.reason, exc.message, exc.limit_hit
                     )
                 else:
                     log.warning("could not re-attach session %s: %s", session_id, exc)
                 shutil.rmtree(folder, ignore_errors=True)
+                continue
+            if session_id.startswith(POOL_PREFIX):  # never handed out: not worth keeping
+                self._discard_pooled(session)
                 continue
             note = self._note(session_id)
             if "output_limit" in note:
@@ -386,6 +380,16 @@ class LocalAgent:
                 )
             attached.append((session_id, session))
         return attached
+
+    def _discard_pooled(self, session: Session) -> None:
+        # The reaper already removed its unused work dir; the jail's cleanup copies
+        # /home/work back into it, so give it the folder, then remove it with the kernel.
+        session.workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        try:
+            session.shutdown()
+        except KernelError as exc:
+            log.warning("could not stop an unused pooled kernel: %s", exc)
+        shutil.rmtree(session.workdir.parent, ignore_errors=True)
 
     def _note(self, session_id: str) -> dict[str, Any]:
         """This agent's note of a persisted session: its limits, the log offset its run
@@ -413,7 +417,7 @@ class LocalAgent:
         """Fill a run from `Session.resume_run()` for the run the previous agent left in
         flight: the whole run again from its start, so its part of the log is rewritten
         from where that run began (nothing twice, nothing lost)."""
-        run_id = getattr(session, "pending_run", None)
+        run_id = session.pending_run
         if not run_id:
             return
         writer = self._logs.get(session_id)
@@ -423,9 +427,7 @@ class LocalAgent:
         run = Run(session_id, run_id)
         self.runs.add(run)
         lock = self._run_locks.setdefault(session_id, asyncio.Lock())
-        task = asyncio.create_task(
-            self._drive(session, run, session.resume_run, lock, writer)  # type: ignore[attr-defined]
-        )
+        task = asyncio.create_task(self._drive(session, run, session.resume_run, lock, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -463,7 +465,13 @@ class LocalAgent:
             pool = None
         if pool is None and current is not None:
             try:
-                pool = KernelPool(current, size, store=self._store, workdirs=self._workdirs)
+                pool = KernelPool(
+                    current,
+                    size,
+                    store=self._store,
+                    workdirs=self._workdirs,
+                    states_dir=self._states_dir,
+                )
             except CogboxError as exc:  # e.g. a broken policy: sessions start cold and say why
                 logging.getLogger(__name__).warning("no warm pool for %s: %s", image, exc)
                 return None
@@ -493,6 +501,8 @@ class LocalAgent:
         session = self._acquire(spec)
         if session is not None:  # its pool folder is a session's now: kept past a restart
             (session.workdir.parent / _HANDED).write_text(spec.session_id)
+            if session.state_dir is not None and self._states_dir is not None:
+                session.move_state(self._states_dir / spec.session_id)
         else:
             session = self._cold_starts.run(lambda: self._start_cold(spec))
         if spec.output_limit is not None:
@@ -519,12 +529,19 @@ class LocalAgent:
         workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
         image = self._store.get(spec.image)
         policy = session_policy(self._policy(image), spec.env, spec.memory_bytes, spec.cpus)
-        # Passed only when not the default, so this works with a kernel layer without it.
-        extra: dict[str, Any] = {} if spec.runtime == "runc" else {"runtime": spec.runtime}
-        if self._states_dir is not None and _PERSISTS:  # a kernel a restarted agent re-attaches
+        state_dir = None
+        if self._states_dir is not None:  # a kernel a restarted agent re-attaches
             self._states_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            extra["state_dir"] = self._states_dir / spec.session_id
-        return start_session(image, policy, workdir, env=spec.env, binds=spec.binds, **extra)
+            state_dir = self._states_dir / spec.session_id
+        return start_session(
+            image,
+            policy,
+            workdir,
+            env=spec.env,
+            binds=spec.binds,
+            runtime=spec.runtime,
+            state_dir=state_dir,
+        )
 
     async def start(self, spec: KernelSpec) -> str:
         session = await self._call(self._start_session, spec)
@@ -594,9 +611,7 @@ class LocalAgent:
                 return session.execute_batch(code.build, code.exec, timeout=timeout, **named)
             return session.execute(code, timeout=timeout, **named)
 
-        named: dict[str, Any] = (
-            {"run_id": run_id} if _PERSISTS and self._persists(session_id) else {}
-        )
+        named: dict[str, Any] = {"run_id": run_id} if self._persists(session_id) else {}
         task = asyncio.create_task(self._drive(session, run, events, lock))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -181,11 +181,6 @@ def test_a_kernel_without_state_dir_ends_with_its_owner(python_image: Image) -> 
 
 
 @pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc is not installed")
-@pytest.mark.xfail(
-    strict=True,
-    reason="under gVisor sched_setparam fails with EPERM, and libzmq's I/O thread "
-    "(pthread_setschedparam) aborts the kernel at its start",
-)
 def test_a_runsc_session_runs_the_seed_snippets_under_gvisor(python_image: Image) -> None:
     with start_session(python_image, small_policy(), runtime="runsc") as session:
         # gVisor's Sentry reports its own kernel version, not the host's.

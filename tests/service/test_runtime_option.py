@@ -35,12 +35,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     ],
     ids=["hello-world", "cntk-squared-error", "keras-backend"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="refused by name (400) until kernels run under gVisor: there sched_setparam fails "
-    "with EPERM and libzmq's I/O thread (pthread_setschedparam) aborts the kernel at its "
-    "start; tests/kernel/test_monitor.py tries the real thing",
-)
 def test_a_runsc_session_runs_the_seed_snippets_under_gvisor(
     client: Client,
     python_image: Image,
@@ -75,15 +69,3 @@ def test_runc_stays_the_default(client: Client, python_image: Image) -> None:
         assert stdout_of(client.execute(ref, RELEASE)).strip() != GVISOR_RELEASE
     finally:
         client.request("DELETE", f"/v1/sessions/{ref}")
-
-
-def test_runsc_is_refused_by_name_while_kernels_cannot_run_under_gvisor(
-    client: Client, python_image: Image
-) -> None:
-    if shutil.which("runsc") is None:
-        pytest.skip("runsc (gVisor) is not installed")
-    before = client.request("GET", "/v1/sessions").json()["sessions"]
-    response = client.request("POST", "/v1/sessions", json={"image": "python", "runtime": "runsc"})
-    assert response.status_code == 400
-    assert "'runtime' runsc" in response.json()["title"]
-    assert client.request("GET", "/v1/sessions").json()["sessions"] == before

@@ -125,6 +125,13 @@ _STAGING_PREFIX = ".new-"
 _LEGACY_BUNDLE_MAX_AGE_SECONDS = 86400.0
 
 
+# Under runsc the jail's pids cgroup holds gVisor's sandbox too: its Sentry and gofer (about
+# 45 host threads on 2 cores when idle, more with more cores) and the host threads that carry
+# the jail's own tasks; a cntk kernel's first computation peaked at 192 there (pids limit 32
+# under runc). The limit gets this much on top: still a hard bound on what a jail takes.
+RUNSC_PIDS_HEADROOM = 256 + 16 * (os.cpu_count() or 1)
+
+
 class JailError(CogboxError):
     """The jail could not be set up or started (not: the jailed command failed)."""
 
@@ -298,7 +305,10 @@ class Jail:
         )
         try:
             self._cgroup = JailCgroup(self.id, root=self.cgroup_root)
-            self._cgroup.create(memory_bytes=limits.memory_bytes, pids=limits.pids)
+            pids = limits.pids
+            if pids is not None and self.runtime == "runsc":
+                pids += RUNSC_PIDS_HEADROOM  # gVisor's own threads count on this cgroup too
+            self._cgroup.create(memory_bytes=limits.memory_bytes, pids=pids)
         except (CgroupError, OSError) as exc:
             raise JailError(f"cannot set up the jail's cgroups: {exc}") from exc
         binds = [Bind(self._workdir.source, WORKDIR, readonly=False), *spec.binds]
@@ -329,6 +339,7 @@ class Jail:
                 cgroups_path=self._cgroup.runc_path,
                 seccomp_listener=listener,
                 identity=identity,
+                runtime=self.runtime,
             )
         except ValueError as exc:
             raise JailError(f"cannot build the jail's OCI config: {exc}") from exc
@@ -448,6 +459,10 @@ class Jail:
                 "--network=host" if self._spec.policy.network == "host" else "--network=none"
             )
             command.append("--oci-seccomp")
+            # A kernel's ZeroMQ sockets must be real sockets on the host side of its runtime
+            # folder ("create" only: the jail may not connect to host sockets it finds, and
+            # the host dials only sockets it proved, as under runc).
+            command.append("--host-uds=create")
         return command
 
     def _wait_started(self, pid_file: Path) -> None:

@@ -99,6 +99,7 @@ def render_oci_spec(
     cgroups_path: str | None = None,
     seccomp_listener: str | None = None,
     identity: Identity | None = None,
+    runtime: str = "runc",
 ) -> dict[str, Any]:
     """A runc 1.1 `config.json` running `args` as `uid` in a jail shaped by `policy`.
 
@@ -106,7 +107,8 @@ def render_oci_spec(
     (build it with `jail_env`). `seccomp_listener` is the unix socket of a chmod guard that
     answers chmod calls by OP_CHMOD (used only when OP_CHMOD is narrower than `*`).
     `identity` puts the jail in its own user namespace whose ids are that identity's block
-    of host ids (`uid` inside is then `identity.host_uid` on the host).
+    of host ids (`uid` inside is then `identity.host_uid` on the host). `runtime` is the
+    OCI runtime that will run it (runc, or runsc: see `render_oci_seccomp`).
     Raises ValueError for arguments that would weaken the jail.
     """
     if not args:
@@ -144,7 +146,7 @@ def render_oci_spec(
             "resources": _resources(policy),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
-            "seccomp": render_oci_seccomp(policy, listener_path=seccomp_listener),
+            "seccomp": render_oci_seccomp(policy, listener_path=seccomp_listener, runtime=runtime),
         },
     }
     if cgroups_path is not None:

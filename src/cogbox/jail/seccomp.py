@@ -25,7 +25,9 @@ NOTIFY = "SCMP_ACT_NOTIFY"
 ARCHITECTURES = ("SCMP_ARCH_X86_64",)
 
 
-def render_oci_seccomp(policy: Policy, *, listener_path: str | None = None) -> dict[str, Any]:
+def render_oci_seccomp(
+    policy: Policy, *, listener_path: str | None = None, runtime: str = "runc"
+) -> dict[str, Any]:
     """The OCI runtime-spec `linux.seccomp` object for `policy` (runc 1.1 accepts it).
 
     Everything not allowed fails with EPERM, as under Docker; clone3 fails with ENOSYS so
@@ -33,6 +35,12 @@ def render_oci_seccomp(policy: Policy, *, listener_path: str | None = None) -> d
     unix socket a chmod guard listens on) and OP_CHMOD narrower than `*`, the path-taking
     chmod calls are sent to that guard (SCMP_ACT_NOTIFY); without it they are allowed and
     file ownership alone decides.
+
+    Under `runtime` "runsc", gVisor applies these rules inside its own kernel and answers
+    every ERRNO rule with EPERM (its OCI conversion drops `errnoRet`): clone3 would then fail
+    with EPERM, glibc would not fall back to clone, and no thread could start. There clone3
+    is passed to gVisor's kernel instead, which does not implement it (ENOSYS), so glibc
+    falls back to clone and the clone rule's flag checks apply as under runc.
     """
     allowed = set(policy.allowed_syscalls)
     if not policy.forks_allowed:
@@ -53,7 +61,10 @@ def render_oci_seccomp(policy: Policy, *, listener_path: str | None = None) -> d
         rules.extend(_equals_rules("socketpair", SOCKETPAIR_FAMILIES.values()))
     if "personality" in allowed:
         rules.extend(_equals_rules("personality", PERSONALITY_VALUES))
-    rules.append({"names": ["clone3"], "action": ERRNO, "errnoRet": ERRNO_ENOSYS})
+    if runtime == "runsc":
+        rules.append({"names": ["clone3"], "action": ALLOW})
+    else:
+        rules.append({"names": ["clone3"], "action": ERRNO, "errnoRet": ERRNO_ENOSYS})
     profile: dict[str, Any] = {
         "defaultAction": ERRNO,
         "defaultErrnoRet": ERRNO_EPERM,

@@ -216,12 +216,6 @@ class SessionManager:
             )
         if request.runtime != "runc" and shutil.which(request.runtime) is None:
             raise bad_request(f"'runtime' {request.runtime} is not installed on this host")
-        if request.runtime == "runsc":  # until tests/kernel/test_monitor.py's runsc case passes
-            raise bad_request(
-                "'runtime' runsc cannot run kernels yet: under gVisor libzmq's I/O thread "
-                "aborts (sched_setparam is refused); use runc, or `cogbox jail run --runtime "
-                "runsc` for commands"
-            )
         if request.bootstrap_script is not None and "\0" in request.bootstrap_script:
             raise bad_request("'bootstrap_script' must be the text of a shell script (no NUL)")
         if not _NAME.fullmatch(name):

@@ -99,6 +99,32 @@ class Service:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self._stop_leftover_agent()
+
+    def _stop_leftover_agent(self) -> None:
+        """A stopped serve tells its agent to stop; one still running afterwards (its
+        shutdown stuck, or serve killed before it could ask) would hold kernels past the
+        test: stop it, and say so in its log."""
+        folder = self.directory / "agent"
+        try:
+            pid = int((folder / "agent.pid").read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            return
+        if str(folder) not in command:
+            return
+        # It may still be stopping its kernels as serve asked; then it was stuck.
+        for sig, wait in ((None, 10.0), (signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
+            if sig is not None:
+                with open(folder / "agent.log", "a") as log:
+                    log.write(f"tests: the agent outlived its serve; sending it {sig.name}\n")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _running(pid):
+                time.sleep(0.1)
+            if not _running(pid):
+                return
 
     def log(self) -> str:
         path = self.directory / "service.log"
@@ -114,6 +140,15 @@ class Service:
         ).stdout
         pair = json.loads(out)
         return Client(self.url, pair["access_key"], pair["secret_key"])
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie, whose reaper is not us, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from cogbox.agent.server import MAX_FRAME, spec_out
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.jail.policy import Policy
 from cogbox.kernel.errors import KernelError
-from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
+from cogbox.kernel.events import EVENT_COST, Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile
 from cogbox.service.agent import (
     BatchCommand,
@@ -38,7 +38,6 @@ from cogbox.service.agent import (
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 STREAM_QUEUE_SIZE = 2 << 20  # characters of a run's events waiting for a slow reader
-_EVENT_COST = 256
 _NEVER_DROPPED = ("finished", "kernel_died", "input_request", "output_truncated")
 _SHUTDOWN_WAIT_S = 120.0  # the agent stops every kernel before it answers
 _GONE = object()
@@ -189,8 +188,8 @@ class RemoteAgent:
         """Queue a run's event for its reader, bounded: past `STREAM_QUEUE_SIZE` characters
         waiting for a slow reader, output is dropped and counted (never input requests or the
         end), and one notice says so before the run's end."""
-        kind = (message.get("v") or {}).get("k")
-        size = _EVENT_COST + len(str(message.get("v", "")))
+        kind = (message.get("v") or {}).get("kind")
+        size = EVENT_COST + len(str(message.get("v", "")))
         waiting = self._waiting.setdefault(call, [0, 0])  # characters queued, events dropped
         if kind in ("finished", "kernel_died") and waiting[1]:
             notice = OutputTruncated(
@@ -198,7 +197,7 @@ class RemoteAgent:
                 f"output truncated: {waiting[1]:,} events of this run were dropped because "
                 f"more than {STREAM_QUEUE_SIZE:,} characters of them waited for a slow client",
             )
-            queue.put_nowait({"i": call, "v": wire.event_out(notice), "n": _EVENT_COST})
+            queue.put_nowait({"i": call, "v": wire.event_out(notice), "n": EVENT_COST})
             waiting[1] = 0
         elif kind not in _NEVER_DROPPED and waiting[0] + size > STREAM_QUEUE_SIZE:
             waiting[1] += 1

@@ -12,19 +12,14 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from cogbox.kernel.events import (
-    Display,
-    Error,
     Event,
     Finished,
     KernelDied,
     OutputTruncated,
-    Result,
-    Stderr,
-    Stdout,
+    event_size,
 )
 
 RUN_BUFFER_SIZE = 4 << 20  # characters of one run's events kept for a follower
-EVENT_COST = 256  # what an event costs in the buffer beyond its text
 FINISHED_KEPT = 4  # finished runs a session keeps for a late follower
 
 
@@ -137,13 +132,3 @@ class Runs:
             if run.delivered or len(finished) > FINISHED_KEPT:
                 del self._runs[(session_id, run.run_id)]
                 finished.remove(run)
-
-
-def event_size(event: Event) -> int:
-    if isinstance(event, Stdout | Stderr):
-        return EVENT_COST + len(event.text)
-    if isinstance(event, Display | Result):
-        return EVENT_COST + sum(len(value) for value in event.data.values())
-    if isinstance(event, Error):
-        return EVENT_COST + len(event.ename) + len(event.evalue) + sum(map(len, event.traceback))
-    return EVENT_COST

@@ -13,35 +13,10 @@ from typing import Any
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
 from cogbox.kernel.errors import KernelError
-from cogbox.kernel.events import (
-    Display,
-    Error,
-    Event,
-    Finished,
-    InputRequest,
-    KernelDied,
-    OutputTruncated,
-    Result,
-    Stderr,
-    Stdout,
-)
+from cogbox.kernel.events import Event, event_from_dict, event_to_dict
 from cogbox.kernel.files import FileEntry, UnsafePathError, WorkdirFullError
 from cogbox.service.agent import WorkdirGone
 
-_EVENTS: dict[str, type[Any]] = {
-    cls.kind: cls
-    for cls in (
-        Stdout,
-        Stderr,
-        Display,
-        Result,
-        Error,
-        InputRequest,
-        OutputTruncated,
-        Finished,
-        KernelDied,
-    )
-}
 # The errors that keep their type across the channel (the manager maps them to HTTP).
 _ERRORS: dict[str, type[CogboxError]] = {
     cls.__name__: cls
@@ -79,16 +54,14 @@ def loads(text: str) -> dict[str, Any]:
 
 
 def event_out(event: Event) -> dict[str, Any]:
-    return {"k": event.kind, **asdict(event)}
+    return event_to_dict(event)
 
 
 def event_in(value: dict[str, Any]) -> Event:
-    fields = dict(value)
-    cls = _EVENTS.get(fields.pop("k", None))
-    if cls is None:
-        raise ChannelError(f"an event of an unknown kind: {value.get('k')!r}")
-    event: Event = cls(**fields)
-    return event
+    try:
+        return event_from_dict(value)
+    except ValueError as exc:
+        raise ChannelError(f"the peer sent {exc}") from exc
 
 
 def error_out(exc: BaseException) -> dict[str, str]:

@@ -7,7 +7,7 @@ events and then exactly one terminal event: `Finished`, or `KernelDied` when the
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 FinishedStatus = Literal["ok", "error", "aborted", "timeout"]
@@ -123,9 +123,51 @@ Event = (
 TerminalEvent = Finished | KernelDied
 
 
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        Stdout,
+        Stderr,
+        Display,
+        Result,
+        Error,
+        InputRequest,
+        OutputTruncated,
+        Finished,
+        KernelDied,
+    )
+}
+# What one event weighs in a bounded buffer beyond its text, so that many tiny events
+# (a kernel can forge any number) are bounded too.
+EVENT_COST = 256
+
+
 def event_to_dict(event: Event) -> dict[str, Any]:
     """A JSON-ready dict of `event`, with its `kind` ("stdout", "finished", ...) included."""
     return {"kind": event.kind, **asdict(event)}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event `event_to_dict` gave (keys its kind does not have are ignored); ValueError
+    naming the kind if it is none of the events."""
+    cls = EVENT_TYPES.get(str(data.get("kind")))
+    if cls is None:
+        raise ValueError(f"an unknown event kind {data.get('kind')!r}")
+    names = {f.name for f in fields(cls)}
+    event: Event = cls(**{key: value for key, value in data.items() if key in names})
+    return event
+
+
+def event_size(item: object) -> int:
+    """What `item` (an event, or any other queued item) weighs in a bounded buffer:
+    its text plus `EVENT_COST`."""
+    if isinstance(item, Stdout | Stderr):
+        return EVENT_COST + len(item.text)
+    if isinstance(item, Display | Result):
+        return EVENT_COST + sum(len(value) for value in item.data.values())
+    if isinstance(item, Error):
+        return EVENT_COST + len(item.ename) + len(item.evalue) + sum(map(len, item.traceback))
+    return EVENT_COST
 
 
 def mime_bundle(data: dict[str, Any]) -> dict[str, str]:

@@ -32,16 +32,12 @@ from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError, KernelGone
 from cogbox.kernel.events import (
-    Display,
-    Error,
     Event,
     Finished,
     InputRequest,
     KernelDied,
     OutputTruncated,
-    Result,
-    Stderr,
-    Stdout,
+    event_size,
 )
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import POOL_PREFIX, KernelPool
@@ -63,7 +59,6 @@ _REPORT_WAIT_S = 30.0
 # session's output cap (512 KiB) usually ends a flood first, but it lets errors through,
 # and a kernel can forge any number of them.
 RUN_QUEUE_SIZE = 2 << 20
-_EVENT_COST = 256
 
 BuildProgress = Callable[[str], Awaitable[None]]
 """Told each step of an image build as it starts ("install Python packages")."""
@@ -803,7 +798,7 @@ class _QueuedEvents:
         self._lock = threading.Lock()
 
     def admit(self, event: Event) -> bool:
-        size = _queued_size(event)
+        size = event_size(event)
         with self._lock:
             if self.size + size > self.limit and not isinstance(event, _NEVER_DROPPED):
                 self.dropped += 1
@@ -812,7 +807,7 @@ class _QueuedEvents:
             return True
 
     def release(self, item: object) -> None:
-        size = _queued_size(item)
+        size = event_size(item)
         with self._lock:
             self.size -= size
 
@@ -825,16 +820,6 @@ class _QueuedEvents:
 
 
 _NEVER_DROPPED = (Finished, KernelDied, InputRequest, OutputTruncated)
-
-
-def _queued_size(item: object) -> int:
-    if isinstance(item, Stdout | Stderr):
-        return _EVENT_COST + len(item.text)
-    if isinstance(item, Display | Result):
-        return _EVENT_COST + sum(len(value) for value in item.data.values())
-    if isinstance(item, Error):
-        return _EVENT_COST + len(item.ename) + len(item.evalue) + sum(map(len, item.traceback))
-    return _EVENT_COST
 
 
 class _Build:

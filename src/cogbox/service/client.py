@@ -16,23 +16,17 @@ import contextlib
 import json
 import secrets
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
-from dataclasses import fields
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
 from cogbox.kernel.events import (
-    Display,
-    Error,
     Event,
     Finished,
     InputRequest,
     KernelDied,
-    OutputTruncated,
-    Result,
-    Stderr,
-    Stdout,
+    event_from_dict,
 )
 
 # Endpoint, its errors and one-off calls live apart, without aiohttp: see that module.
@@ -51,39 +45,12 @@ __all__ = [
     "ProgressHandler",
     "ServiceClient",
     "ServiceClientError",
-    "event_from_dict",
     "run_remote",
 ]
 
 _POLL_S = 0.5  # how often a create call that waits looks at the image build's progress
-_EVENT_TYPES: dict[str, type[Any]] = {
-    cls.kind: cls
-    for cls in (
-        Stdout,
-        Stderr,
-        Display,
-        Result,
-        Error,
-        InputRequest,
-        OutputTruncated,
-        Finished,
-        KernelDied,
-    )
-}
-
 InputHandler = Callable[[InputRequest], str]
 ProgressHandler = Callable[[str], None]
-
-
-def event_from_dict(data: dict[str, Any]) -> Event:
-    """The event a service sent as JSON (the inverse of `event_to_dict`)."""
-    kind = data.get("kind")
-    cls = _EVENT_TYPES.get(str(kind))
-    if cls is None:
-        raise ServiceClientError(f"the service sent an unknown event kind {kind!r}")
-    names = {f.name for f in fields(cls)}
-    event: Event = cls(**{key: value for key, value in data.items() if key in names})
-    return event
 
 
 class ServiceClient:
@@ -231,7 +198,10 @@ class ServiceClient:
                 data = json.loads(message.data)
                 if data.get("kind") == "problem":
                     raise refused(int(data.get("status", 0)), data)
-                event = event_from_dict(data)
+                try:
+                    event = event_from_dict(data)
+                except ValueError as exc:
+                    raise ServiceClientError(f"the service sent {exc}") from exc
                 yield event
                 if isinstance(event, InputRequest):
                     answer = await asyncio.to_thread(on_input, event) if on_input else ""

@@ -43,6 +43,7 @@ from cogbox.kernel.events import (
     Stdout,
 )
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
+from cogbox.kernel.relay import KernelRelay
 from cogbox.service.agent import (
     Agent,
     BatchCommand,
@@ -419,9 +420,11 @@ class FakeAgent:
         self.calls.append(("remove_workdir", workdir))
         shutil.rmtree(self._home(workdir).parent, ignore_errors=True)
 
-    def connection_info(self, session_id: str) -> dict[str, Any]:
+    async def open_relay(self, session_id: str) -> KernelRelay:
         self._kernel(session_id)
-        return {"transport": "ipc", "key": "fake", "signature_scheme": "hmac-sha256"}
+        raise KernelError(
+            "the fake agent relays no Jupyter messages (tests/kernel/test_relay_fast)"
+        )
 
 
 class _Raised(Exception):

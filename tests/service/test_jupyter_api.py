@@ -6,6 +6,7 @@ tenant reaching another's kernel)."""
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,6 +117,28 @@ def test_channels_websocket_relays_output_and_keeps_state(
         ws.close()
     streams = [(m["channel"], m["content"]["text"]) for m in seen if m["msg_type"] == "stream"]
     assert streams == [("iopub", "42\n")]
+
+
+def _zmq_threads(pid: int) -> list[str]:
+    """The names of a process's threads that libzmq started (ZMQbg/IO/0, ZMQbg/Reaper)."""
+    names = (task / "comm" for task in Path(f"/proc/{pid}/task").iterdir())
+    return [name for name in (path.read_text().strip() for path in names) if "ZMQ" in name]
+
+
+def test_the_manager_holds_no_kernel_socket_while_it_relays(
+    service: Service, alice: Client, kernel: dict[str, Any]
+) -> None:
+    """The relay goes through the agent: `cogbox serve` itself never opens a zmq socket (no
+    libzmq thread), and its dial links to kernels' sockets are gone."""
+    assert service.process is not None
+    ws = _channels(alice, kernel["id"])
+    try:
+        seen = _run(ws, "print(6 * 7)")
+        threads = _zmq_threads(service.process.pid)
+    finally:
+        ws.close()
+    printed = [m["content"]["text"] for m in seen if m["msg_type"] == "stream"]
+    assert (printed, threads) == (["42\n"], [])
 
 
 def test_channels_websocket_answers_input_over_stdin(alice: Client, kernel: dict[str, Any]) -> None:

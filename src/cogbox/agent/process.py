@@ -21,7 +21,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from cogbox.agent.channel import AgentPlace
-from cogbox.agent.dial import DialLinks
 from cogbox.agent.server import AgentServer
 from cogbox.agent.wire import ChannelError
 from cogbox.service.agent import LocalAgent
@@ -128,7 +127,7 @@ async def _serve(
         pools=pools, workdirs=sessions_dir, logs_dir=logs_dir, states_dir=place.folder / "kernels"
     )
     await agent.open()
-    server = AgentServer(agent, key, DialLinks(place.folder / "d"))
+    server = AgentServer(agent, key)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stopped.set)

@@ -2,7 +2,8 @@
 
 One WebSocket to the agent carries every call, run and push (states, pools), multiplexed by
 id: a call awaits its answer; a run is an async iterator of its events; pushes keep the
-caches the protocol's synchronous methods (`state`, `pools`, `connection_info`) read. The
+caches the protocol's synchronous methods (`state`, `pools`) read. A Jupyter relay is a
+WebSocket of its own (agent/relay.py), proven the same way. The
 agent must prove the key before anything is sent (channel.py); a peer that cannot is refused
 with AgentAuthError and is told nothing.
 """
@@ -20,10 +21,10 @@ import aiohttp
 
 from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, HANDSHAKE_TIMEOUT_S, check, nonce, prove
+from cogbox.agent.relay import MAX_RELAY_FRAME, RemoteRelay
 from cogbox.agent.server import MAX_FRAME, spec_out
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.jail.policy import Policy
-from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import EVENT_COST, Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile
 from cogbox.service.agent import (
@@ -75,7 +76,6 @@ class RemoteAgent:
         self._streams: dict[int, asyncio.Queue[object]] = {}
         self._progress: dict[int, BuildProgress] = {}
         self._states: dict[str, KernelState] = {}
-        self._connections: dict[str, dict[str, Any]] = {}
         self._pools: list[PoolState] = []
         self._status = asyncio.Event()
         self._told: set[asyncio.Task[None]] = set()
@@ -304,7 +304,6 @@ class RemoteAgent:
 
     async def start(self, spec: KernelSpec) -> str:
         answer = await self._call("start", spec=spec_out(spec))
-        self._connections[spec.session_id] = answer["connection"]
         self._states[spec.session_id] = KernelState(True)
         return str(answer["workdir"])
 
@@ -313,8 +312,6 @@ class RemoteAgent:
         sessions: dict[str, KernelState] = {}
         for sid, held in answer["sessions"].items():
             sessions[sid] = self._states[sid] = KernelState(**held["state"])
-            if held["connection"] is not None:
-                self._connections[sid] = held["connection"]
         return Inventory(sessions)
 
     def execute(
@@ -344,13 +341,11 @@ class RemoteAgent:
         await self._call("interrupt", session_id=session_id)
 
     async def restart(self, session_id: str) -> None:
-        answer = await self._call("restart", session_id=session_id)
-        self._connections[session_id] = answer["connection"]
+        await self._call("restart", session_id=session_id)
 
     async def stop(self, session_id: str) -> None:
         await self._call("stop", session_id=session_id)
         self._states.pop(session_id, None)
-        self._connections.pop(session_id, None)
 
     def state(self, session_id: str) -> KernelState:
         state = self._states.get(session_id)
@@ -381,11 +376,19 @@ class RemoteAgent:
     async def remove_workdir(self, workdir: str) -> None:
         await self._call("remove_workdir", workdir=workdir)
 
-    def connection_info(self, session_id: str) -> dict[str, Any]:
-        info = self._connections.get(session_id)
-        if info is None:
-            raise KernelError(f"no kernel runs for session {session_id}")
-        return info
+    async def open_relay(self, session_id: str) -> RemoteRelay:
+        """A Jupyter relay to the session's kernel, on a WebSocket of its own."""
+        if self._session is None or self._session.closed:
+            raise ChannelError("the connection to the agent was lost")
+        ws = await self._session.ws_connect(
+            "http://agent/relay", max_msg_size=MAX_RELAY_FRAME, compress=0, autoping=True
+        )
+        try:
+            await asyncio.wait_for(self._handshake(ws), HANDSHAKE_TIMEOUT_S)
+            return await RemoteRelay.open(ws, session_id)
+        except BaseException:
+            await ws.close()
+            raise
 
 
 async def _tell(progress: BuildProgress, step: str) -> None:

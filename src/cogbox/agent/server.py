@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 
 from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, HANDSHAKE_TIMEOUT_S, check, nonce, prove
-from cogbox.agent.dial import DialLinks
+from cogbox.agent.relay import MAX_RELAY_FRAME, serve_relay
 from cogbox.agent.runs import Run
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.errors import CogboxError
@@ -41,10 +41,9 @@ _CLOSE_UNAUTHENTICATED = 4401
 class AgentServer:
     """Serves `agent` to managers that prove `key`; `stopped` is set by a `shutdown` call."""
 
-    def __init__(self, agent: LocalAgent, key: bytes, dial: DialLinks | None = None) -> None:
+    def __init__(self, agent: LocalAgent, key: bytes) -> None:
         self.agent = agent
         self.key = key
-        self.dial = dial  # links the manager's process can follow to kernels' sockets
         self.refused = 0  # peers that failed the proof (tests read it)
         self.calls = 0  # calls handled after a proof
         self.stopped = asyncio.Event()
@@ -52,6 +51,7 @@ class AgentServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/agent", self._channel)
+        app.router.add_get("/relay", self._relay)
         return app
 
     async def serve_unix(self, path: Path) -> web.AppRunner:
@@ -66,6 +66,19 @@ class AgentServer:
 
     async def _channel(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, compress=False)
+        if await self._proven(ws, request):
+            await _Connection(self, ws).serve()
+        return ws
+
+    async def _relay(self, request: web.Request) -> web.WebSocketResponse:
+        """One Jupyter client's relay to a kernel (agent/relay.py), after the same proof."""
+        ws = web.WebSocketResponse(max_msg_size=MAX_RELAY_FRAME, compress=False)
+        if await self._proven(ws, request):
+            with contextlib.suppress(ChannelError, ConnectionError):
+                await serve_relay(ws, self.agent.open_relay)
+        return ws
+
+    async def _proven(self, ws: web.WebSocketResponse, request: web.Request) -> bool:
         await ws.prepare(request)
         try:
             await asyncio.wait_for(self._handshake(ws), HANDSHAKE_TIMEOUT_S)
@@ -73,10 +86,8 @@ class AgentServer:
             self.refused += 1
             log.warning("refused a peer on the agent channel: %s", exc)
             await ws.close(code=_CLOSE_UNAUTHENTICATED, message=b"unauthenticated")
-            return ws
-        connection = _Connection(self, ws)
-        await connection.serve()
-        return ws
+            return False
+        return True
 
     async def _handshake(self, ws: web.WebSocketResponse) -> None:
         agent_nonce = nonce()
@@ -223,9 +234,6 @@ class _Connection:
         """Kernel states and pools, when they changed since the last push."""
         held = (await self.agent.inventory()).sessions
         states = {sid: asdict(state) for sid, state in held.items()}
-        for sid, state in held.items():  # a restarted kernel's new sockets
-            if state.alive and self.server.dial is not None:
-                self._connection_of(sid)
         pools = [asdict(pool) for pool in self.agent.pools()]
         current = {"states": states, "pools": pools}
         if current != self._pushed:
@@ -248,8 +256,7 @@ class _Connection:
 
     async def _start(self, args: dict[str, Any]) -> Any:
         spec = spec_in(args["spec"])
-        workdir = await self.agent.start(spec)
-        return {"workdir": workdir, "connection": self._connection_of(spec.session_id)}
+        return {"workdir": await self.agent.start(spec)}
 
     async def _inventory(self, args: dict[str, Any]) -> Any:
         inventory = await self.agent.inventory()
@@ -257,7 +264,6 @@ class _Connection:
             "sessions": {
                 sid: {
                     "state": asdict(state),
-                    "connection": self._connection_of(sid),
                     "runs": [
                         {"run_id": run.run_id, "done": run.done, "acked": run.acked}
                         for run in self.agent.runs.of(sid)
@@ -267,30 +273,18 @@ class _Connection:
             }
         }
 
-    def _connection_of(self, session_id: str) -> dict[str, Any] | None:
-        try:
-            info = self.agent.connection_info(session_id)
-        except CogboxError:
-            return None
-        dial = self.server.dial
-        return info if dial is None else dial.info(session_id, info)
-
     async def _send_input(self, args: dict[str, Any]) -> None:
         await self.agent.send_input(str(args["session_id"]), str(args["text"]))
 
     async def _interrupt(self, args: dict[str, Any]) -> None:
         await self.agent.interrupt(str(args["session_id"]))
 
-    async def _restart(self, args: dict[str, Any]) -> Any:
-        session_id = str(args["session_id"])
-        await self.agent.restart(session_id)
+    async def _restart(self, args: dict[str, Any]) -> None:
+        await self.agent.restart(str(args["session_id"]))
         await self._push()
-        return {"connection": self._connection_of(session_id)}
 
     async def _stop(self, args: dict[str, Any]) -> None:
         await self.agent.stop(str(args["session_id"]))
-        if self.server.dial is not None:
-            self.server.dial.forget(str(args["session_id"]))
         await self._push()
 
     async def _ack(self, args: dict[str, Any]) -> None:

@@ -10,7 +10,8 @@ every message between the two, so notebooks, consoles, nbclient and papermill us
 jailed kernel exactly like a local one. Each side has its own signing key: a message from
 Jupyter is checked against Jupyter's key and signed again with the kernel's, and back, so
 a message that fails its signature is dropped and the jailed code never learns the key of
-Jupyter's sockets.
+Jupyter's sockets. Checking and signing are `cogbox.kernel.relay`'s, the one relay code that
+does either (the manager's Jupyter surface reaches kernels through it too, in the agent).
 
 Routing needs no bookkeeping: the proxy's DEALER sockets pass the frontend's identity
 frames through, the kernel returns them on its replies, and the proxy's ROUTER sockets use
@@ -26,7 +27,6 @@ to the launcher's own limits (wall time): it cannot be caught.
 
 import argparse
 import contextlib
-import hmac
 import json
 import logging
 import secrets
@@ -41,15 +41,14 @@ from types import FrameType
 from typing import Any
 
 import zmq
-from jupyter_client.session import Session as Signer
 
 from cogbox.errors import CogboxError
 from cogbox.jail.policy import load_policy
 from cogbox.kernel.connection import RuntimeDir, channel_endpoint
 from cogbox.kernel.launch import KernelProcess
+from cogbox.kernel.relay import RelayError, check, sign, signer_of
 from cogbox.kernel.session import new_workdir, resolve_image
 
-DELIMITER = b"<IDS|MSG>"
 _POLL_MS = 200  # how often the jail is checked while no message arrives
 _RECONNECT_MS = 10
 _log = logging.getLogger("cogbox.kernel.proxy")
@@ -71,16 +70,8 @@ class KernelProxy:
     def __init__(self, connection: dict[str, Any], kernel: KernelProcess) -> None:
         self.kernel = kernel
         self._context = zmq.Context()
-        front_signer = Signer(
-            key=str(connection.get("key", "")).encode(),
-            signature_scheme=str(connection.get("signature_scheme", "hmac-sha256")),
-        )
         back_info = kernel.runtime.connection_info()
-        back_signer = Signer(
-            key=str(back_info["key"]).encode(),
-            signature_scheme=str(back_info["signature_scheme"]),
-        )
-        self._signers = {"front": front_signer, "back": back_signer}
+        self._signers = {"front": signer_of(connection), "back": signer_of(dict(back_info))}
         identity = secrets.token_hex(8).encode()
         front = _endpoints(connection)
         back = _endpoints(dict(back_info))
@@ -180,18 +171,11 @@ class KernelProxy:
 
     def _resign(self, frames: list[bytes], side: str) -> list[bytes] | None:
         try:
-            split = frames.index(DELIMITER)
-        except ValueError:
-            return None
-        body = frames[split + 2 : split + 6]
-        if len(body) < 4:
-            return None
-        signer = self._signers[side]
-        signature = frames[split + 1]
-        if signer.auth is not None and not hmac.compare_digest(signature, signer.sign(body)):
+            identities, parts, buffers = check(self._signers[side], frames)
+        except RelayError:
             return None
         other = self._signers["back" if side == "front" else "front"]
-        return [*frames[: split + 1], other.sign(body), *frames[split + 2 :]]
+        return [*identities, *sign(other, parts), *buffers]
 
     def _drain(self, sides: dict[Any, tuple[_Route, str]]) -> None:
         # The kernel's last words (a shutdown_reply, its final status) still reach Jupyter.

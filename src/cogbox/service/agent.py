@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import zmq.asyncio
+
 from cogbox.agent.runs import Run, Runs
 from cogbox.config import recipes_dir
 from cogbox.errors import CogboxError
@@ -41,6 +43,7 @@ from cogbox.kernel.events import (
 )
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import POOL_PREFIX, KernelPool
+from cogbox.kernel.relay import KernelChannels, KernelRelay
 from cogbox.kernel.session import Session, start_session
 from cogbox.kernel.start_gate import StartGate
 from cogbox.service.create_options import session_policy
@@ -54,6 +57,7 @@ _REACH_KERNEL_S = 0.05  # then for the run's thread to send it to the kernel
 _HANDED = "session"  # in a pool's work dir folder (beside home/): the session it went to
 _DONE = object()
 _REPORT_WAIT_S = 30.0
+RELAY_NUDGE_S = 5.0  # how long a new relay waits for the kernel's iopub to reach it
 # The most of one run's events (characters, plus a fixed cost per event) waiting between
 # the kernel's thread and the event loop; past it events are dropped and counted. The
 # session's output cap (512 KiB) usually ends a flood first, but it lets errors through,
@@ -207,9 +211,10 @@ class Agent(Protocol):
         """Delete an ended session's kept work dir."""
         ...
 
-    def connection_info(self, session_id: str) -> dict[str, Any]:
-        """Jupyter connection info (transport, sockets, key) to reach the session's kernel
-        from this host; it stays valid across restarts of the kernel."""
+    async def open_relay(self, session_id: str) -> KernelRelay:
+        """A Jupyter client's own relay to the session's kernel (kernel/relay.py): the
+        agent signs and checks, so no socket, path or key of the kernel reaches the manager.
+        It stays valid across restarts of the kernel."""
         ...
 
     async def close(self) -> None: ...
@@ -256,6 +261,7 @@ class LocalAgent:
         self._pools: dict[str, KernelPool] = {}
         self._pools_lock = threading.Lock()  # starts run in several of the agent's threads
         self._policies: dict[tuple[str, str], Policy] = {}  # (image, digest) -> its policy
+        self._zmq: zmq.asyncio.Context | None = None  # Jupyter relays' sockets (open_relay)
 
     async def _call(self, function: object, *args: object) -> object:
         loop = asyncio.get_running_loop()
@@ -769,8 +775,16 @@ class LocalAgent:
         folder = self._workdir(workdir).parent
         await self._call(shutil.rmtree, folder, True)
 
-    def connection_info(self, session_id: str) -> dict[str, Any]:
-        return self._session(session_id).connection_info()
+    async def open_relay(self, session_id: str) -> KernelChannels:
+        if self._zmq is None:
+            self._zmq = zmq.asyncio.Context()
+        channels = KernelChannels(self._zmq, self._session(session_id).connection_info())
+        try:
+            await channels.nudge(RELAY_NUDGE_S)
+        except BaseException:
+            await channels.close()
+            raise
+        return channels
 
     async def close(self) -> None:
         """Stop every kernel (their work dirs are kept) and the agent's threads."""
@@ -783,6 +797,9 @@ class LocalAgent:
         for writer in self._logs.values():
             writer.close()
         self._logs.clear()
+        if self._zmq is not None:
+            self._zmq.destroy(linger=0)
+            self._zmq = None
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 

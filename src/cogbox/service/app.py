@@ -98,7 +98,6 @@ def create_app(
     async def lifecycle(app: web.Application) -> object:
         await manager.open()
         yield
-        gateway.close()
         transfers.close()
         await manager.close()
         await asyncio.to_thread(manager.vfolders.unmount_all)

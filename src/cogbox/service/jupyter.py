@@ -22,11 +22,12 @@ the path, `JUPYTER_GATEWAY_WS_URL=ws://HOST:PORT/t/<T>`.
 
 The WebSocket speaks Jupyter Server's default framing: one JSON text frame per message
 (`header`, `parent_header`, `metadata`, `content`, `channel`), or the binary frame with
-buffer offsets for messages that carry buffers. Each connection gets its own sockets on the
-kernel (a DEALER identity of its own on shell/stdin, a SUB on iopub), and messages are
-relayed as they are: signed with the kernel's key on the way in, checked on the way out,
-so clients never need the key. A client message without `channel` goes to shell (as in
-Jupyter Server), except `input_reply`, which only makes sense on stdin.
+buffer offsets for messages that carry buffers. Each connection gets its own relay to the
+kernel through the session's agent (`Agent.open_relay`, cogbox.kernel.relay): the agent holds
+the sockets and the kernel's key, signs what goes in and checks what comes out, so neither
+this process nor its clients hold a kernel socket or key. A client message without
+`channel` goes to shell (as in Jupyter Server), except `input_reply`, which only makes sense
+on stdin.
 
 A client that reads slower than its kernel prints misses output messages (`stream`,
 `display_data`, `update_display_data`, `execute_result`), never replies or status
@@ -38,21 +39,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import struct
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import zmq
-import zmq.asyncio
 from aiohttp import WSMsgType, web
 from jupyter_client.jsonutil import json_default
-from jupyter_client.session import Session as Signer
+from jupyter_client.session import Session as Messages
+from jupyter_client.session import json_packer
 
 from cogbox.images.store import ImageStore
-from cogbox.kernel.connection import channel_endpoint
+from cogbox.kernel.relay import CLIENT_CHANNELS, RECONNECT_MS, KernelRelay, RelayMessage
 from cogbox.service.backendai import keypair_of
 from cogbox.service.bodies import json_object, parse_json_object
 from cogbox.service.db import SessionRecord
@@ -64,15 +63,7 @@ API_VERSION = "2.14.0"  # the Jupyter Server REST API this surface follows
 TOKEN_PREFIX = "/t/"
 KERNEL_NAME_PREFIX = "cogbox-"
 _ALIASES = {"python3": "python"}  # a notebook's default kernel name -> our image
-_CHANNELS = ("shell", "control", "stdin", "iopub")
-_NUDGE_SECONDS = 5.0
 _WATCH_SECONDS = 1.0
-_BATCH = 64  # most messages taken from one socket before the others get a turn
-_BATCH_BYTES = 1 << 20  # ... or this many bytes of them: a batch is held in memory whole
-_RECONNECT_MS = 100
-# Kernel messages waiting in each relay socket, counted in messages (a kernel can send 1 MB
-# ones): the relay reads them at once, so a few suffice; past them the kernel's side waits.
-_RECEIVE_HWM = 8
 _DECODE_MAX_BYTES = 64 << 10  # bigger contents are relayed as they came, never parsed
 # Output a client that reads too slowly may miss (counted, and told on stderr); replies and
 # status messages are never dropped (clients wait on them).
@@ -122,7 +113,6 @@ class JupyterGateway:
     def __init__(self, manager: SessionManager, store: ImageStore | None = None) -> None:
         self.manager = manager
         self.store = store or ImageStore()
-        self._context = zmq.asyncio.Context()
         self._activity: dict[str, _KernelActivity] = {}
 
     def activity(self, kernel_id: str) -> _KernelActivity:
@@ -183,9 +173,6 @@ class JupyterGateway:
                 with contextlib.suppress(Exception):
                     await ws.close(code=1001, message=b"the service is stopping")
 
-    def close(self) -> None:
-        self._context.destroy(linger=0)
-
     async def disconnect(self, kernel_id: str) -> None:
         """Close the kernel's WebSockets (it was shut down)."""
         seen = self._activity.pop(kernel_id, None)
@@ -194,11 +181,13 @@ class JupyterGateway:
                 await ws.close(code=1000, message=b"the kernel was shut down")
 
     async def serve_channels(
-        self, ws: web.WebSocketResponse, request: web.Request, record: SessionRecord
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        record: SessionRecord,
+        kernel: KernelRelay,
     ) -> None:
         """Relay between an open WebSocket and the session's kernel until either ends."""
-        info = self.manager.connection_info(record)
-        sockets = _KernelSockets(self._context, info)
         seen = self.activity(record.id)
         seen.connections += 1
         seen.sockets.add(ws)
@@ -206,87 +195,11 @@ class JupyterGateway:
         access_key = keypair_of(request).access_key
         try:
             async with streams.opened(ws, request, access_key) as sender:
-                nudges = await sockets.nudge(_NUDGE_SECONDS)
-                relay = _Relay(sender, sockets, nudges, record, self, streams, access_key)
-                await relay.run()
+                await _Relay(sender, kernel, record, self, streams, access_key).run()
         finally:
             seen.connections -= 1
             seen.sockets.discard(ws)
-            sockets.close()
-
-
-class _KernelSockets:
-    """One WebSocket's own sockets on a kernel, and the signer for the kernel's key."""
-
-    def __init__(self, context: zmq.asyncio.Context, info: dict[str, Any]) -> None:
-        self.signer = Signer(
-            key=str(info.get("key", "")).encode(),
-            signature_scheme=str(info.get("signature_scheme") or "hmac-sha256"),
-        )
-        identity = secrets.token_hex(8).encode()
-        # stdin shares shell's identity: the kernel sends input_request to the sender of the
-        # execute_request.
-        kinds = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
-        self.by_channel: dict[str, zmq.asyncio.Socket] = {}
-        for channel, kind in kinds.items():
-            sock = context.socket(kind)
-            sock.linger = 0
-            sock.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)  # set before connect: it then applies
-            sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)  # a restarted kernel is found fast
-            if channel in ("shell", "stdin"):
-                sock.setsockopt(zmq.IDENTITY, identity)
-            if kind == zmq.SUB:
-                sock.setsockopt(zmq.SUBSCRIBE, b"")
-            sock.connect(channel_endpoint(info, channel))
-            self.by_channel[channel] = sock
-        self.channel_of = {sock: name for name, sock in self.by_channel.items()}
-
-    async def nudge(self, timeout: float) -> set[str]:
-        """Wait until iopub receives (a SUB socket misses what is published before its
-        subscription arrives), by asking kernel_info until a status message comes back.
-        Returns the ids of the requests it sent, whose replies are not the client's."""
-        ids: set[str] = set()
-        iopub = self.by_channel["iopub"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            request = self.signer.msg("kernel_info_request")
-            ids.add(request["header"]["msg_id"])
-            await self.by_channel["shell"].send_multipart(self.signer.serialize(request))
-            if await iopub.poll(500):
-                break
-        return ids
-
-    async def send(self, channel: str, msg: dict[str, Any], buffers: list[bytes]) -> None:
-        frames = self.signer.serialize(msg)
-        await self.by_channel[channel].send_multipart([*frames, *buffers])
-
-    async def read(self, sock: zmq.asyncio.Socket) -> list[dict[str, Any]]:
-        """The messages queued on `sock` (at most a batch), verified and decoded."""
-        messages: list[dict[str, Any]] = []
-        taken = 0
-        for _ in range(_BATCH):
-            if taken >= _BATCH_BYTES or not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
-                break
-            frames = await sock.recv_multipart()
-            taken += sum(len(frame) for frame in frames)
-            try:
-                _, rest = self.signer.feed_identities(frames)
-                # Contents stay packed (a 1 MB output is not parsed per client), small ones
-                # are read: the relay looks at status messages.
-                msg = self.signer.deserialize(rest, content=False)
-                if len(msg["content"]) <= _DECODE_MAX_BYTES:
-                    msg["content"] = self.signer.unpack(msg["content"])
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("dropped a kernel message that did not verify: %s", exc)
-                continue
-            msg["channel"] = self.channel_of[sock]
-            msg["msg_type"] = msg["header"].get("msg_type")
-            messages.append(msg)
-        return messages
-
-    def close(self) -> None:
-        for sock in self.by_channel.values():
-            sock.close(linger=0)
+            await kernel.close()
 
 
 class _Relay:
@@ -295,8 +208,7 @@ class _Relay:
     def __init__(
         self,
         sender: StreamSender,
-        sockets: _KernelSockets,
-        nudges: set[str],
+        kernel: KernelRelay,
         record: SessionRecord,
         gateway: JupyterGateway,
         streams: OpenStreams,
@@ -308,8 +220,7 @@ class _Relay:
         self.access_key = access_key
         self.told_dropped = 0
         self.missed_parent: dict[str, Any] | None = None
-        self.sockets = sockets
-        self.nudges = nudges
+        self.kernel = kernel
         self.record = record
         self.gateway = gateway
         self.seen = gateway.activity(record.id)
@@ -339,7 +250,7 @@ class _Relay:
                 continue
             msg, buffers = decoded
             channel = msg.pop("channel", None) or _default_channel(msg)
-            if channel not in ("shell", "control", "stdin"):
+            if channel not in CLIENT_CHANNELS:
                 continue  # iopub and hb are not the client's to send on
             self._touch()
             kind = msg["header"].get("msg_type")
@@ -348,31 +259,28 @@ class _Relay:
             ):
                 break
             try:
-                await self.sockets.send(channel, msg, buffers)
+                await self.kernel.send(_outgoing(channel, msg, buffers))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("dropped a Jupyter message the kernel cannot take: %s", exc)
 
     async def _to_client(self) -> None:
-        poller = zmq.asyncio.Poller()
-        for sock in self.sockets.by_channel.values():
-            poller.register(sock, zmq.POLLIN)
         told_dead = False
         while not self.ws.closed:
-            ready = await poller.poll(_WATCH_SECONDS * 1000)
-            for sock, _ in ready:
-                for msg in await self.sockets.read(sock):
-                    if msg["parent_header"].get("msg_id") in self.nudges:
-                        continue
-                    self._note(msg)
-                    await self._send(msg)
-                    await asyncio.sleep(0)  # other tenants' requests between messages
+            for relayed in await self.kernel.receive(_WATCH_SECONDS):
+                msg = _incoming(relayed)
+                if msg is None:
+                    log.warning("dropped a kernel message that is not Jupyter's JSON")
+                    continue
+                self._note(msg)
+                await self._send(msg)
+                await asyncio.sleep(0)  # other tenants' requests between messages
             if not self.gateway.manager.has_kernel(self.record):
                 await self.sender.close(1000, "the kernel was shut down")
                 return
             alive = self.gateway.manager.kernel_alive(self.record)
             if not alive and not told_dead:
                 # As Jupyter Server does: the client learns of the death on iopub.
-                await self._send(_status_message(self.sockets.signer, "dead"))
+                await self._send(_status_message("dead"))
                 self.seen.execution_state = "dead"
             told_dead = not alive
 
@@ -384,7 +292,7 @@ class _Relay:
         missed = self.sender.dropped - self.told_dropped
         if missed and (not droppable or self.sender.has_room()):
             parent = self.missed_parent or msg["parent_header"]
-            await self.sender.send(_encode(_dropped_notice(self.sockets.signer, missed, parent)))
+            await self.sender.send(_encode(_dropped_notice(missed, parent)))
             self.told_dropped += missed
         if not await self.sender.send(_encode(msg), droppable=droppable):
             self.missed_parent = msg["parent_header"]
@@ -477,10 +385,10 @@ def routes(gateway: JupyterGateway) -> web.RouteTableDef:
         record = await kernel_of(request)
         await manager.restart(record)
         # Open channels' sockets find the new kernel on their next reconnect attempt (every
-        # _RECONNECT_MS); a SUB socket misses what is published before it rejoins, so the
+        # RECONNECT_MS); a SUB socket misses what is published before it rejoins, so the
         # client hears "restarted" only once they had two attempts (a first cell's output
         # was lost otherwise, about once in four suite runs).
-        await asyncio.sleep(2 * _RECONNECT_MS / 1000)
+        await asyncio.sleep(2 * RECONNECT_MS / 1000)
         gateway.activity(record.id).execution_state = "idle"
         return web.json_response(gateway.model(await kernel_of(request)))
 
@@ -488,9 +396,14 @@ def routes(gateway: JupyterGateway) -> web.RouteTableDef:
         record = await kernel_of(request)
         if not manager.has_kernel(record):
             raise ServiceError(409, "conflict", f"kernel {record.id} runs no kernel process")
+        kernel = await manager.open_relay(record)  # refused (409) before the upgrade
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 << 20)
-        await ws.prepare(request)
-        await gateway.serve_channels(ws, request, record)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            await kernel.close()
+            raise
+        await gateway.serve_channels(ws, request, record, kernel)
         return ws
 
     table.get("/api/kernels/{kernel_id}/channels")(channels)
@@ -561,17 +474,50 @@ def _encode(msg: dict[str, Any]) -> str | bytes:
     return json.dumps(msg, default=json_default)
 
 
-def _dropped_notice(signer: Signer, count: int, parent: dict[str, Any]) -> dict[str, Any]:
+def _outgoing(channel: str, msg: dict[str, Any], buffers: list[bytes]) -> RelayMessage:
+    """A client's message as the relay carries it (the agent signs it)."""
+    parts = [json_packer(msg[key]) for key in ("header", "parent_header", "metadata", "content")]
+    return RelayMessage(channel, parts, buffers)
+
+
+def _incoming(relayed: RelayMessage) -> dict[str, Any] | None:
+    """A kernel's message as this surface handles it: a content bigger than
+    `_DECODE_MAX_BYTES` stays packed (a 1 MB output is not parsed per client), smaller ones
+    are read (the relay looks at status messages)."""
+    header, parent, metadata, content = relayed.parts
+    try:
+        msg: dict[str, Any] = {
+            "header": json.loads(header),
+            "parent_header": json.loads(parent),
+            "metadata": json.loads(metadata),
+            "content": json.loads(content) if len(content) <= _DECODE_MAX_BYTES else content,
+        }
+    except ValueError:
+        return None
+    if not all(isinstance(msg[key], dict) for key in ("header", "parent_header", "metadata")):
+        return None
+    msg["msg_id"] = msg["header"].get("msg_id")
+    msg["msg_type"] = msg["header"].get("msg_type")
+    msg["channel"] = relayed.channel
+    if relayed.buffers:
+        msg["buffers"] = relayed.buffers
+    return msg
+
+
+_MESSAGES = Messages(key=b"")  # builds this surface's own messages (clients check no key)
+
+
+def _dropped_notice(count: int, parent: dict[str, Any]) -> dict[str, Any]:
     text = (
         f"[cogbox: {count} output messages were dropped: this client read slower than the "
         "kernel printed]\n"
     )
-    msg = signer.msg("stream", {"name": "stderr", "text": text}, parent=parent)
+    msg = _MESSAGES.msg("stream", {"name": "stderr", "text": text}, parent=parent)
     msg["channel"] = "iopub"
     return msg
 
 
-def _status_message(signer: Signer, state: str) -> dict[str, Any]:
-    msg = signer.msg("status", {"execution_state": state})
+def _status_message(state: str) -> dict[str, Any]:
+    msg = _MESSAGES.msg("status", {"execution_state": state})
     msg["channel"] = "iopub"
     return msg

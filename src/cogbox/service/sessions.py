@@ -24,7 +24,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
@@ -32,6 +31,7 @@ from cogbox.jail.runtimes import RUNTIMES
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, OpenFile, UnsafePathError, WorkdirFullError
+from cogbox.kernel.relay import KernelRelay
 from cogbox.service.agent import Agent, BatchCommand, KernelSpec, KernelState, WorkdirGone
 from cogbox.service.bootstrap import run_bootstrap
 from cogbox.service.config import ServiceConfig
@@ -521,11 +521,11 @@ class SessionManager:
         live = self._live.get(record.id)
         return live is not None and not live.dead and self.agent.state(record.id).alive
 
-    def connection_info(self, record: SessionRecord) -> dict[str, Any]:
-        """How to reach the session's kernel's sockets from this host (Jupyter's format)."""
+    async def open_relay(self, record: SessionRecord) -> KernelRelay:
+        """A Jupyter client's relay to the session's kernel, through its agent."""
         self._running(record)
         try:
-            return self.agent.connection_info(record.id)
+            return await self.agent.open_relay(record.id)
         except KernelError as exc:
             raise conflict(str(exc)) from exc
 

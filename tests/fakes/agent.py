@@ -22,6 +22,7 @@ Files go to real folders under `root` through cogbox.kernel.files (the proven-pa
 import ast
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -63,6 +64,11 @@ def policy_with_memory(memory_bytes: int) -> Policy:
     policy = default_policy()
     limits = policy.limits.model_copy(update={"memory_bytes": memory_bytes})
     return policy.model_copy(update={"limits": limits})
+
+
+def fake_ref(image: str) -> str:
+    """The fake agent's `name@sha256:<digest>` of image `image` (a digest of its name)."""
+    return f"{image}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
 @dataclass
@@ -154,10 +160,10 @@ class FakeAgent:
             raise ImageNotFound(f"no image or recipe named {image!r}; known recipes: {known}")
         return policy_with_memory(self.images[image])
 
-    async def prepare_image(self, image: str, progress: BuildProgress) -> None:
+    async def prepare_image(self, image: str, progress: BuildProgress) -> str:
         self._policy(image)
         if image not in self.unbuilt:
-            return
+            return fake_ref(image)
         self.calls.append(("build", image))
         for step in self.build_steps:
             await progress(step)
@@ -165,6 +171,7 @@ class FakeAgent:
         if self.build_error is not None:
             raise CogboxError(self.build_error)
         self.unbuilt.discard(image)
+        return fake_ref(image)
 
     async def memory_limit(self, image: str) -> int:
         return self._policy(image).limits.memory_bytes

@@ -10,7 +10,7 @@ import pytest
 from cogbox.kernel.events import Error, Finished, KernelDied, Result, Stdout
 from cogbox.service.errors import ServiceError
 from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
-from tests.fakes.agent import MIB, FakeAgent
+from tests.fakes.agent import MIB, FakeAgent, fake_ref
 from tests.fakes.manager import (
     collect,
     current,
@@ -500,3 +500,16 @@ async def _download(manager: SessionManager, record: object, path: str) -> bytes
         return b"".join([chunk async for chunk in read_chunks(opened, opened.size)])
     finally:
         opened.close()
+
+
+def test_a_kernel_is_started_with_the_image_version_that_was_prepared(tmp_path: Path) -> None:
+    async def body() -> None:
+        agent = FakeAgent(tmp_path / "w")
+        async with open_manager(service_config(tmp_path), agent) as manager:
+            record, _ = await manager.create(keypair(manager), CreateRequest("python"))
+            assert (record.image, agent.kernels[record.id].spec.image) == (
+                "python",
+                fake_ref("python"),
+            )
+
+    run(body)

@@ -281,14 +281,14 @@ class RemoteAgent:
 
     # ------------------------------------------------------------------ the Agent protocol
 
-    async def prepare_image(self, image: str, progress: BuildProgress) -> None:
+    async def prepare_image(self, image: str, progress: BuildProgress) -> str:
         call = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[call] = future
         self._progress[call] = progress
         try:
             await self._send({"i": call, "op": "prepare_image", "a": {"image": image}})
-            await future
+            return str(await future)
         finally:
             self._calls.pop(call, None)
             self._progress.pop(call, None)

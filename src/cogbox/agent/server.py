@@ -242,13 +242,13 @@ class _Connection:
 
     # ------------------------------------------------------------------ calls
 
-    async def _prepare_image(self, args: dict[str, Any]) -> None:
+    async def _prepare_image(self, args: dict[str, Any]) -> str:
         call = int(args["call"])
 
         async def progress(step: str) -> None:
             await self._send({"i": call, "progress": step})
 
-        await self.agent.prepare_image(str(args["image"]), progress)
+        return await self.agent.prepare_image(str(args["image"]), progress)
 
     async def _image_policy(self, args: dict[str, Any]) -> Any:
         policy = await self.agent.image_policy(str(args["image"]))

@@ -27,6 +27,7 @@ from cogbox.config import recipes_dir
 from cogbox.errors import CogboxError
 from cogbox.images.builder import build_image
 from cogbox.images.recipe import LoadedRecipe, load_recipe
+from cogbox.images.ref import find_ref, parse_ref, ref_of
 from cogbox.images.store import Image, ImageNotFound, ImageStore
 from cogbox.jail.launcher import reap_stale_jails
 from cogbox.jail.oci import Bind
@@ -78,7 +79,7 @@ class KernelSpec:
     name: the agent keeps work dirs in a folder of its own; no host path crosses the seam)."""
 
     session_id: str
-    image: str
+    image: str  # name@sha256:<digest>, as prepare_image answered (a bare name: the newest)
     workdir: str
     env: dict[str, str] = field(default_factory=dict)
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
@@ -128,10 +129,12 @@ class BatchCommand:
 class Agent(Protocol):
     """Where kernels run. Every method may raise KernelError with a message for the user."""
 
-    async def prepare_image(self, image: str, progress: BuildProgress) -> None:
+    async def prepare_image(self, image: str, progress: BuildProgress) -> str:
         """Make sure a ready `image` exists where kernels run, building it from its recipe
         if needed (`progress` hears each build step; not called when no build is needed).
-        Raises ImageNotFound when there is neither an image nor a recipe of that name."""
+        Returns the ready version as `name@sha256:<digest>` (images/ref.py), what a
+        KernelSpec names. Raises ImageNotFound when there is neither an image nor a recipe
+        of that name."""
         ...
 
     async def memory_limit(self, image: str) -> int:
@@ -273,18 +276,21 @@ class LocalAgent:
             raise KernelError(f"no kernel runs for session {session_id}")
         return session
 
-    async def prepare_image(self, image: str, progress: BuildProgress) -> None:
+    async def prepare_image(self, image: str, progress: BuildProgress) -> str:
         """Builds run one per image: a second caller joins the running build (hearing its
         latest step at once, then the rest) instead of starting its own."""
-        if await self._call(self._store.find, image) is not None:
-            return
-        build = self._builds.get(image)
-        if build is None:
-            build = _Build()
-            self._builds[image] = build
-            build.task = asyncio.create_task(self._build(image, build))
-            build.task.add_done_callback(lambda _: self._builds.pop(image, None))
-        await build.join(progress)
+        found = await self._call(self._store.find, image)
+        if found is None:
+            build = self._builds.get(image)
+            if build is None:
+                build = _Build()
+                self._builds[image] = build
+                build.task = asyncio.create_task(self._build(image, build))
+                build.task.add_done_callback(lambda _: self._builds.pop(image, None))
+            await build.join(progress)
+            found = await self._call(self._store.get, image)
+        assert isinstance(found, Image)
+        return ref_of(found)
 
     def _recipe(self, image: str) -> LoadedRecipe:
         """The recipe of `image` (ImageNotFound, naming the known ones, if there is none)."""
@@ -489,9 +495,12 @@ class LocalAgent:
         ]
 
     def _acquire(self, spec: KernelSpec) -> Session | None:
-        pool = self._pool(spec.image)
+        ref = parse_ref(spec.image)
+        pool = self._pool(ref.name)
         if pool is None or spec.env or spec.binds or spec.cpus is not None:
             return None
+        if ref.digest not in (None, pool.image.digest):
+            return None  # a pool of another version (rebuilt): the start says why
         if spec.runtime != "runc":
             return None
         if spec.memory_bytes not in (None, pool.policy.limits.memory_bytes):
@@ -528,7 +537,7 @@ class LocalAgent:
     def _start_cold(self, spec: KernelSpec) -> Session:
         workdir = self._workdir(spec.workdir)
         workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        image = self._store.get(spec.image)
+        image = find_ref(self._store, spec.image)
         policy = session_policy(self._policy(image), spec.env, spec.memory_bytes, spec.cpus)
         state_dir = None
         if self._states_dir is not None:  # a kernel a restarted agent re-attaches

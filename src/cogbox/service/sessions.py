@@ -384,11 +384,11 @@ class SessionManager:
         if record.status == "pending":
             await self._set_status(session_id, "starting", "scheduled", "the job starts")
         try:
-            await self._prepare_image(session_id, request.image)
+            image = await self._prepare_image(session_id, request.image)
             binds = await self.vfolders.binds(session_id, mounts)
             spec = KernelSpec(
                 session_id,
-                request.image,
+                image,  # name@digest: the version prepared, or a refusal by name
                 workdir,
                 request.env,
                 memory,
@@ -431,7 +431,7 @@ class SessionManager:
         assert result is not None
         return result
 
-    async def _prepare_image(self, session_id: str, image: str) -> None:
+    async def _prepare_image(self, session_id: str, image: str) -> str:
         """Build the session's image first if it is not built yet: the session is `building`
         meanwhile and records each step. Raises ServiceError if the build fails or the
         session was destroyed while it waited."""
@@ -448,7 +448,7 @@ class SessionManager:
             await self._event(session_id, "image_build", image, step)
 
         try:
-            await self.agent.prepare_image(image, progress)
+            ref = await self.agent.prepare_image(image, progress)
         except ImageNotFound:
             raise
         except CogboxError as exc:
@@ -458,7 +458,7 @@ class SessionManager:
                 503, "image-build-failed", f"building image {image!r} failed: {exc}"
             ) from exc
         if not building:
-            return
+            return ref
         record = await asyncio.to_thread(self.db.get_session, session_id)
         if record is None or record.status not in ACTIVE:
             raise conflict(
@@ -466,6 +466,7 @@ class SessionManager:
                 "(the image is kept)"
             )
         await self._set_status(session_id, "starting", "image-built", f"image {image} built")
+        return ref
 
     def build_step(self, record: SessionRecord) -> str:
         """The latest step of the image build a `building` session waits on, else ""."""

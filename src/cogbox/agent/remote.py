@@ -9,7 +9,6 @@ with AgentAuthError and is told nothing.
 """
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import logging
@@ -37,7 +36,7 @@ from cogbox.service.agent import (
 )
 
 log = logging.getLogger(__name__)
-_CHUNK = 1 << 20
+_CHUNK = wire.CHUNK
 STREAM_QUEUE_SIZE = 2 << 20  # characters of a run's events waiting for a slow reader
 _NEVER_DROPPED = ("finished", "kernel_died", "input_request", "output_truncated")
 _SHUTDOWN_WAIT_S = 120.0  # the agent stops every kernel before it answers
@@ -123,9 +122,13 @@ class RemoteAgent:
     async def _read_forever(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         try:
             async for message in ws:
-                if message.type != aiohttp.WSMsgType.TEXT:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self._received(wire.loads(message.data))
+                elif message.type == aiohttp.WSMsgType.BINARY:  # a file's chunk, raw
+                    answer, data = wire.binary_in(message.data)
+                    self._received({**answer, "r": data})
+                else:
                     break
-                self._received(wire.loads(message.data))
         except ChannelError:
             log.exception("the agent channel broke")
         finally:
@@ -211,20 +214,27 @@ class RemoteAgent:
             raise ChannelError("the connection to the agent was lost")
         await self._ws.send_str(wire.dumps(message))
 
-    async def _call(self, op: str, **args: Any) -> Any:
+    async def _call(self, op: str, data: bytes | None = None, **args: Any) -> Any:
+        """A call and its answer; `data` (a file's chunk) goes raw in a binary frame."""
         call = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[call] = future
         try:
-            await self._send({"i": call, "op": op, "a": args})
+            message = {"i": call, "op": op, "a": args}
+            if data is None:
+                await self._send(message)
+            elif self._ws is None or self._ws.closed:
+                raise ChannelError("the connection to the agent was lost")
+            else:
+                await self._ws.send_bytes(wire.binary_out(message, data))
             return await future
         finally:
             self._calls.pop(call, None)
 
-    def _blocking(self, op: str, **args: Any) -> Any:
+    def _blocking(self, op: str, data: bytes | None = None, **args: Any) -> Any:
         """A call from one of the manager's worker threads (a file's read or write)."""
         assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self._call(op, **args), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._call(op, data, **args), self._loop)
         return future.result()
 
     async def _stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[Event]:
@@ -407,8 +417,8 @@ class _RemoteNewFile(NewFile):
 
     def write(self, data: bytes) -> None:
         for start in range(0, len(data), _CHUNK):
-            piece = base64.b64encode(data[start : start + _CHUNK]).decode()
-            self.size = int(self._agent._blocking("file_write", h=self._handle, data=piece))
+            piece = bytes(data[start : start + _CHUNK])
+            self.size = int(self._agent._blocking("file_write", piece, h=self._handle))
 
     def commit(self) -> None:
         self._agent._blocking("file_commit", h=self._handle)
@@ -437,8 +447,10 @@ class _RemoteOpenFile(OpenFile):
         return data
 
     def read_at(self, offset: int, size: int = _CHUNK) -> bytes:
-        text = self._agent._blocking("file_read", h=self._handle, offset=offset, size=size)
-        return base64.b64decode(text)
+        data = self._agent._blocking("file_read", h=self._handle, offset=offset, size=size)
+        if not isinstance(data, bytes):
+            raise ChannelError("the agent answered a file read without its bytes")
+        return data
 
     def close(self) -> None:
         """Safe from the event loop too: the agent is told without waiting."""
@@ -448,10 +460,10 @@ class _RemoteOpenFile(OpenFile):
         loop = self._agent._loop
         if loop is None or loop.is_closed():
             return
-        message = {"h": self._handle}
+        handle = self._handle
 
         def send() -> None:
-            task = loop.create_task(self._agent._call("file_close", **message))
+            task = loop.create_task(self._agent._call("file_close", h=handle))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
         loop.call_soon_threadsafe(send)

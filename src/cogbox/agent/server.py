@@ -9,7 +9,6 @@ follows them on. Only an explicit `cancel` interrupts a run, and `shutdown` stop
 """
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import logging
@@ -34,7 +33,7 @@ from cogbox.service.agent import BatchCommand, KernelSpec, LocalAgent
 
 log = logging.getLogger(__name__)
 PUSH_INTERVAL_S = 0.5
-MAX_FRAME = 8 << 20  # a file chunk (1 MiB, base64) and its envelope fit
+MAX_FRAME = 8 << 20  # a file chunk (wire.CHUNK, raw) and its envelope fit
 _CLOSE_UNAUTHENTICATED = 4401
 
 
@@ -142,9 +141,16 @@ class _Connection:
         pusher = asyncio.create_task(self._push_forever())
         try:
             async for message in self.ws:
-                if message.type != WSMsgType.TEXT:
+                if message.type == WSMsgType.TEXT:
+                    self._dispatch(wire.loads(message.data))
+                elif message.type == WSMsgType.BINARY:  # a call with a file's chunk
+                    call, data = wire.binary_in(message.data)
+                    if not isinstance(call.get("a"), dict):
+                        raise ChannelError("a binary call without arguments")
+                    call["a"]["data"] = data
+                    self._dispatch(call)
+                else:
                     break
-                self._dispatch(wire.loads(message.data))
         except ChannelError as exc:
             log.warning("the agent channel broke: %s", exc)
         finally:
@@ -190,7 +196,10 @@ class _Connection:
                 log.exception("the agent's %s call failed", getattr(op, "__name__", "?"))
             await self._fail(call, exc)
         else:
-            await self._send({"i": call, "r": result})
+            if not isinstance(result, bytes):
+                await self._send({"i": call, "r": result})
+            elif not self.ws.closed:  # a file's chunk goes raw
+                await self.ws.send_bytes(wire.binary_out({"i": call}, result))
 
     async def _fail(self, call: int, exc: BaseException) -> None:
         if not isinstance(exc, CogboxError):
@@ -308,7 +317,10 @@ class _Connection:
     async def _file_write(self, args: dict[str, Any]) -> Any:
         new = self._file(args)
         assert isinstance(new, NewFile)
-        await asyncio.to_thread(new.write, base64.b64decode(args["data"]))
+        data = args.get("data")
+        if not isinstance(data, bytes):
+            raise ChannelError("file_write carries its bytes in a binary frame")
+        await asyncio.to_thread(new.write, data)
         return new.size
 
     async def _file_commit(self, args: dict[str, Any]) -> None:
@@ -330,9 +342,10 @@ class _Connection:
     async def _file_read(self, args: dict[str, Any]) -> Any:
         opened = self._file(args)
         assert isinstance(opened, OpenFile)
-        size = min(int(args["size"]), 1 << 20)
+        size = min(int(args["size"]), wire.CHUNK)
         data = await asyncio.to_thread(opened.read_at, int(args["offset"]), size)
-        return base64.b64encode(data).decode()
+        assert isinstance(data, bytes)
+        return data
 
     async def _file_close(self, args: dict[str, Any]) -> None:
         opened = self.files.pop(int(args["h"]), None)

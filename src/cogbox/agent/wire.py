@@ -3,10 +3,13 @@
 One text frame per message, small and flat: a call `{"i": id, "op": name, "a": {...}}`, its
 answer `{"i": id, "r": result}` or `{"i": id, "e": {"type": ..., "message": ...}}`, a run's
 event `{"i": id, "s": seq, "v": event}` and pushes `{"p": kind, ...}` (kernel states, pools).
-No host path crosses it: work dirs go by name, images by name.
+A file's bytes go raw in a binary frame (`binary_out`): the call or answer as JSON after its
+length, then at most one chunk (`CHUNK`), never base64 and never a whole file.
+No host path crosses it: work dirs go by name, images by name@digest.
 """
 
 import json
+import struct
 from dataclasses import asdict
 from typing import Any
 
@@ -37,6 +40,29 @@ class ChannelError(KernelError):
 
 class AgentAuthError(ChannelError):
     """The peer could not prove it holds the agent key (or proved another one)."""
+
+
+CHUNK = 1 << 20  # the most file bytes one frame carries
+
+
+def binary_out(message: dict[str, Any], data: bytes) -> bytes:
+    """A call or answer that carries file bytes: 4-byte length, the JSON, the bytes."""
+    head = dumps(message).encode()
+    return struct.pack("!I", len(head)) + head + data
+
+
+def binary_in(frame: bytes) -> tuple[dict[str, Any], bytes]:
+    """The inverse of `binary_out`; ChannelError for a frame that is not one."""
+    if len(frame) < 4:
+        raise ChannelError("a binary frame without its header")
+    (size,) = struct.unpack("!I", frame[:4])
+    if size > len(frame) - 4:
+        raise ChannelError("a binary frame shorter than its header says")
+    head = loads(frame[4 : 4 + size].decode("utf-8", "replace"))
+    data = frame[4 + size :]
+    if len(data) > CHUNK:
+        raise ChannelError(f"a binary frame of {len(data):,} bytes (at most {CHUNK:,})")
+    return head, data
 
 
 def dumps(message: dict[str, Any]) -> str:

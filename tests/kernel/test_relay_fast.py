@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import zmq
 import zmq.asyncio
@@ -202,5 +203,27 @@ def test_a_kernel_message_forged_on_iopub_never_reaches_the_client(folder: Path)
             await channels.close()
             kernel.close()
             context.destroy(linger=0)
+
+    run(body)
+
+
+def test_a_relay_peer_without_the_agent_key_reaches_no_kernel(folder: Path) -> None:
+    """Attack family: bugs in the service's own API (an unauthenticated relay port)."""
+
+    async def body() -> None:
+        async with relayed(folder) as (_, kernel):
+            connector = aiohttp.UnixConnector(str(folder / "agent.sock"))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.ws_connect("http://agent/relay") as ws,
+            ):
+                await ws.receive()  # the agent's hello
+                await ws.send_str(json.dumps({"session_id": "s1"}))  # no proof
+                closed = await ws.receive()
+            assert (closed.type, ws.close_code, kernel.requests) == (
+                aiohttp.WSMsgType.CLOSE,
+                4401,
+                [],
+            )
 
     run(body)

@@ -203,7 +203,7 @@ class JupyterGateway:
 
 
 class _Relay:
-    """Messages both ways between one WebSocket and its kernel sockets."""
+    """Messages both ways between one WebSocket and its relay to the kernel (via the agent)."""
 
     def __init__(
         self,

@@ -84,6 +84,20 @@ def test_interrupt_stops_a_busy_loop_and_the_kernel_lives(python_session: Sessio
     assert stdout_of(run(python_session, "print(kept)")) == "41\n"
 
 
+def test_an_interrupt_that_overtakes_its_run_is_held_until_the_code_begins(
+    python_session: Session,
+) -> None:
+    # Sent before the execute request even leaves: an idle kernel ignores SIGINT, so an
+    # interrupt signalled at once would be lost and the loop would run on (the runs of a
+    # loaded service hit this window).
+    events = python_session.execute("while True: pass", timeout=30)
+    python_session.interrupt()
+    seen = list(events)
+    assert any(isinstance(e, Error) and e.ename == "KeyboardInterrupt" for e in seen), seen
+    assert isinstance(seen[-1], Finished) and seen[-1].status == "error", seen
+    assert stdout_of(run(python_session, "print('alive')")) == "alive\n"
+
+
 def test_time_limit_interrupts_the_run_and_keeps_the_session(python_session: Session) -> None:
     started = time.monotonic()
     events = run(python_session, "import time; time.sleep(30)", timeout=1)

@@ -277,11 +277,14 @@ class RemoteAgent:
         if self._ws is not None and not self._ws.closed and self._shutdown_on_close:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._call("shutdown"), _SHUTDOWN_WAIT_S)
-        if self._ws is not None:
-            await self._ws.close()
+        # The reader goes first: ws.close() waits for the peer's close frame, which a
+        # reader still receiving would take from it (close then hung until its timeout).
         if self._reader is not None:
+            self._reader.cancel()
             with contextlib.suppress(BaseException):
                 await self._reader
+        if self._ws is not None:
+            await self._ws.close()
         if self._session is not None:
             await self._session.close()
 

@@ -21,6 +21,7 @@ import queue
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ from cogbox.kernel.session_state import PendingRun
 DEFAULT_OUTPUT_LIMIT = 524_288
 # How long an interrupted run may take to stop before the kernel is restarted instead.
 INTERRUPT_GRACE_SECONDS = 5.0
+# An interrupt held for a run whose code has not begun is sent anyway after this long (the
+# kernel may be busy with something else that SIGINT should stop).
+INTERRUPT_HOLD_SECONDS = 2.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 _POLL_MS = 50
 # Most messages taken from one socket per wait; held in memory together, and a kernel can
@@ -166,6 +170,7 @@ class Session:
         self._owns_workdir = workdir is None
         self.workdir = new_workdir(self.id) if workdir is None else workdir
         self._inputs: queue.Queue[str] = queue.Queue()
+        self._interrupt = _Interrupt()
         self._executing = False
         self._closed = False
         self._restart_failure: str | None = None  # why the last restart did not start one
@@ -216,6 +221,7 @@ class Session:
         self._owns_workdir = state.owns_workdir
         self.workdir = Path(state.workdir)
         self._inputs = queue.Queue()
+        self._interrupt = _Interrupt()
         self._executing = False
         self._closed = False
         self._restart_failure = None
@@ -306,6 +312,7 @@ class Session:
         session records `run_id` while the run is in flight (see `pending_run`).
         """
         self._check_idle(timeout)
+        self._interrupt.expect()  # from now: an interrupt waits for this code to begin
         return self._run(_Request(code, run_id=run_id), timeout, on_input)
 
     def warm_up(self, code: str) -> None:
@@ -353,6 +360,7 @@ class Session:
             finish=_batch_finished,
             run_id=run_id,
         )
+        self._interrupt.expect()
         return self._run(request, timeout, None)
 
     def _check_idle(self, timeout: float | None) -> None:
@@ -405,6 +413,7 @@ class Session:
         _clear(self._inputs)
         # A persisted session's monitor spools this run's IOPub from here on.
         seq = self._mark_spool(kernel)
+        self._interrupt.expect()
         msg_id = client.execute(
             request.code,
             store_history=request.store_history,
@@ -436,6 +445,7 @@ class Session:
                     yield from self._restart_after_stuck_run(timeout)
                     done = True
                     return
+                self._interrupt.send_overdue(kernel)
                 while not self._inputs.empty():
                     client.input(self._inputs.get_nowait())
                 for channel, msg in channels.receive(_POLL_MS):
@@ -457,6 +467,8 @@ class Session:
                     elif kind == "status":
                         idle = idle or content.get("execution_state") == "idle"
                     else:
+                        if kind == "execute_input":
+                            self._interrupt.begun(kernel)
                         event = _output_event(kind, content)
                         if event is not None and self.output_tap is not None:
                             self.output_tap(event)
@@ -473,6 +485,7 @@ class Session:
                 yield request.finish(reply)
             done = True
         finally:
+            self._interrupt.ended()
             if not done and kernel.poll() is None:
                 kernel.interrupt()  # the caller stopped listening: stop the code too
             if seq is not None:
@@ -585,7 +598,7 @@ class Session:
     def interrupt(self) -> None:
         """Stop the running code (KeyboardInterrupt in it); the kernel and its state live on."""
         if self._kernel is not None and self._kernel.poll() is None:
-            self._kernel.interrupt()
+            self._interrupt.request(self._kernel)
 
     def complete(self, code: str, cursor_pos: int | None = None) -> Completion:
         """Completions for `code` at `cursor_pos` (default: its end) from the live namespace."""
@@ -818,6 +831,48 @@ class _Channels:
                 except queue.Empty:
                     break
         return messages
+
+
+class _Interrupt:
+    """SIGINT stops running code only: ipykernel ignores it between requests and takes it
+    as KeyboardInterrupt once it has begun a request's code (it publishes execute_input
+    then). An interrupt that overtakes its run (sent, not yet begun) is held until the
+    code begins, or for INTERRUPT_HOLD_SECONDS, instead of being lost."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._begun = True
+        self._held_since: float | None = None
+
+    def expect(self) -> None:
+        """A run is on its way to the kernel; its code has not begun."""
+        with self._lock:
+            self._begun = False
+
+    def request(self, kernel: KernelProcess) -> None:
+        with self._lock:
+            if not self._begun:
+                self._held_since = self._held_since or time.monotonic()
+                return
+        kernel.interrupt()
+
+    def begun(self, kernel: KernelProcess) -> None:
+        with self._lock:
+            held, self._begun, self._held_since = self._held_since, True, None
+        if held is not None:
+            kernel.interrupt()
+
+    def send_overdue(self, kernel: KernelProcess) -> None:
+        with self._lock:
+            held = self._held_since
+            if held is None or time.monotonic() - held < INTERRUPT_HOLD_SECONDS:
+                return
+            self._held_since = None
+        kernel.interrupt()
+
+    def ended(self) -> None:
+        with self._lock:
+            self._begun, self._held_since = True, None
 
 
 class _OutputCap:

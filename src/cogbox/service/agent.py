@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 _MAX_THREADS = 128
 _BEGIN_WAIT_S = 2.0  # how long an interrupt waits for a run sent just before it to begin
-_REACH_KERNEL_S = 0.05  # then for the run's thread to send it to the kernel
 _HANDED = "session"  # in a pool's work dir folder (beside home/): the session it went to
 _DONE = object()
 _REPORT_WAIT_S = 30.0
@@ -707,14 +706,14 @@ class LocalAgent:
 
     async def interrupt(self, session_id: str) -> None:
         """Interrupt the running code. A run sent just before (its frame on the same
-        channel) is given a moment to reach the kernel first: an idle kernel ignores
-        SIGINT, so an interrupt that overtook its run would be lost."""
+        channel) is given a moment to reach its session first; from there the session
+        holds the interrupt until the kernel begins the code (an idle kernel ignores
+        SIGINT, so an interrupt that overtook its run would be lost)."""
         session = self._session(session_id)
         pending = [run for run in self.runs.of(session_id) if not run.done and not run.begun]
         if pending:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pending[-1].wait_begun(), _BEGIN_WAIT_S)
-            await asyncio.sleep(_REACH_KERNEL_S)
         await self._call(session.interrupt)  # a signal through the runtime: not on the loop
 
     async def restart(self, session_id: str) -> None:

@@ -99,10 +99,12 @@ def create_app(
         await manager.open()
         yield
         transfers.close()
-        await manager.close()
-        await asyncio.to_thread(manager.vfolders.unmount_all)
-        replay.close()
-        database.close()
+        try:
+            await manager.close()
+        finally:  # a failed close still leaves no folder mounted and the database closed
+            await asyncio.to_thread(manager.vfolders.unmount_all)
+            replay.close()
+            database.close()
 
     async def disconnect(app: web.Application) -> None:
         await gateway.disconnect_all()

@@ -80,11 +80,12 @@ def render(
     what only a start knows (root filesystem, /home/work, the image's env, the cgroups path,
     the chmod guard's socket, GPU devices); memory and pids are limited on the launcher's
     parent cgroup, not in the config (stderr says so)."""
+    from cogbox.images.paths import WORKDIR
     from cogbox.jail.engine_flags import not_enforced, render_engine_flags
     from cogbox.jail.identity import Identity
     from cogbox.jail.kubernetes import render_kubernetes
     from cogbox.jail.oci import DEFAULT_ENV, Bind, jail_env, render_oci_spec
-    from cogbox.jail.policy import WORKDIR, load_policy
+    from cogbox.jail.policy import load_policy
     from cogbox.jail.seccomp import render_docker_profile
 
     # Stand-ins for what the launcher knows at start time (the image's env, the session dir).

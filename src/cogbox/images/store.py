@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from cogbox.config import data_dir
 from cogbox.errors import CogboxError
+from cogbox.images.paths import POLICY_PATH
 
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
@@ -72,7 +73,7 @@ class Image:
     @property
     def policy_path(self) -> Path:
         """The image's default jail policy, as installed in the root filesystem."""
-        return self.rootfs / "etc/backend.ai/jail/policy.yml"
+        return self.rootfs / POLICY_PATH.lstrip("/")
 
     def hold(self) -> IO[str]:
         """Mark the image in use until the returned handle is closed (a shared lock on its

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cogbox.config import data_dir
+from cogbox.images.paths import WORKDIR
 from cogbox.jail.errors import JailError
 from cogbox.jail.identity import Identity
-from cogbox.jail.policy import WORKDIR
 
 DRIVER_FILE = "driver.json"
 STAGING_PREFIX = ".new-"

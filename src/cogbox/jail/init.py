@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from cogbox.images.plan import JAIL_INIT
+from cogbox.images.paths import JAIL_INIT
 from cogbox.images.store import Image
 from cogbox.jail.errors import JailError
 from cogbox.jail.policy import Policy

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cogbox.config import data_dir
+from cogbox.images.paths import WORKDIR
 from cogbox.images.store import Image
 from cogbox.jail.bundle import (
     check_reachable,
@@ -66,7 +67,7 @@ from cogbox.jail.gpu import DRIVER_DIR, NoGpuError, NvidiaHost, driver_folder, r
 from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
 from cogbox.jail.init import check_init
 from cogbox.jail.oci import DEFAULT_ENV, Bind, jail_env, render_oci_spec
-from cogbox.jail.policy import WORKDIR, Policy
+from cogbox.jail.policy import Policy
 from cogbox.jail.reaper import reap_once
 from cogbox.jail.runtimes import RUNTIMES, runtime_command
 from cogbox.jail.spawner import spawn

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cogbox.images.plan import JAIL_INIT
+from cogbox.images.paths import JAIL_INIT, TMPDIR, WORKDIR
 from cogbox.jail.gpu import DRIVER_DIR, NvidiaHost, give_gpus
 from cogbox.jail.identity import Identity
 from cogbox.jail.init import HOST_INIT, under_init
-from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy
 from cogbox.jail.seccomp import render_oci_seccomp
 
 OCI_VERSION = "1.0.2"

@@ -26,15 +26,14 @@ from pydantic import (
 
 from cogbox import sizes
 from cogbox.errors import CogboxError
+from cogbox.images.paths import TMPDIR, WORKDIR
 from cogbox.jail.syscalls import DEFAULT_ALLOWED_SYSCALLS, syscall_name_problem
 from cogbox.yamlsource import YamlDocument
 
-WORKDIR = "/home/work"
 # The user code runs as *inside* every jail (the images' work user): never root. On the
 # host it is another id per session, `Identity.host_uid` (see identity.py).
 JAIL_UID = 1000
 JAIL_GID = 1000
-TMPDIR = "/tmp"
 # Writable mounts the sandbox user (uid 1000) owns the contents of; everything else it sees is
 # the read-only, root-owned image or kernel filesystems.
 WRITABLE_MOUNTS = (WORKDIR, TMPDIR)

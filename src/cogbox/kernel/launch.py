@@ -35,7 +35,7 @@ import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 from zmq.utils.monitor import recv_monitor_message
 
-from cogbox.images.plan import JAIL_RUNTIME_DIR
+from cogbox.images.paths import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image
 from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
 from cogbox.jail.launcher import JailError, JailExit, JailSpec

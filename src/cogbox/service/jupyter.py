@@ -51,6 +51,7 @@ from aiohttp import WSMsgType, web
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session as Signer
 
+from cogbox.images.manifest import ImageManifest
 from cogbox.images.store import ImageStore
 from cogbox.kernel.connection import channel_endpoint
 from cogbox.service.backendai import keypair_of
@@ -161,15 +162,15 @@ class JupyterGateway:
 
     def _spec(self, image_name: str) -> dict[str, Any]:
         image = self.store.find(image_name)
-        manifest = image.manifest if image is not None else {}
-        description = str(manifest.get("description") or image_name)
+        info = image.info if image is not None else ImageManifest()
+        description = info.description or image_name
         return {
             "name": kernel_name(image_name),
             "spec": {
                 "argv": [],  # started by the service, never by the client
                 "env": {},
                 "display_name": f"{description} (cogbox)",
-                "language": str(manifest.get("kernel", {}).get("runtime_type") or "python"),
+                "language": info.kernel.runtime_type,
                 "interrupt_mode": "signal",
                 "metadata": {"cogbox": {"image": image_name}},
             },

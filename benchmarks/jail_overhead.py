@@ -22,8 +22,8 @@ from pathlib import Path
 import pyseccomp as seccomp
 
 from cogbox.images.store import Image, ImageStore
-from cogbox.jail.launcher import DEFAULT_ENV, JailSpec, run_jailed
-from cogbox.jail.oci import jail_env
+from cogbox.jail.launcher import JailSpec, run_jailed
+from cogbox.jail.oci import DEFAULT_ENV, jail_env
 from cogbox.jail.policy import Policy, load_policy, parse_policy
 
 RESULTS = Path(__file__).parent / "results" / "jail_overhead.md"

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from cogbox.images.store import Image
-from cogbox.jail.launcher import DEVNULL, Jail, JailResult, JailSpec, run_jailed, state_dirs
+from cogbox.jail.bundle import state_dirs
+from cogbox.jail.launcher import DEVNULL, Jail, JailResult, JailSpec, run_jailed
 from cogbox.jail.policy import Policy, parse_policy
 
 # Small limits keep the whole suite fast on 2 cores and make each limit easy to hit.

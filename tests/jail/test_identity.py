@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cogbox.images.paths import WORKDIR
 from cogbox.images.store import Image
 from cogbox.jail.identity import (
     RANGE_END,
@@ -21,7 +22,7 @@ from cogbox.jail.identity import (
 )
 from cogbox.jail.launcher import JailSpec, run_jailed
 from cogbox.jail.oci import Bind, render_oci_spec
-from cogbox.jail.policy import WORKDIR, parse_policy
+from cogbox.jail.policy import parse_policy
 from cogbox.jail.workdir import give_tree, sync_tree
 
 

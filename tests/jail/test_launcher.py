@@ -26,11 +26,11 @@ from cogbox.jail.launcher import (
     JailError,
     JailResult,
     JailSpec,
-    reap_stale_jails,
     run_jailed,
 )
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import Policy, load_policy, parse_policy
+from cogbox.jail.reaper import reap_stale_jails
 from tests.seed import CNTK_MINUS, CNTK_SQUARED_ERROR, HELLO_WORLD, KERAS_BACKEND
 
 pytestmark = [

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from cogbox.cli.policy import policy
 from cogbox.config import REPO_IMAGES_DIR
+from cogbox.images.plan import JAIL_INIT
+from cogbox.jail.init import INIT_ARGS
 
 CNTK_POLICY = str(REPO_IMAGES_DIR / "cntk" / "policy.yml")
 
@@ -41,20 +43,29 @@ def test_check_of_a_broken_file_exits_2_and_names_the_line(tmp_path: Path) -> No
 
 def test_render_oci_prints_a_config_json() -> None:
     result = CliRunner().invoke(policy, ["render", "--format", "oci", CNTK_POLICY])
-    spec = json.loads(result.output)
-    assert (spec["root"]["path"], spec["process"]["args"]) == ("rootfs", ["/bin/sh"])
+    spec = json.loads(result.stdout)
+    assert (spec["root"]["path"], spec["process"]["args"]) == (
+        "rootfs",
+        [JAIL_INIT, *INIT_ARGS, "/bin/sh"],
+    )
 
 
-def test_render_oci_runs_the_given_args() -> None:
+def test_render_oci_runs_the_given_args_under_the_jails_init() -> None:
     result = CliRunner().invoke(policy, ["render", CNTK_POLICY, "--", "python", "-V"])
-    assert json.loads(result.output)["process"]["args"] == ["python", "-V"]
+    assert json.loads(result.stdout)["process"]["args"] == [JAIL_INIT, *INIT_ARGS, "python", "-V"]
+
+
+def test_render_oci_says_where_memory_and_pids_are_limited() -> None:
+    result = CliRunner().invoke(policy, ["render", "--format", "oci", CNTK_POLICY])
+    assert "memory" not in json.loads(result.stdout)["linux"]["resources"]
+    assert "set on the launcher's parent cgroup" in result.stderr
 
 
 def test_render_docker_prints_the_seccomp_profile() -> None:
     result = CliRunner().invoke(policy, ["render", "--format", "docker", CNTK_POLICY])
-    assert json.loads(result.output)["architectures"] == ["SCMP_ARCH_X86_64"]
+    assert json.loads(result.stdout)["architectures"] == ["SCMP_ARCH_X86_64"]
 
 
 def test_render_kubernetes_names_the_profile_after_the_image() -> None:
     result = CliRunner().invoke(policy, ["render", "--format", "kubernetes", CNTK_POLICY])
-    assert json.loads(result.output)["seccompProfile"]["path"] == "cogbox/cntk.json"
+    assert json.loads(result.stdout)["seccompProfile"]["path"] == "cogbox/cntk.json"

@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from cogbox.images.plan import JAIL_INIT
+from cogbox.jail.gpu import DRIVER_DIR, Device, NvidiaHost
+from cogbox.jail.init import HOST_INIT, INIT_ARGS
 from cogbox.jail.oci import Bind, jail_env, render_oci_spec
 from cogbox.jail.policy import Policy, default_policy, parse_policy
 
@@ -178,9 +181,9 @@ def test_pids_limit_comes_from_max_child_procs() -> None:
     }
 
 
-def test_cpu_quota_comes_from_cpus() -> None:
+def test_cpu_quota_and_weight_come_from_cpus() -> None:
     cpu = render(parse_policy("limits: {cpus: 1.5}"))["linux"]["resources"]["cpu"]
-    assert cpu == {"quota": 150_000, "period": 100_000}
+    assert cpu == {"quota": 150_000, "period": 100_000, "shares": 1536}
 
 
 def test_seccomp_is_part_of_the_spec() -> None:
@@ -243,3 +246,41 @@ def test_runc_runs_the_rendered_spec(tmp_path: Path) -> None:
         0,
         ["thread", "clone3", "38", "ptrace", "1", "uid", "1000"],
     ), result.stderr
+
+
+# ---------------------------------------------------------------- what the launcher adds
+
+
+def test_init_runs_the_command_and_is_bound_executable_from_the_host() -> None:
+    spec = render(parse_policy("whitelist_paths: {OP_EXEC: ['/home/work/*']}"), init=True)
+    assert spec["process"]["args"][: len(INIT_ARGS) + 1] == [JAIL_INIT, *INIT_ARGS]
+    init = mount_at(spec, JAIL_INIT)
+    assert (init["source"], "noexec" in init["options"]) == (str(HOST_INIT), False)
+
+
+def test_no_init_when_the_policy_denies_forks() -> None:
+    spec = render(parse_policy("fork_allowance: 0"), init=True)
+    assert spec["process"]["args"] == ["/usr/bin/python3", "-m", "ipykernel"]
+
+
+def test_limits_on_the_parent_cgroup_leave_memory_and_pids_out_of_the_config() -> None:
+    resources = render(limits_on_parent_cgroup=True)["linux"]["resources"]
+    assert ("memory" in resources, "pids" in resources) == (False, False)
+
+
+def test_gpus_are_given_to_the_config_with_an_executable_driver_folder() -> None:
+    host = NvidiaHost(devices=(Device("/dev/nvidia0", 195, 0),), driver_version="1", libraries=())
+    driver = Bind(Path("/srv/driver"), DRIVER_DIR, readonly=True, always_exec=True)
+    spec = render(
+        parse_policy("gpu: true\nwhitelist_paths: {OP_EXEC: ['/home/work/*']}"),
+        binds=[WORK, driver],
+        gpus=host,
+    )
+    assert [d["path"] for d in spec["linux"]["devices"]] == ["/dev/nvidia0"]
+    assert "noexec" not in mount_at(spec, DRIVER_DIR)["options"]
+
+
+def test_gpus_without_the_driver_folder_are_refused() -> None:
+    host = NvidiaHost(devices=(), driver_version="1", libraries=())
+    with pytest.raises(ValueError, match=DRIVER_DIR):
+        render(parse_policy("gpu: true"), gpus=host)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from cogbox.images.store import Image
-from cogbox.jail.launcher import reap_stale_jails, state_dirs
+from cogbox.jail.bundle import state_dirs
+from cogbox.jail.reaper import reap_stale_jails
 from cogbox.kernel import control
 from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError

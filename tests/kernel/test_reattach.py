@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cogbox.images.store import Image
-from cogbox.jail.launcher import state_dirs
+from cogbox.jail.bundle import state_dirs
 from cogbox.kernel.errors import KernelError, KernelGone
 from cogbox.kernel.events import Finished, Result
 from cogbox.kernel.session import Session

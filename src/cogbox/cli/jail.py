@@ -100,7 +100,7 @@ def gc(slurm_job: str | None) -> None:
     Their containers are killed and deleted, their cgroups removed, /home/work copied back
     and unmounted. Jails of live processes are never touched; safe to run at any time.
     """
-    from cogbox.jail.launcher import reap_stale_jails
+    from cogbox.jail.reaper import reap_stale_jails
 
     reaped = reap_stale_jails()
     for jail_id in reaped:

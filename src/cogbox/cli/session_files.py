@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import click
 
 from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
+from cogbox.images.paths import WORKDIR
 
 # http.client (with ssl) is imported when a command runs: `cogbox --help` stays fast.
 if TYPE_CHECKING:
@@ -120,8 +121,8 @@ def download(ctx: click.Context, ref: str, paths: tuple[str, ...], dest: Path) -
 
 
 def _in_work(path: str) -> str:
-    if path == "/home/work" or path.startswith("/home/work/"):
-        path = path[len("/home/work") :].lstrip("/") or "."
+    if path == WORKDIR or path.startswith(WORKDIR + "/"):
+        path = path[len(WORKDIR) :].lstrip("/") or "."
     return path
 
 

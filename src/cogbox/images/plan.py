@@ -11,15 +11,15 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cogbox.images.paths import JAIL_INIT, JAIL_RUNTIME_DIR, POLICY_PATH
 from cogbox.images.recipe import DEBIAN_SUITES, KernelInfo, LoadedRecipe, PythonSpec
 from cogbox.sizes import parse_size
 
 WHEEL_DIR = "/tmp/cogbox-wheels"
-POLICY_DEST = "/etc/backend.ai/jail/policy.yml"
-# Mount points the jail binds over. They must exist in the image, because the root filesystem
-# is shared read-only by every jail and the runtime must not create them there.
-JAIL_RUNTIME_DIR = "/run/cogbox"
-JAIL_INIT = "/usr/sbin/cogbox-init"
+POLICY_DEST = POLICY_PATH
+# JAIL_RUNTIME_DIR and JAIL_INIT are mount points the jail binds over. They must exist in the
+# image, because the root filesystem is shared read-only by every jail and the runtime must
+# not create them there.
 REQUIREMENTS = "requirements.txt"
 DISTRO_VERSIONS = {"bullseye": "debian11", "bookworm": "debian12", "trixie": "debian13"}
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cogbox.errors import CogboxError
+from cogbox.images.paths import WORKDIR
 from cogbox.sizes import parse_size
 from cogbox.yamlsource import YamlDocument
 
@@ -104,7 +105,7 @@ class User(_Strict):
     name: str = "work"
     uid: int = Field(1000, ge=1000, le=65535)
     gid: int = Field(1000, ge=1000, le=65535)
-    home: AbsPath = "/home/work"
+    home: AbsPath = WORKDIR
 
 
 class KernelInfo(_Strict):

@@ -19,11 +19,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
 from cogbox.config import data_dir
 from cogbox.errors import CogboxError
+from cogbox.images.manifest import ImageManifest, parse_manifest
+from cogbox.images.paths import POLICY_PATH
 
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
@@ -61,18 +64,23 @@ class Image:
         """JSON record of the image's OCI export, archives and pushes (images/oci.py)."""
         return self.path / "exports.json"
 
+    @cached_property
+    def info(self) -> ImageManifest:
+        """The manifest, typed; ImageManifestError naming the field a bad one got wrong."""
+        return parse_manifest(self.manifest, self.path / MANIFEST)
+
     @property
     def size_bytes(self) -> int:
-        return int(self.manifest.get("size_bytes", 0))
+        return self.info.size_bytes
 
     @property
     def env(self) -> dict[str, str]:
-        return dict(self.manifest.get("env", {}))
+        return dict(self.info.env)
 
     @property
     def policy_path(self) -> Path:
         """The image's default jail policy, as installed in the root filesystem."""
-        return self.rootfs / "etc/backend.ai/jail/policy.yml"
+        return self.rootfs / POLICY_PATH.lstrip("/")
 
     def hold(self) -> IO[str]:
         """Mark the image in use until the returned handle is closed (a shared lock on its
@@ -89,8 +97,8 @@ class Image:
             "rootfs": str(self.rootfs),
             "size_bytes": self.size_bytes,
             "ready": self.ready,
-            "built_at": self.manifest.get("built_at"),
-            "build_seconds": self.manifest.get("build_seconds"),
+            "built_at": self.info.built_at,
+            "build_seconds": self.info.build_seconds,
         }
 
 
@@ -129,7 +137,7 @@ class ImageStore:
         ready = [
             i for i in self.images() if i.name == name and i.ready and digest in (None, i.digest)
         ]
-        return max(ready, key=lambda i: str(i.manifest.get("built_at", "")), default=None)
+        return max(ready, key=lambda i: i.info.built_at or "", default=None)
 
     def prune(self, name: str, keep: str) -> list[Path]:
         """Delete versions of `name` other than digest `keep` that no jail holds."""

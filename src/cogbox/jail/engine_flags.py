@@ -6,8 +6,9 @@ guard, the work-dir quota on a persistent folder, the wall-time watchdog) is lis
 `not_enforced`. See docs/jail.md, "What a plain engine enforces".
 """
 
+from cogbox.images.paths import TMPDIR, WORKDIR
 from cogbox.jail.oci import CPU_TIME_GRACE_SECONDS
-from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy
 
 # RLIMIT_NPROC counts every process of the uid on the host, so the jail never limits it
 # (the pids cgroup does). It is still set explicitly: podman otherwise asks for the host's

@@ -6,7 +6,8 @@ the result's `notEnforced`, so that a caller never mistakes the fragment for the
 
 from typing import Any
 
-from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
+from cogbox.images.paths import TMPDIR, WORKDIR
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy
 from cogbox.jail.seccomp import render_docker_profile
 
 SHM_DIR = "/dev/shm"

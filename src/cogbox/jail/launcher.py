@@ -5,25 +5,24 @@
     out = jail.stdout.read(); exit = jail.wait()   # JailExit(returncode, reason, message)
     jail.cleanup()
 
-Each jail gets a bundle (`<data>/run/jails/<id>/config.json`, rendered by `render_oci_spec`),
-an entry in runc's own state dir (`<data>/run/runc`), its own cgroups (see cgroups.py), and a
-/home/work bound from a host directory (see workdir.py). `runc run` runs in the foreground
-without a terminal, so the container's stdio is the caller's pipes, and runc's exit status
-is the command's (128 + N when killed by signal N). Only fds 0-2 reach the container: Popen
-closes every other fd before runc starts, and runc's init closes any it inherited above 2.
+Each jail gets a bundle (`<data>/run/jails/<id>/config.json`, rendered by `render_oci_spec`
+and written unchanged; see bundle.py), an entry in runc's own state dir (`<data>/run/runc`),
+its own cgroups (see cgroups.py), and a /home/work bound from a host directory (workdir.py).
+`runc run` runs in the foreground without a terminal, so the container's stdio is the
+caller's pipes, and runc's exit status is the command's (128 + N when killed by signal N).
+Only fds 0-2 reach the container: Popen closes every other fd before runc starts, and
+runc's init closes any it inherited above 2.
 
 The jail's PID 1 is tini (the host's `/usr/bin/tini-static`, bound read-only at `JAIL_INIT`),
-not the command: the kernel drops default-action signals (SIGXCPU, SIGXFSZ, SIGTERM) sent to
-a PID namespace's init, and only init reaps orphans. tini forwards signals to the command's
-process group and exits with its status. Policies with `fork_allowance: 0` run the command
-as PID 1 (tini could not fork it).
+not the command; see init.py for why.
 
 A jail dies with the process that drives it: runc starts under `setpriv --pdeathsig KILL`
-from one thread that lives as long as the process, and tini (`-p SIGKILL`) dies with runc.
-A kernel's driver is its own monitor process (cogbox.kernel.monitor), so the kernel outlives
-whoever started it; a one-shot `run_jailed` is driven by its caller. The bundle directory
-stays flock()ed by the driver; `reap_stale_jails` removes what a dead driver left
-(container, cgroups, loop mount, bundle), never a live monitor's, and runs once per process.
+from one thread that lives as long as the process (spawner.py), and tini (`-p SIGKILL`) dies
+with runc. A kernel's driver is its own monitor process (cogbox.kernel.monitor), so the
+kernel outlives whoever started it; a one-shot `run_jailed` is driven by its caller. The
+bundle directory stays flock()ed by the driver; `reap_stale_jails` (reaper.py) removes what
+a dead driver left (container, cgroups, loop mount, bundle), never a live monitor's, and
+runs once per process.
 
 Limits and who enforces them:
     memory, pids   cgroups of the launcher's parent cgroup        -> OOM, PIDS_LIMIT
@@ -36,49 +35,42 @@ Limits and who enforces them:
 """
 
 import contextlib
-import fcntl
 import json
 import os
-import queue
 import re
 import shutil
-import stat
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from cogbox.config import data_dir
-from cogbox.errors import CogboxError
-from cogbox.images.plan import JAIL_INIT
+from cogbox.images.paths import WORKDIR
 from cogbox.images.store import Image
+from cogbox.jail.bundle import (
+    check_reachable,
+    make_bundle,
+    make_mount_points,
+    open_to_mapped_root,
+    state_dirs,
+    write_driver_record,
+)
 from cogbox.jail.cgroups import DEFAULT_ROOT, CgroupCounters, CgroupError, JailCgroup
 from cogbox.jail.chmod_guard import ChmodGuard
+from cogbox.jail.errors import JailError
 from cogbox.jail.exit_reason import Evidence, ExitReason, JailExit, explain
 from cogbox.jail.folder_owner import give_folder
-from cogbox.jail.gpu import (
-    DRIVER_DIR,
-    NoGpuError,
-    NvidiaHost,
-    driver_folder,
-    give_gpus,
-    require_gpus,
-)
-from cogbox.jail.identity import (
-    Identity,
-    IdentityError,
-    IdentityLease,
-    allocate,
-    reap_stale_identities,
-)
-from cogbox.jail.oci import Bind, jail_env, render_oci_spec
-from cogbox.jail.policy import WORKDIR, Policy
-from cogbox.jail.runtimes import RUNTIMES
+from cogbox.jail.gpu import DRIVER_DIR, NoGpuError, NvidiaHost, driver_folder, require_gpus
+from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
+from cogbox.jail.init import check_init
+from cogbox.jail.oci import DEFAULT_ENV, Bind, jail_env, render_oci_spec
+from cogbox.jail.policy import Policy
+from cogbox.jail.reaper import reap_once
+from cogbox.jail.runtimes import RUNTIMES, runtime_command
+from cogbox.jail.spawner import spawn
 from cogbox.jail.workdir import Workdir, WorkdirError
 
 __all__ = [
@@ -91,49 +83,22 @@ __all__ = [
     "JailExit",
     "JailResult",
     "JailSpec",
-    "reap_stale_jails",
     "run_jailed",
 ]
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-# What a login would set; offered as requests, so the policy's preserved keys still decide.
-DEFAULT_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": WORKDIR,
-    "USER": "work",
-    "SHELL": "/bin/sh",
-}
 _START_POLL_SECONDS = 0.002
 _START_TIMEOUT_SECONDS = 60.0
 _STDERR_TAIL_BYTES = 4096
 DEFAULT_OUTPUT_LIMIT = 64 << 20
-# Debian's tini, statically linked so it runs in any image (Python 2.7 on Debian 11 too).
-HOST_INIT = Path("/usr/bin/tini-static")
-# -g: signals go to the command's process group (an interrupt reaches its children too);
-# -p: SIGKILL when runc, its parent, dies, so an orphaned jail cannot keep running.
-_INIT_ARGS = ("-g", "-p", "SIGKILL", "--")
-# What tini itself calls; a policy whose own syscall list lacks one would fail to start.
-_INIT_SYSCALLS = frozenset(
-    {"clone", "execve", "wait4", "rt_sigtimedwait", "rt_sigprocmask", "prctl", "setpgid", "kill"}
-)
-_DRIVER_FILE = "driver.json"
-_STAGING_PREFIX = ".new-"
-# Bundles from before driver.json existed cannot say whether their driver lives; none may
-# outlive the default wall time limit.
-_LEGACY_BUNDLE_MAX_AGE_SECONDS = 86400.0
-
 
 # Under runsc the jail's pids cgroup holds gVisor's sandbox too: its Sentry and gofer (about
 # 45 host threads on 2 cores when idle, more with more cores) and the host threads that carry
 # the jail's own tasks; a cntk kernel's first computation peaked at 192 there (pids limit 32
 # under runc). The limit gets this much on top: still a hard bound on what a jail takes.
 RUNSC_PIDS_HEADROOM = 256 + 16 * (os.cpu_count() or 1)
-
-
-class JailError(CogboxError):
-    """The jail could not be set up or started (not: the jailed command failed)."""
 
 
 @dataclass
@@ -160,12 +125,6 @@ class JailResult:
     stderr: bytes
     exit: JailExit
     truncated: bool = False  # output beyond `output_limit` was discarded
-
-
-def state_dirs(base: Path | None = None) -> tuple[Path, Path]:
-    """(runc's --root state dir, the folder of per-jail bundles) under cogbox's data dir."""
-    run = (base or data_dir()) / "run"
-    return run / "runc", run / "jails"
 
 
 class Jail:
@@ -239,8 +198,8 @@ class Jail:
         if not spec.argv:
             raise JailError("nothing to run: argv is empty")
         if spec.policy.forks_allowed:
-            _check_init(spec)
-        _reap_once(self.state_dir, self.cgroup_root)
+            check_init(spec.image, spec.policy)
+        reap_once(self.state_dir, self.cgroup_root)
         self._spec = spec
         self.id = _jail_id(spec.name)
         limits = spec.policy.limits
@@ -263,27 +222,16 @@ class Jail:
                 f"build it again with `cogbox image build {image.name}`"
             ) from exc
 
-    def _make_bundle(self) -> Path:
-        # Locked before it gets its name: a bundle visible as <id> is always held by a live
-        # driver or stale, never "not locked yet", so a concurrent reaper cannot take it.
-        staging = self.jails_dir / f"{_STAGING_PREFIX}{self.id}"
-        staging.mkdir(mode=0o700)
-        self._bundle_lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        # Blocking: a reaper may hold it for a moment while it skips a record-less folder.
-        fcntl.flock(self._bundle_lock, fcntl.LOCK_EX)
-        bundle = self.jails_dir / self.id
-        _write_driver_record(
-            staging, {"pid": os.getpid(), "owner": self.owner_pid, "runtime": self.runtime}
-        )
-        os.rename(staging, bundle)
-        return bundle
-
     def _prepare(self, spec: JailSpec) -> None:
         self.runtime_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.jails_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.bundle = self._make_bundle()
+        self.bundle, self._bundle_lock = make_bundle(
+            self.jails_dir,
+            self.id,
+            {"pid": os.getpid(), "owner": self.owner_pid, "runtime": self.runtime},
+        )
         identity = self.identity = self._take_identity(spec)
-        _open_to_mapped_root(self.jails_dir, self.bundle, identity)
+        open_to_mapped_root(self.jails_dir, self.bundle, identity)
         limits = spec.policy.limits
         try:
             self._workdir = Workdir.prepare(
@@ -293,7 +241,7 @@ class Jail:
             raise JailError(f"cannot prepare /home/work: {exc}") from exc
         # For the reaper: where /home/work goes back to if this driver dies, and whose it is.
         workdir_home = None if self._workdir.owned else str(self._workdir.host_dir)
-        _write_driver_record(
+        write_driver_record(
             self.bundle,
             {
                 "pid": os.getpid(),
@@ -321,46 +269,31 @@ class Jail:
         gpus = self._gpus(spec.policy)
         if gpus is not None:
             try:
-                binds.append(Bind(driver_folder(gpus, data_dir()), DRIVER_DIR, readonly=True))
+                driver = driver_folder(gpus, data_dir())
             except OSError as exc:
                 raise JailError(f"cannot copy the GPU driver's libraries: {exc}") from exc
-        argv = list(spec.argv)
-        if spec.policy.forks_allowed:
-            binds.append(Bind(HOST_INIT, JAIL_INIT, readonly=True))
-            argv = [JAIL_INIT, *_INIT_ARGS, *argv]
+            binds.append(Bind(driver, DRIVER_DIR, readonly=True, always_exec=True))
         listener = self._start_chmod_guard(spec.policy)
         try:
             config = render_oci_spec(
                 spec.policy,
                 rootfs=spec.image.rootfs,
-                args=argv,
+                args=list(spec.argv),
                 env=jail_env(spec.policy, spec.image.env, {**DEFAULT_ENV, **spec.env}),
                 binds=binds,
                 cgroups_path=self._cgroup.runc_path,
                 seccomp_listener=listener,
                 identity=identity,
                 runtime=self.runtime,
+                init=True,
+                gpus=gpus,
+                limits_on_parent_cgroup=True,
             )
         except ValueError as exc:
             raise JailError(f"cannot build the jail's OCI config: {exc}") from exc
-        if gpus is not None:
-            give_gpus(config, gpus)
-        # The init must run even where the policy's OP_EXEC makes binds noexec.
-        for mount in config["mounts"]:
-            if mount["destination"] == JAIL_INIT:
-                mount["options"] = [o for o in mount["options"] if o != "noexec"]
-        # The memory and pids limits live on the launcher's parent cgroup, where their
-        # counters survive runc's cleanup; the same limit on runc's leaf would trip first.
-        resources = config["linux"].get("resources", {})
-        resources.pop("memory", None)
-        resources.pop("pids", None)
-        # Under contention the kernel weighs a whole cgroup like one busy task; weigh a jail
-        # allowed N cores like N tasks, so its threads compete like the same threads outside.
-        if limits.cpus is not None and "cpu" in resources:
-            resources["cpu"]["shares"] = max(2, round(1024 * limits.cpus))
-        _make_mount_points(spec.image.rootfs, config["mounts"])
+        make_mount_points(spec.image.rootfs, config["mounts"])
         if self.runtime == "runsc":
-            _check_reachable(config["mounts"], identity)
+            check_reachable(config["mounts"], identity)
         (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
 
     def _take_identity(self, spec: JailSpec) -> Identity:
@@ -409,7 +342,7 @@ class Jail:
         if setpriv is None:
             raise JailError("setpriv is not installed (Debian: apt-get install util-linux)")
         command = [
-            # runc dies with this process (the jail then dies with runc, see _INIT_ARGS).
+            # runc dies with this process (the jail then dies with runc, see init.INIT_ARGS).
             setpriv, "--pdeathsig", "KILL", "--",
             *self._runtime_command(),
             "run",
@@ -422,7 +355,7 @@ class Jail:
         ]  # fmt: skip
         # close_fds (the default) keeps every host fd but 0-2 away from runc and the jail;
         # a new session keeps a terminal's Ctrl-C from reaching runc directly.
-        self._process = _SPAWNER.popen(
+        self._process = spawn(
             lambda: subprocess.Popen(
                 command,
                 stdin=stdin,
@@ -445,25 +378,9 @@ class Jail:
         self._wait_started(pid_file)
 
     def _runtime_command(self) -> list[str]:
-        assert self.bundle is not None
-        command = [
-            self.runtime,
-            "--root", str(self.runtime_root),
-            "--log", str(self.bundle / "runtime.log"),
-            "--log-format", "json",
-        ]  # fmt: skip
-        if self.runtime == "runsc" and self._spec is not None:
-            # gVisor brings its own network stack ("none": loopback only), and applies the
-            # policy's seccomp whitelist inside its kernel only when asked to.
-            command.append(
-                "--network=host" if self._spec.policy.network == "host" else "--network=none"
-            )
-            command.append("--oci-seccomp")
-            # A kernel's ZeroMQ sockets must be real sockets on the host side of its runtime
-            # folder ("create" only: the jail may not connect to host sockets it finds, and
-            # the host dials only sockets it proved, as under runc).
-            command.append("--host-uds=create")
-        return command
+        assert self.bundle is not None and self._spec is not None
+        network = self._spec.policy.network
+        return runtime_command(self.runtime, self.runtime_root, self.bundle, network)
 
     def _wait_started(self, pid_file: Path) -> None:
         # runc writes the pid file once the command runs; if runc exits first, the start
@@ -704,251 +621,6 @@ def run_jailed(
     finally:
         jail.cleanup()
     return JailResult(stdout=stdout, stderr=stderr, exit=exit, truncated=truncated)
-
-
-def reap_stale_jails(
-    *, state_dir: Path | None = None, cgroup_root: Path = DEFAULT_ROOT
-) -> list[str]:
-    """Remove what jails whose driving process died left behind; returns their ids.
-
-    A live driver holds an flock on its bundle, so a bundle that can be locked is stale:
-    its container is deleted (`runc delete --force` kills what still runs), its cgroups
-    killed and removed, /home/work's quota filesystem copied back to the caller's directory
-    and unmounted, and the bundle removed. Bundles from launchers before the lock existed
-    are reaped only once older than a day. Then the host identities those drivers held are
-    freed, once no process uses their ids. Safe to run concurrently with live jails.
-    """
-    runtime_root, jails_dir = state_dirs(state_dir)
-    reaped: list[str] = []
-    try:
-        entries = sorted(jails_dir.iterdir())
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
-        try:
-            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # removed meanwhile, or not a directory
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its driver is alive
-            record = _read_driver_record(entry)
-            if record is None:
-                # No record: a launcher older than the lock, or gone while we looked.
-                age = time.time() - os.fstat(fd).st_mtime
-                if not entry.exists() or age < _LEGACY_BUNDLE_MAX_AGE_SECONDS:
-                    continue
-            jail_id = entry.name.removeprefix(_STAGING_PREFIX)
-            with contextlib.suppress(OSError, CogboxError):
-                if _reap(entry, jail_id, record or {}, runtime_root, cgroup_root):
-                    reaped.append(jail_id)
-        finally:
-            os.close(fd)
-    with contextlib.suppress(OSError, CogboxError):
-        reap_stale_identities()
-    return reaped
-
-
-def _reap(
-    bundle: Path, jail_id: str, record: dict[str, Any], runtime_root: Path, cgroup_root: Path
-) -> bool:
-    runtime = str(record.get("runtime") or "runc")
-    if shutil.which(runtime) is not None:
-        subprocess.run(
-            [runtime, "--root", str(runtime_root), "delete", "--force", jail_id],
-            capture_output=True,
-            check=False,
-        )
-    with contextlib.suppress(CgroupError):
-        cgroup = JailCgroup(jail_id, root=cgroup_root)
-        cgroup.kill_all()
-        cgroup.remove()
-    mount = bundle / "workdir"
-    if os.path.ismount(mount):
-        home = record.get("workdir")
-        slot = record.get("identity")
-        workdir = Workdir(
-            Path(home) if home else bundle / "home",
-            mount,
-            owned=not home,
-            image=bundle / "workdir.ext4",
-            owner=Identity(slot) if isinstance(slot, int) else None,
-        )
-        with contextlib.suppress(WorkdirError, OSError):
-            workdir.close()
-        if os.path.ismount(mount):
-            return False
-    shutil.rmtree(bundle, ignore_errors=True)
-    return True
-
-
-_reaped_state_dirs: set[tuple[Path | None, Path]] = set()
-_reap_lock = threading.Lock()
-
-
-def _reap_once(state_dir: Path | None, cgroup_root: Path) -> None:
-    # Once per process and data dir: what a crashed predecessor left is found at the first
-    # start; later stale bundles are from drivers that died while this one ran.
-    key = (state_dir, cgroup_root)
-    with _reap_lock:
-        if key in _reaped_state_dirs:
-            return
-        _reaped_state_dirs.add(key)
-    # Best effort: leftovers of others must never keep this jail from starting.
-    with contextlib.suppress(OSError, CogboxError):
-        reap_stale_jails(state_dir=state_dir, cgroup_root=cgroup_root)
-
-
-def _write_driver_record(bundle: Path, record: dict[str, Any]) -> None:
-    temporary = bundle / f"{_DRIVER_FILE}.tmp"
-    temporary.write_text(json.dumps(record))
-    os.replace(temporary, bundle / _DRIVER_FILE)
-
-
-def _read_driver_record(bundle: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((bundle / _DRIVER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _open_to_mapped_root(jails_dir: Path, bundle: Path, identity: Identity) -> None:
-    """Let the jail's namespace root (host id `identity.base`) reach its bundle, and only it.
-
-    runc opens bind sources from the host, but gVisor's gofer opens them as the namespace's
-    root: a temporary /home/work in the bundle must be reachable by it. Like Docker's
-    userns-remap: the jails' folder is 0711 (traversable, not listable), each bundle 0710
-    with the group of its own jail's root. The jailed code runs as `host_uid`, which is not
-    that group, so it cannot reach any bundle.
-    """
-    os.chmod(jails_dir, 0o711)
-    os.chown(bundle, 0, identity.base)
-    os.chmod(bundle, 0o710)
-
-
-def _check_reachable(mounts: list[dict[str, Any]], identity: Identity) -> None:
-    """JailError unless the namespace's root can reach every bind source (gVisor's gofer
-    opens them as that id, not as host root; runc opens them from the host)."""
-    for mount in mounts:
-        if mount["type"] != "bind":
-            continue
-        source = Path(mount["source"])
-        for folder in reversed(source.parents):
-            st = os.stat(folder)
-            if not (
-                st.st_mode & stat.S_IXOTH
-                or (st.st_uid == identity.base and st.st_mode & stat.S_IXUSR)
-                or (st.st_gid == identity.base and st.st_mode & stat.S_IXGRP)
-            ):
-                raise JailError(
-                    f"under runsc, the jail's bind of {mount['destination']} needs its host "
-                    f"folder's parents to be traversable by others, and {folder} is not "
-                    "(chmod o+x it, or use a folder under a traversable path)"
-                )
-
-
-def _make_mount_points(rootfs: Path, mounts: list[dict[str, Any]]) -> None:
-    """Create the image's missing bind mount points, as the host's root, before runc runs.
-
-    runc would make them itself, but in the jail's user namespace its root is no root of the
-    image's (host root-owned) folders. Never through a link: a link in the image is left to
-    runc, which resolves it inside the root filesystem (and names the mount if it fails).
-    """
-    for mount in mounts:
-        if mount["type"] != "bind":
-            continue
-        if mount["destination"].startswith(WORKDIR + "/"):
-            # Inside the bound /home/work (a storage folder's mount point): runc makes it
-            # there, in the session's own files, never in the shared image.
-            continue
-        *folders, name = [part for part in mount["destination"].split("/") if part]
-        is_dir = os.path.isdir(mount["source"])
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(rootfs, flags)
-        try:
-            for folder in folders:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(folder, 0o755, dir_fd=fd)
-                child = os.open(folder, flags, dir_fd=fd)
-                os.close(fd)
-                fd = child
-            with contextlib.suppress(FileExistsError):
-                if is_dir:
-                    os.mkdir(name, 0o755, dir_fd=fd)
-                else:
-                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644, dir_fd=fd))
-        except OSError:
-            pass  # a link or something odd on the way: runc decides and says why
-        finally:
-            os.close(fd)
-
-
-def _check_init(spec: JailSpec) -> None:
-    """JailError unless the host's init, the image's mount point and the policy allow it."""
-    if not os.access(HOST_INIT, os.X_OK):
-        raise JailError(
-            f"the jail's init {HOST_INIT} is missing: install Debian's tini "
-            "(apt-get install tini, or run scripts/setup)"
-        )
-    image = spec.image
-    try:
-        # lstat: a link in the image must not redirect where the init is bound.
-        is_file = stat.S_ISREG(os.lstat(image.rootfs / JAIL_INIT.lstrip("/")).st_mode)
-    except OSError:
-        is_file = False
-    if not is_file:
-        raise JailError(
-            f"image {image.name!r} ({image.digest[:12]}) has no {JAIL_INIT} for the jail's "
-            f"init: it was built by an older cogbox; rebuild it with "
-            f"`cogbox image build {image.name}`"
-        )
-    missing = sorted(_INIT_SYSCALLS - set(spec.policy.allowed_syscalls))
-    if missing:
-        raise JailError(
-            f"the policy's allowed_syscalls lacks {', '.join(missing)}, which the jail's "
-            "init (tini) needs; add them, or use diff_to_default: true"
-        )
-
-
-class _Spawner:
-    """Starts every runtime process from one thread that lives as long as this process.
-
-    The kernel sends a parent-death signal when the *thread* that forked a child ends, not
-    its process; started from short-lived threads (a worker pool's), runc would be killed
-    under a live driver.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: queue.SimpleQueue[
-            tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]
-        ] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def popen(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._serve, name="cogbox-jail-spawner", daemon=True
-                )
-                self._thread.start()
-        started: Future[subprocess.Popen[bytes]] = Future()
-        self._requests.put((start, started))
-        return started.result()
-
-    def _serve(self) -> None:
-        while True:
-            start, started = self._requests.get()
-            try:
-                started.set_result(start())
-            except BaseException as exc:  # handed to the caller, raised in its thread
-                started.set_exception(exc)
-
-
-_SPAWNER = _Spawner()
 
 
 def _jail_id(name: str | None) -> str:

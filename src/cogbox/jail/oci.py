@@ -1,7 +1,8 @@
 """Render a policy as a complete OCI runtime `config.json` for runc, and the jail's environment.
 
 Pure functions: nothing here touches the host. The launcher writes the returned dict as
-`config.json` into a bundle and enforces what OCI cannot express (workdir quota, wall time).
+`config.json` into a bundle unchanged (so `cogbox policy render --format oci` prints what runs)
+and enforces what OCI cannot express (workdir quota, wall time).
 """
 
 import posixpath
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogbox.images.paths import JAIL_INIT, TMPDIR, WORKDIR
+from cogbox.jail.gpu import DRIVER_DIR, NvidiaHost, give_gpus
 from cogbox.jail.identity import Identity
-from cogbox.jail.policy import JAIL_GID, JAIL_UID, TMPDIR, WORKDIR, Policy
+from cogbox.jail.init import HOST_INIT, under_init
+from cogbox.jail.policy import JAIL_GID, JAIL_UID, Policy
 from cogbox.jail.seccomp import render_oci_seccomp
 
 OCI_VERSION = "1.0.2"
@@ -47,6 +51,13 @@ _KERNEL_MOUNT_POINTS = ("/proc", "/dev", "/sys")
 # see render_oci_spec. r* options are recursive (mount_setattr; runc >= 1.1).
 _SYS_BIND_OPTIONS = ["rbind", "rro", "rnosuid", "rnodev", "rnoexec"]
 _SYS_SUBMOUNTS = ("/sys/fs", "/sys/kernel")
+# What a login would set; offered as requests, so the policy's preserved keys still decide.
+DEFAULT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": WORKDIR,
+    "USER": "work",
+    "SHELL": "/bin/sh",
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class Bind:
     # A storage folder on a filesystem of its own: the launcher gives all of it to the
     # jail's identity before the jail starts (`folder_owner.give_folder`).
     give_to_jail: bool = False
+    # Executable whatever the policy's OP_EXEC says: the jail's init, the GPU driver's code.
+    always_exec: bool = False
 
 
 def jail_env(
@@ -100,6 +113,9 @@ def render_oci_spec(
     seccomp_listener: str | None = None,
     identity: Identity | None = None,
     runtime: str = "runc",
+    init: bool = False,
+    gpus: NvidiaHost | None = None,
+    limits_on_parent_cgroup: bool = False,
 ) -> dict[str, Any]:
     """A runc 1.1 `config.json` running `args` as `uid` in a jail shaped by `policy`.
 
@@ -109,10 +125,22 @@ def render_oci_spec(
     `identity` puts the jail in its own user namespace whose ids are that identity's block
     of host ids (`uid` inside is then `identity.host_uid` on the host). `runtime` is the
     OCI runtime that will run it (runc, or runsc: see `render_oci_seccomp`).
-    Raises ValueError for arguments that would weaken the jail.
+
+    What the launcher adds, here so that the rendered config is what runs: `init` runs
+    `args` under the jail's init (tini, bound from the host) when the policy allows forks;
+    `gpus` gives the jail those GPU devices and their driver folder (bound at DRIVER_DIR by
+    the caller); `limits_on_parent_cgroup` leaves the memory and pids limits out of the
+    config because the launcher sets them on the jail's parent cgroup (cgroups.py), where
+    their counters survive runc's cleanup and the same limit on runc's leaf cannot trip
+    first. Raises ValueError for arguments that would weaken the jail.
     """
     if not args:
         raise ValueError("args must name the program to run")
+    if init and policy.forks_allowed:
+        args = under_init(args)
+        binds = [*binds, Bind(HOST_INIT, JAIL_INIT, readonly=True, always_exec=True)]
+    if gpus is not None and not any(bind.destination == DRIVER_DIR for bind in binds):
+        raise ValueError(f"gpus need the driver folder's bind at {DRIVER_DIR}")
     if uid == 0 or gid == 0:
         raise ValueError("the jail never runs code as root (uid/gid 0)")
     for key in env:
@@ -143,7 +171,7 @@ def render_oci_spec(
         "mounts": _kernel_mounts(policy) + _bind_mounts(policy, binds),
         "linux": {
             "namespaces": _namespaces(policy),
-            "resources": _resources(policy),
+            "resources": _resources(policy, limits_on_parent_cgroup),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
             "seccomp": render_oci_seccomp(policy, listener_path=seccomp_listener, runtime=runtime),
@@ -168,6 +196,8 @@ def render_oci_spec(
                 for mount in spec["mounts"]
             ]
             spec["linux"]["maskedPaths"] += list(_SYS_SUBMOUNTS)
+    if gpus is not None:
+        give_gpus(spec, gpus)
     return spec
 
 
@@ -241,7 +271,7 @@ def _bind_mounts(policy: Policy, binds: Sequence[Bind]) -> list[dict[str, Any]]:
     for bind in sorted(every, key=lambda b: posixpath.normpath(b.destination).count("/")):
         # Plain "bind", not "rbind": a read-only rbind would leave submounts writable.
         options = ["bind", "nosuid", "nodev", "ro" if bind.readonly else "rw"]
-        if bind.noexec or not policy.exec_allowed_at(bind.destination):
+        if not bind.always_exec and (bind.noexec or not policy.exec_allowed_at(bind.destination)):
             options.insert(1, "noexec")
         mounts.append(_mount(bind.destination, "bind", str(bind.source), options))
     return mounts
@@ -258,19 +288,24 @@ def _namespaces(policy: Policy) -> list[dict[str, str]]:
     return [{"type": kind} for kind in kinds]
 
 
-def _resources(policy: Policy) -> dict[str, Any]:
+def _resources(policy: Policy, limits_on_parent_cgroup: bool) -> dict[str, Any]:
     limits = policy.limits
     resources: dict[str, Any] = {
         # Deny all devices; runc still adds the standard ones (null, zero, full, random,
         # urandom, tty, ptmx) that it creates under /dev.
         "devices": [{"allow": False, "access": "rwm"}],
-        # swap is memory+swap in OCI (v1 semantics): equal to memory means no swap at all.
-        "memory": {"limit": limits.memory_bytes, "swap": limits.memory_bytes},
-        "pids": {"limit": limits.pids},
     }
+    if not limits_on_parent_cgroup:
+        # swap is memory+swap in OCI (v1 semantics): equal to memory means no swap at all.
+        resources["memory"] = {"limit": limits.memory_bytes, "swap": limits.memory_bytes}
+        resources["pids"] = {"limit": limits.pids}
     if limits.cpus is not None:
         resources["cpu"] = {
             "quota": max(1000, round(limits.cpus * CPU_PERIOD_US)),
             "period": CPU_PERIOD_US,
+            # Under contention the kernel weighs a whole cgroup like one busy task; weigh a
+            # jail allowed N cores like N tasks, so its threads compete like the same
+            # threads outside.
+            "shares": max(2, round(1024 * limits.cpus)),
         }
     return resources

@@ -3,48 +3,52 @@
 `parse_policy`/`load_policy` turn YAML into a resolved, typed `Policy`. Every field either
 maps onto a mechanism that enforces it (see docs/jail.md) or is refused with a `PolicyError`
 that names the file, the line and the field; nothing is silently ignored.
+
+The model is policy_model.py, the file's own shape policy_document.py, its value types
+policy_values.py; this module loads and resolves, and reports problems by line.
 """
 
-import math
-import posixpath
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    ValidationError,
-    field_validator,
-)
+from pydantic import ValidationError
 
-from cogbox import sizes
 from cogbox.errors import CogboxError
+from cogbox.jail.policy_document import _LIMIT_ATTRIBUTES, _PolicyDoc
+from cogbox.jail.policy_model import (
+    DEFAULT_LIMITS,
+    DEFAULT_PRESERVED_ENV_KEYS,
+    DEFAULT_WHITELIST_PATHS,
+    EVERYTHING,
+    JAIL_GID,
+    JAIL_UID,
+    OPS,
+    WRITABLE_MOUNTS,
+    Limits,
+    Policy,
+    ReadonlyBind,
+    glob_directory,
+)
 from cogbox.jail.syscalls import DEFAULT_ALLOWED_SYSCALLS, syscall_name_problem
 from cogbox.yamlsource import YamlDocument
 
-WORKDIR = "/home/work"
-# The user code runs as *inside* every jail (the images' work user): never root. On the
-# host it is another id per session, `Identity.host_uid` (see identity.py).
-JAIL_UID = 1000
-JAIL_GID = 1000
-TMPDIR = "/tmp"
-# Writable mounts the sandbox user (uid 1000) owns the contents of; everything else it sees is
-# the read-only, root-owned image or kernel filesystems.
-WRITABLE_MOUNTS = (WORKDIR, TMPDIR)
-OPS = ("OP_OPEN", "OP_ACCESS", "OP_EXEC", "OP_STAT", "OP_CHMOD")
-
-# Container paths an extra bind may not cover: the jail's own mounts and kernel filesystems.
-_RESERVED_DESTINATIONS = ("/", "/proc", "/sys", "/dev", WORKDIR, TMPDIR)
-# Host paths a read-only bind may not expose.
-_REFUSED_SOURCES = ("/", "/proc", "/sys", "/dev", "/run", "/var/run", "/boot", "/etc")
-_EVERYTHING = "*"
+# The model (policy_model.py) is part of this module's interface: callers load and use a
+# policy through one import.
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_PRESERVED_ENV_KEYS",
+    "JAIL_GID",
+    "JAIL_UID",
+    "Limits",
+    "Policy",
+    "PolicyError",
+    "default_policy",
+    "load_policy",
+    "parse_policy",
+    "policy_or_default",
+]
 
 
 class PolicyError(CogboxError):
@@ -58,331 +62,6 @@ class PolicyError(CogboxError):
         else:
             message = f"{source}: {len(problems)} problems\n  " + "\n  ".join(problems)
         super().__init__(message)
-
-
-# ---------------------------------------------------------------------------- value parsers
-
-_UNLIMITED = ("unlimited", None)
-
-
-def parse_size(value: object) -> int:
-    """Positive bytes from an int or a string like "2g", "512m", "1.5GiB" (binary units)."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected a size such as 4g, 512m or a number of bytes, got {value!r}")
-    size = sizes.parse_size(value)
-    if size <= 0:
-        raise ValueError(f"a size must be positive, got {value!r}")
-    return size
-
-
-def _required_size(value: object) -> int:
-    if value in _UNLIMITED:
-        raise ValueError("this limit cannot be unlimited")
-    return parse_size(value)
-
-
-def _optional_size(value: object) -> int | None:
-    return None if value in _UNLIMITED else parse_size(value)
-
-
-def _optional_seconds(value: object) -> float | None:
-    if value in _UNLIMITED:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        if not math.isfinite(value):
-            raise ValueError("use null or 'unlimited' for no limit")
-        return float(value)
-    raise ValueError(f"expected a positive number of seconds or 'unlimited', got {value!r}")
-
-
-def _optional_whole_seconds(value: object) -> int | None:
-    seconds = _optional_seconds(value)
-    # RLIMIT_CPU counts whole seconds; round up so a limit is never tighter than written.
-    return None if seconds is None else math.ceil(seconds)
-
-
-def _optional_cpus(value: object) -> float | None:
-    if value in _UNLIMITED:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0.01 <= value <= 1024:
-        return float(value)
-    raise ValueError(f"expected a number of CPU cores between 0.01 and 1024, got {value!r}")
-
-
-def _env_value(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a string, got {value!r}")
-    text = str(value)
-    if "\0" in text:
-        raise ValueError("environment values cannot contain NUL bytes")
-    return text
-
-
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _env_name(value: object) -> str:
-    if not isinstance(value, str) or not _ENV_NAME_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not an environment variable name")
-    return value
-
-
-def _container_path(value: object) -> str:
-    if not isinstance(value, str | Path):
-        raise ValueError(f"expected an absolute path, got {value!r}")
-    text = str(value)
-    if not text.startswith("/") or ".." in text.split("/") or "\0" in text:
-        raise ValueError(f"expected an absolute path without '..', got {text!r}")
-    return "/" + posixpath.normpath(text).lstrip("/")  # normpath keeps a leading "//"
-
-
-RequiredSize = Annotated[int, BeforeValidator(_required_size)]
-OptionalSize = Annotated[int | None, BeforeValidator(_optional_size)]
-OptionalSeconds = Annotated[float | None, BeforeValidator(_optional_seconds)]
-OptionalWholeSeconds = Annotated[int | None, BeforeValidator(_optional_whole_seconds)]
-OptionalCpus = Annotated[float | None, BeforeValidator(_optional_cpus)]
-EnvName = Annotated[str, BeforeValidator(_env_name)]
-EnvValue = Annotated[str, BeforeValidator(_env_value)]
-ContainerPath = Annotated[str, BeforeValidator(_container_path)]
-
-
-# ---------------------------------------------------------------------------- resolved model
-
-
-class Limits(BaseModel):
-    """Resource limits, resolved; `None` means no limit. See docs/jail.md for who enforces each."""
-
-    model_config = ConfigDict(frozen=True)
-
-    memory_bytes: int  # memory cgroup (memory + swap = memory: no swap)
-    cpus: float | None  # cpu cgroup quota, in cores
-    pids: int  # pids cgroup: live processes AND threads
-    nofile: int  # RLIMIT_NOFILE
-    fsize_bytes: int | None  # RLIMIT_FSIZE: largest file a process may write
-    workdir_quota_bytes: int | None  # launcher: disk quota of /home/work
-    tmp_size_bytes: int  # tmpfs size= of /tmp
-    shm_size_bytes: int  # tmpfs size= of /dev/shm
-    cpu_time_seconds: int | None  # RLIMIT_CPU, per process
-    wall_time_seconds: float | None  # launcher watchdog: the session's lifetime
-
-
-class ReadonlyBind(BaseModel):
-    """A host directory shown read-only inside the jail (policy `mounts.readonly_binds`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    source: Annotated[Path, BeforeValidator(_container_path)]
-    destination: ContainerPath
-
-    @field_validator("source")
-    @classmethod
-    def _not_host_control(cls, source: Path) -> Path:
-        # "ro" does not stop connect() on a socket or ioctl() on a device, so binds of the
-        # host's root, kernel filesystems and runtime sockets (/run/docker.sock...) are refused.
-        for refused in _REFUSED_SOURCES:
-            if source == Path(refused) or (refused != "/" and source.is_relative_to(refused)):
-                raise ValueError(f"binding host {source} would expose the host's control files")
-        return source
-
-    @field_validator("destination")
-    @classmethod
-    def _not_reserved(cls, destination: str) -> str:
-        for reserved in _RESERVED_DESTINATIONS:
-            if destination == reserved or (
-                reserved in ("/proc", "/sys", "/dev") and destination.startswith(reserved + "/")
-            ):
-                raise ValueError(f"{destination} is one of the jail's own mounts")
-        return destination
-
-
-class Policy(BaseModel):
-    """A resolved jail policy: defaults merged in, every value checked to be enforceable."""
-
-    model_config = ConfigDict(frozen=True)
-
-    source: str
-    # Backend.AI's fields, as accepted (see docs/jail.md for their meaning here).
-    whitelist_paths: Mapping[str, tuple[str, ...]]
-    exec_allowance: int  # always -1: exec counting is not enforceable
-    fork_allowance: int  # -1 (unlimited) or 0 (threads only, enforced by seccomp)
-    max_child_procs: int | None  # as written; resolved into limits.pids
-    extra_envs: Mapping[str, str]
-    preserved_env_keys: tuple[str, ...]
-    allowed_syscalls: tuple[str, ...]  # sorted; argument rules live in the seccomp renderer
-    diff_to_default: bool
-    # cogbox's extensions.
-    limits: Limits
-    network: Literal["none", "host"]
-    readonly_binds: tuple[ReadonlyBind, ...]
-    gpu: bool = False  # the host's NVIDIA GPUs in the jail (cogbox.jail.gpu); refused without
-
-    def with_limits(self, **changes: Any) -> "Policy":
-        """This policy with some resolved limits replaced, e.g. `memory_bytes=1 << 30`."""
-        limits = Limits.model_validate({**self.limits.model_dump(), **changes})
-        return self.model_copy(update={"limits": limits})
-
-    @property
-    def forks_allowed(self) -> bool:
-        """False when `fork_allowance: 0`: only threads may be created (seccomp on clone)."""
-        return self.fork_allowance != 0
-
-    def exec_allowed_at(self, mount_point: str) -> bool:
-        """Whether programs may be run from the mount at `mount_point` (else it is `noexec`).
-
-        The read-only image root always allows exec: it holds the interpreter.
-        """
-        if mount_point == "/":
-            return True
-        directories = {_glob_directory(glob) for glob in self.whitelist_paths["OP_EXEC"]}
-        return _EVERYTHING in directories or posixpath.normpath(mount_point) in directories
-
-    @property
-    def chmod_globs(self) -> tuple[str, ...] | None:
-        """OP_CHMOD's globs when they narrow where chmod works; None when they allow it anywhere.
-
-        Narrowed globs are checked on every chmod by the launcher's chmod guard (seccomp user
-        notification, see chmod_guard.py); file ownership stays the enforcement beneath it.
-        """
-        globs = self.whitelist_paths["OP_CHMOD"]
-        if any(_glob_directory(glob) == _EVERYTHING for glob in globs):
-            return None
-        return globs
-
-    def describe(self) -> list[str]:
-        """A few lines saying what this policy enforces, for `cogbox policy check`."""
-        limits = self.limits
-
-        def size(value: int | None) -> str:
-            return "unlimited" if value is None else _human_size(value)
-
-        def seconds(value: float | None) -> str:
-            return "unlimited" if value is None else f"{value:g}s"
-
-        exec_mounts = [
-            m for m in (*WRITABLE_MOUNTS, *self._bind_points()) if self.exec_allowed_at(m)
-        ]
-        return [
-            f"syscalls: {len(self.allowed_syscalls)} allowed, others fail with EPERM "
-            "(clone3 with ENOSYS); x86_64 only",
-            f"memory {size(limits.memory_bytes)}, cpus "
-            f"{'unlimited' if limits.cpus is None else f'{limits.cpus:g}'}, "
-            f"pids {limits.pids}, open files {limits.nofile}",
-            f"file size {size(limits.fsize_bytes)}, /home/work quota "
-            f"{size(limits.workdir_quota_bytes)}, /tmp {size(limits.tmp_size_bytes)}, "
-            f"/dev/shm {size(limits.shm_size_bytes)}",
-            f"cpu time {seconds(limits.cpu_time_seconds)} per process, "
-            f"wall time {seconds(limits.wall_time_seconds)}",
-            f"network: {self.network}; forks: {'allowed' if self.forks_allowed else 'denied'}; "
-            f"exec from: image root{''.join(', ' + m for m in exec_mounts)}",
-            f"environment: {len(self.preserved_env_keys)} preserved keys, "
-            f"{len(self.extra_envs)} extra",
-        ]
-
-    def _bind_points(self) -> list[str]:
-        return [bind.destination for bind in self.readonly_binds]
-
-
-def _human_size(value: int) -> str:
-    for unit, factor in (("t", 1 << 40), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
-        if value % factor == 0:
-            return f"{value // factor}{unit}"
-    return str(value)
-
-
-# ---------------------------------------------------------------------------- file model
-
-
-class _Document(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _WhitelistPathsDoc(_Document):
-    OP_OPEN: list[str] | None = None
-    OP_ACCESS: list[str] | None = None
-    OP_EXEC: list[str] | None = None
-    OP_STAT: list[str] | None = None
-    OP_CHMOD: list[str] | None = None
-
-
-class _LimitsDoc(_Document):
-    memory: RequiredSize | None = None
-    cpus: OptionalCpus = None
-    pids: Annotated[StrictInt, Field(ge=1)] | None = None
-    nofile: Annotated[StrictInt, Field(ge=16, le=1 << 20)] | None = None
-    file_size: OptionalSize = None
-    workdir_quota: OptionalSize = None
-    tmp_size: RequiredSize | None = None
-    shm_size: RequiredSize | None = None
-    cpu_time_seconds: OptionalWholeSeconds = None
-    wall_time_seconds: OptionalSeconds = None
-
-
-# YAML key in `limits:` -> attribute of `Limits`.
-_LIMIT_ATTRIBUTES = {
-    "memory": "memory_bytes",
-    "cpus": "cpus",
-    "pids": "pids",
-    "nofile": "nofile",
-    "file_size": "fsize_bytes",
-    "workdir_quota": "workdir_quota_bytes",
-    "tmp_size": "tmp_size_bytes",
-    "shm_size": "shm_size_bytes",
-    "cpu_time_seconds": "cpu_time_seconds",
-    "wall_time_seconds": "wall_time_seconds",
-}
-
-
-class _MountsDoc(_Document):
-    readonly_binds: list[ReadonlyBind] = []
-
-
-class _PolicyDoc(_Document):
-    whitelist_paths: _WhitelistPathsDoc | None = None
-    exec_allowance: StrictInt = -1
-    fork_allowance: StrictInt = -1
-    max_child_procs: StrictInt | None = None
-    extra_envs: dict[EnvName, EnvValue] = {}
-    preserved_env_keys: list[EnvName] = []
-    allowed_syscalls: list[str] = []
-    diff_to_default: StrictBool = False
-    limits: _LimitsDoc | None = None
-    network: Literal["none", "host"] = "none"
-    mounts: _MountsDoc | None = None
-    gpu: StrictBool = False
-
-
-# ---------------------------------------------------------------------------- defaults
-
-DEFAULT_WHITELIST_PATHS: Mapping[str, tuple[str, ...]] = {
-    "OP_OPEN": ("*",),
-    "OP_ACCESS": ("*",),
-    "OP_EXEC": ("*",),
-    "OP_STAT": ("*",),
-    "OP_CHMOD": ("/home/work/*", "/tmp/*"),
-}
-DEFAULT_PRESERVED_ENV_KEYS = (
-    "HOME",
-    "PATH",
-    "LANG",
-    "USER",
-    "SHELL",
-    "TERM",
-    "LD_LIBRARY_PATH",
-    "PYTHONPATH",
-    "PYTHONUNBUFFERED",
-)
-DEFAULT_LIMITS = Limits(
-    memory_bytes=2 << 30,
-    cpus=1.0,
-    pids=128,
-    nofile=1024,
-    fsize_bytes=2 << 30,
-    workdir_quota_bytes=4 << 30,
-    tmp_size_bytes=512 << 20,
-    shm_size_bytes=64 << 20,
-    cpu_time_seconds=None,  # RLIMIT_CPU is per process: a capped kernel dies mid-session
-    wall_time_seconds=24 * 3600.0,
-)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -580,8 +259,8 @@ def _resolve_whitelist(
         if glob_issues:
             continue
 
-        directories = {_glob_directory(glob) for glob in result[op]}
-        if op in ("OP_OPEN", "OP_ACCESS", "OP_STAT") and _EVERYTHING not in directories:
+        directories = {glob_directory(glob) for glob in result[op]}
+        if op in ("OP_OPEN", "OP_ACCESS", "OP_STAT") and EVERYTHING not in directories:
             issues.append(
                 _Issue(
                     ("whitelist_paths", op),
@@ -589,7 +268,7 @@ def _resolve_whitelist(
                     "which cogbox does not use yet",
                 )
             )
-        if op == "OP_CHMOD" and _EVERYTHING not in directories:
+        if op == "OP_CHMOD" and EVERYTHING not in directories:
             for mount in WRITABLE_MOUNTS:
                 if mount not in directories:
                     issues.append(
@@ -605,21 +284,9 @@ def _resolve_whitelist(
 _GLOB_CHARS = re.compile(r"[*?\[\]{}]")
 
 
-def _glob_directory(glob: str) -> str:
-    """The directory a whitelist glob covers ("/home/work/*" -> "/home/work"), or "*" for all."""
-    text = glob.strip()
-    if text in ("*", "**", "/", "/*", "/**"):
-        return _EVERYTHING
-    for suffix in ("/**", "/*", "/"):
-        if text.endswith(suffix):
-            text = text[: -len(suffix)]
-            break
-    return posixpath.normpath(text) if text.startswith("/") else text
-
-
 def _glob_problem(op: str, glob: str, exec_mounts: set[str]) -> str | None:
-    directory = _glob_directory(glob)
-    if directory == _EVERYTHING:
+    directory = glob_directory(glob)
+    if directory == EVERYTHING:
         return None
     if not directory.startswith("/") or _GLOB_CHARS.search(directory) or ".." in glob:
         shape = "an absolute directory followed by /*, or *"

@@ -27,6 +27,7 @@ try:  # noqa: SIM105 (Python 2.7 has no contextlib.suppress)
 except ImportError:  # Python 2.7 without the typing backport
     pass
 
+# cogbox.images.paths.WORKDIR: this file runs in the image, which cannot import cogbox.
 WORKDIR = "/home/work"
 KILL_GRACE_SECONDS = 2.0
 

@@ -35,7 +35,7 @@ from typing import Any
 from jupyter_client.connect import KernelConnectionInfo
 
 from cogbox import hostfs
-from cogbox.images.plan import JAIL_RUNTIME_DIR  # where the jail sees the runtime directory
+from cogbox.images.paths import JAIL_RUNTIME_DIR  # where the jail sees the runtime directory
 from cogbox.jail.identity import Identity
 from cogbox.jail.policy import JAIL_GID, JAIL_UID
 from cogbox.kernel.errors import KernelError

@@ -35,7 +35,7 @@ import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 from zmq.utils.monitor import recv_monitor_message
 
-from cogbox.images.plan import JAIL_RUNTIME_DIR
+from cogbox.images.paths import JAIL_RUNTIME_DIR
 from cogbox.images.store import Image
 from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
 from cogbox.jail.launcher import JailError, JailExit, JailSpec
@@ -70,10 +70,10 @@ def kernel_command(image: Image) -> KernelCommand:
     by itself. An image whose recipe names `kernel.extensions` gets those instead (the cntk
     image's `cogbox_cntk_output` wraps wurlitzer to drop CNTK's own noise lines).
     """
-    python = str(image.manifest.get("kernel", {}).get("runtime_path") or "/usr/bin/python3")
+    python = image.info.kernel.runtime_path
     packages = {
-        name.lower().replace("_", "-"): str(version)
-        for name, version in image.manifest.get("python_packages", {}).items()
+        name.lower().replace("_", "-"): version
+        for name, version in image.info.python_packages.items()
     }
     version = packages.get("ipykernel")
     if version is None:
@@ -82,7 +82,7 @@ def kernel_command(image: Image) -> KernelCommand:
             "ipykernel (and its dependencies) to python.packages in its recipe"
         )
     argv = [python, "-m", "ipykernel_launcher", "-f", f"{JAIL_RUNTIME_DIR}/{CONNECTION_FILE}"]
-    extensions = list(image.manifest.get("kernel", {}).get("extensions") or [])
+    extensions = list(image.info.kernel.extensions)
     if not extensions and "wurlitzer" in packages and _major(version) < 6:
         extensions = ["wurlitzer"]
     # IPython takes one --ext; more go in its list option.

@@ -278,5 +278,5 @@ class KernelPool:
 def preload_code(image: Image) -> str:
     """Code importing the modules the image's recipe names in `kernel.preload` ("" if none),
     without binding their names: a pooled kernel's namespace stays as fresh as a new one's."""
-    modules = image.manifest.get("kernel", {}).get("preload") or []
+    modules = image.info.kernel.preload
     return "; ".join(f"__import__({str(module)!r})" for module in modules)

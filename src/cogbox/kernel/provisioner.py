@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cogbox.jail.exit_reason import ExitReason, JailExit
-from cogbox.jail.launcher import JailSpec, reap_stale_jails
+from cogbox.jail.launcher import JailSpec
+from cogbox.jail.reaper import reap_stale_jails
 from cogbox.jail.runtimes import RUNTIMES
 from cogbox.kernel import control
 from cogbox.kernel.control import MonitorGone

@@ -35,9 +35,10 @@ from cogbox.config import data_dir
 from cogbox.images.store import Image, ImageStore
 from cogbox.jail.exit_reason import ExitReason
 from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
-from cogbox.jail.launcher import JailExit, reap_stale_jails
+from cogbox.jail.launcher import JailExit
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
+from cogbox.jail.reaper import reap_stale_jails
 from cogbox.kernel import files, session_state
 from cogbox.kernel.connection import RuntimeDir, reap_stale_runtimes
 from cogbox.kernel.control import MonitorGone

@@ -29,9 +29,9 @@ from cogbox.images.builder import build_image
 from cogbox.images.recipe import LoadedRecipe, load_recipe
 from cogbox.images.ref import find_ref, parse_ref, ref_of
 from cogbox.images.store import Image, ImageNotFound, ImageStore
-from cogbox.jail.launcher import reap_stale_jails
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
+from cogbox.jail.reaper import reap_stale_jails
 from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError, KernelGone
 from cogbox.kernel.events import (

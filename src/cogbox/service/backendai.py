@@ -39,6 +39,7 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, MultipartReader, WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from cogbox.images.paths import WORKDIR
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
 from cogbox.kernel.files import OpenFile
 from cogbox.service import session_extras
@@ -278,8 +279,8 @@ def keypair_of(request: web.Request) -> KeypairRecord:
 
 def _in_work(path: str) -> str:
     """A path relative to /home/work (Backend.AI's clients may send it absolute)."""
-    if path == "/home/work" or path.startswith("/home/work/"):
-        path = path[len("/home/work") :].lstrip("/") or "."
+    if path == WORKDIR or path.startswith(WORKDIR + "/"):
+        path = path[len(WORKDIR) :].lstrip("/") or "."
     return path
 
 

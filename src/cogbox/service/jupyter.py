@@ -50,6 +50,7 @@ from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session as Messages
 from jupyter_client.session import json_packer
 
+from cogbox.images.manifest import ImageManifest
 from cogbox.images.store import ImageStore
 from cogbox.kernel.relay import CLIENT_CHANNELS, RECONNECT_MS, KernelRelay, RelayMessage
 from cogbox.service.backendai import keypair_of
@@ -151,15 +152,15 @@ class JupyterGateway:
 
     def _spec(self, image_name: str) -> dict[str, Any]:
         image = self.store.find(image_name)
-        manifest = image.manifest if image is not None else {}
-        description = str(manifest.get("description") or image_name)
+        info = image.info if image is not None else ImageManifest()
+        description = info.description or image_name
         return {
             "name": kernel_name(image_name),
             "spec": {
                 "argv": [],  # started by the service, never by the client
                 "env": {},
                 "display_name": f"{description} (cogbox)",
-                "language": str(manifest.get("kernel", {}).get("runtime_type") or "python"),
+                "language": info.kernel.runtime_type,
                 "interrupt_mode": "signal",
                 "metadata": {"cogbox": {"image": image_name}},
             },

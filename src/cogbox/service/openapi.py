@@ -20,6 +20,10 @@ from cogbox.service.models import (
 )
 from cogbox.service.native import PREFIX
 
+# Native routes the document cannot describe (OpenAPI 3.1 has no WebSocket operations); its
+# info.description names them instead.
+UNDOCUMENTED_ROUTES = {("get", PREFIX + "/sessions/{ref}/stream")}
+
 _MODELS: list[type[BaseModel]] = [
     BatchBody,
     CreateSessionBody,

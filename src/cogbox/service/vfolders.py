@@ -34,6 +34,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from cogbox.images.paths import WORKDIR
 from cogbox.jail.oci import Bind
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database, KeypairRecord, VFolderRecord
@@ -43,7 +44,6 @@ from cogbox.sizes import format_size, parse_size
 MIN_QUOTA_BYTES = 4 << 20  # mkfs.ext4 makes no useful filesystem much smaller
 MAX_FOLDERS_PER_KEYPAIR = 64
 PERMISSIONS = ("rw", "ro")
-WORKDIR = "/home/work"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Backend.AI's RESERVED_VFOLDERS: no folder may be named or mounted over these.
 RESERVED_PATHS = (

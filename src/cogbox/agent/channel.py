@@ -5,7 +5,8 @@ also holds the agent key (`agent.key`, 0600) and the agent's pid. Reaching the s
 enough: right after the WebSocket opens, each side proves it holds the key by an
 HMAC-SHA256 over both sides' fresh nonces (`prove`), the client first, and nothing else is
 read before both proofs checked out. A replayed proof fails (the other side's nonce is new
-each time) and neither proof can be computed without the key.
+each time) and neither proof can be computed without the key. Across machines the same
+proof runs inside TLS with the agent's certificate pinned (tls.py).
 """
 
 import contextlib
@@ -27,7 +28,7 @@ CLIENT, AGENT = b"cogbox-manager", b"cogbox-agent"
 
 @dataclass(frozen=True)
 class AgentPlace:
-    """Where a local agent keeps its socket, key, pid and log."""
+    """Where an agent keeps its socket, key, pid and log (and, over TCP, its certificate)."""
 
     folder: Path
 
@@ -46,6 +47,19 @@ class AgentPlace:
     @property
     def log_file(self) -> Path:
         return self.folder / "agent.log"
+
+    @property
+    def address_file(self) -> Path:
+        """A TCP agent's published host, port and certificate fingerprint (tls.py)."""
+        return self.folder / "agent.address"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.folder / "agent.crt"
+
+    @property
+    def tls_key_file(self) -> Path:
+        return self.folder / "agent-tls.key"
 
     def make(self) -> None:
         """The folder, 0700 and ours (never a link someone planted)."""

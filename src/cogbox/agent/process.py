@@ -20,6 +20,9 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from aiohttp import web
+
+from cogbox.agent import tls
 from cogbox.agent.channel import AgentPlace
 from cogbox.agent.server import AgentServer
 from cogbox.agent.wire import ChannelError
@@ -108,18 +111,42 @@ def ensure_agent(
 
 
 def run_agent(
-    place: AgentPlace, *, sessions_dir: Path, logs_dir: Path, pools: Mapping[str, int]
+    place: AgentPlace,
+    *,
+    sessions_dir: Path,
+    logs_dir: Path,
+    pools: Mapping[str, int],
+    listen: tuple[str, int] | None = None,
 ) -> None:
-    """Serve this node's kernels until SIGTERM/SIGINT or a manager's `shutdown`."""
+    """Serve this node's kernels until SIGTERM/SIGINT or a manager's `shutdown`: on the
+    folder's unix socket, or with `listen` (host, port) on TCP with TLS (tls.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     place.make()
     key = place.key()
     with holding_lock(place):
-        asyncio.run(_serve(place, key, sessions_dir, logs_dir, pools))
+        asyncio.run(_serve(place, key, sessions_dir, logs_dir, pools, listen))
+
+
+async def open_channel(
+    server: AgentServer, place: AgentPlace, listen: tuple[str, int] | None
+) -> tuple[web.AppRunner, str]:
+    """Serve `server` on the folder's socket or, with `listen`, on TCP with TLS (its address
+    published in the folder); returns the runner and where, for the log."""
+    if listen is None:
+        return await server.serve_unix(place.socket), str(place.socket)
+    fingerprint = await asyncio.to_thread(tls.certificate, place)
+    runner, port = await server.serve_tls(*listen, tls.server_context(place))
+    address = tls.publish(place, listen[0], port, fingerprint)
+    return runner, f"tls {listen[0]}:{port} (published as {address.url}, sha256 {fingerprint})"
 
 
 async def _serve(
-    place: AgentPlace, key: bytes, sessions_dir: Path, logs_dir: Path, pools: Mapping[str, int]
+    place: AgentPlace,
+    key: bytes,
+    sessions_dir: Path,
+    logs_dir: Path,
+    pools: Mapping[str, int],
+    listen: tuple[str, int] | None,
 ) -> None:
     sessions_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -131,14 +158,15 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stopped.set)
-    runner = await server.serve_unix(place.socket)
+    runner, where = await open_channel(server, place, listen)
     place.pid_file.write_text(f"{os.getpid()}\n")
-    log.info("cogbox agent %d serving %s", os.getpid(), place.socket)
+    log.info("cogbox agent %d serving %s", os.getpid(), where)
     try:
         await server.stopped.wait()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            place.socket.unlink()
+        for path in (place.socket, place.address_file):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         await runner.cleanup()
         await agent.close()
         with contextlib.suppress(FileNotFoundError):

@@ -22,6 +22,7 @@ from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, HANDSHAKE_TIMEOUT_S, check, nonce, prove
 from cogbox.agent.relay import MAX_RELAY_FRAME, RemoteRelay
 from cogbox.agent.server import MAX_FRAME, spec_out
+from cogbox.agent.tls import AgentAddress, check_pinned, client_context
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.jail.policy import Policy
 from cogbox.kernel.events import EVENT_COST, Event, Finished, KernelDied, OutputTruncated
@@ -44,7 +45,9 @@ _GONE = object()
 
 
 class RemoteAgent:
-    """An agent process reached at the unix socket `socket`, proving `key` both ways.
+    """An agent process reached at `target`, proving `key` both ways: a unix socket's path,
+    or a TCP agent's address (tls.AgentAddress), reached with TLS 1.3 and its certificate
+    pinned by fingerprint.
 
     With `restart` (a blocking function that makes sure the agent runs again, e.g.
     process.ensure_agent) the channel is supervised: when it breaks, the agent is restarted
@@ -53,13 +56,13 @@ class RemoteAgent:
 
     def __init__(
         self,
-        socket: Path,
+        target: Path | AgentAddress,
         key: bytes,
         *,
         shutdown_on_close: bool = True,
         restart: Callable[[], object] | None = None,
     ) -> None:
-        self._socket = socket
+        self._target = target
         self._key = key
         self._shutdown_on_close = shutdown_on_close
         self._restart = restart
@@ -91,11 +94,9 @@ class RemoteAgent:
         if self._session is not None:
             await self._session.close()
         self._status.clear()
-        self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(self._socket)))
+        self._session = aiohttp.ClientSession(connector=self._connector())
         try:
-            self._ws = await self._session.ws_connect(
-                "http://agent/agent", max_msg_size=MAX_FRAME, compress=0, autoping=True
-            )
+            self._ws = await self._ws_connect("/agent", MAX_FRAME)
             await asyncio.wait_for(self._handshake(self._ws), HANDSHAKE_TIMEOUT_S)
         except BaseException:
             await self._session.close()
@@ -103,6 +104,41 @@ class RemoteAgent:
         self._reader = asyncio.create_task(self._read_forever(self._ws))
         with contextlib.suppress(TimeoutError):  # the first push: states and pools
             await asyncio.wait_for(self._status.wait(), 5)
+
+    def _connector(self) -> aiohttp.BaseConnector:
+        if isinstance(self._target, AgentAddress):
+            # the pin, checked by aiohttp right after the TLS handshake, before the request
+            pin = aiohttp.Fingerprint(bytes.fromhex(self._target.fingerprint))
+            return aiohttp.TCPConnector(ssl=pin)
+        return aiohttp.UnixConnector(str(self._target))
+
+    async def _ws_connect(self, path: str, max_size: int) -> aiohttp.ClientWebSocketResponse:
+        """A WebSocket to the agent's `path`; over TCP only to the pinned certificate."""
+        assert self._session is not None
+        target = self._target
+        if not isinstance(target, AgentAddress):
+            return await self._session.ws_connect(
+                f"http://agent{path}", max_msg_size=max_size, compress=0, autoping=True
+            )
+        try:
+            ws = await self._session.ws_connect(
+                f"{target.url}{path}",
+                max_msg_size=max_size,
+                compress=0,
+                autoping=True,
+                ssl=client_context(),  # TLS 1.3 only; the connector's pin still applies
+            )
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise AgentAuthError(
+                f"the agent at {target.host}:{target.port} showed certificate "
+                f"{exc.got.hex()}, not the pinned {target.fingerprint}"
+            ) from exc
+        try:
+            check_pinned(ws.get_extra_info("ssl_object"), target)  # the pin, checked again
+        except BaseException:
+            await ws.close()
+            raise
+        return ws
 
     async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         hello = await ws.receive()
@@ -393,9 +429,7 @@ class RemoteAgent:
         """A Jupyter relay to the session's kernel, on a WebSocket of its own."""
         if self._session is None or self._session.closed:
             raise ChannelError("the connection to the agent was lost")
-        ws = await self._session.ws_connect(
-            "http://agent/relay", max_msg_size=MAX_RELAY_FRAME, compress=0, autoping=True
-        )
+        ws = await self._ws_connect("/relay", MAX_RELAY_FRAME)
         try:
             await asyncio.wait_for(self._handshake(ws), HANDSHAKE_TIMEOUT_S)
             return await RemoteRelay.open(ws, session_id)

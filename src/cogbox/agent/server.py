@@ -1,6 +1,7 @@
 """`AgentServer`: a LocalAgent behind the authenticated agent channel.
 
-One WebSocket per manager, on a unix socket in the agent's 0700 folder (channel.py). After
+One WebSocket per manager, on a unix socket in the agent's 0700 folder (channel.py), or on
+TCP with TLS when the manager is on another machine (tls.py). After
 the mutual proof of the agent key, frames are calls answered by id, runs whose events stream
 by id (several multiplexed on the one connection), and pushes of kernel states and pools
 whenever they change. A manager that goes away (its connection drops) leaves every kernel and
@@ -13,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -62,6 +64,16 @@ class AgentServer:
         await site.start()
         os.chmod(path, 0o600)
         return runner
+
+    async def serve_tls(
+        self, host: str, port: int, context: ssl.SSLContext
+    ) -> tuple[web.AppRunner, int]:
+        """Serve on TCP `host:port` with TLS (tls.server_context); returns the bound port."""
+        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=context)
+        await site.start()
+        return runner, int(runner.addresses[0][1])
 
     async def _channel(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, compress=False)

@@ -7,6 +7,19 @@ import click
 from cogbox.cli.serve import parse_pools
 
 
+def _parse_listen(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    from cogbox.agent.tls import parse_listen
+
+    if value is None:
+        return None
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
 @click.command()
 @click.option(
     "--dir",
@@ -28,11 +41,19 @@ from cogbox.cli.serve import parse_pools
     callback=parse_pools,
     help="Keep N started kernels of IMAGE ready (repeat for several images).",
 )
+@click.option(
+    "--listen",
+    callback=_parse_listen,
+    metavar="tcp://ADDR:PORT",
+    help="Serve on TCP with TLS 1.3 (a self-signed certificate, its fingerprint published in "
+    "the folder's agent.address) for a manager on another machine; default: the unix socket.",
+)
 def agent(
     folder: Path | None,
     sessions_dir: Path | None,
     logs_dir: Path | None,
     pools: dict[str, int],
+    listen: tuple[str, int] | None,
 ) -> None:
     """Own this node's jails and kernels, for the manager (`cogbox serve`) on its channel.
 
@@ -48,4 +69,5 @@ def agent(
         sessions_dir=sessions_dir or base / "sessions",
         logs_dir=logs_dir or base / "logs",
         pools=pools,
+        listen=listen,
     )

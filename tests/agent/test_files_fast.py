@@ -4,9 +4,7 @@
 import asyncio
 import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,28 +13,12 @@ from cogbox.agent import wire
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.server import AgentServer
 from cogbox.agent.wire import ChannelError
-from cogbox.kernel.files import NewFile, UnsafePathError
-from cogbox.service.agent import LocalAgent
+from cogbox.kernel.files import UnsafePathError
+from tests.agent.conftest import OneHomeAgent
 from tests.fakes.manager import run
 
 KEY = bytes(range(32))
 BODY = os.urandom(2 * wire.CHUNK + 12345)  # three chunks, the last a partial one
-
-
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cgf-", dir="/tmp"))  # unix socket paths are short
-    (path / "sessions" / "w1" / "home").mkdir(parents=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-class OneHomeAgent(LocalAgent):
-    """A LocalAgent whose live session `s1` has work dir `w1` (no kernel needed for files)."""
-
-    async def create_file(self, session_id: str, path: str) -> NewFile:
-        assert session_id == "s1"
-        return NewFile(self._workdir("w1"), path)
 
 
 @contextlib.asynccontextmanager

@@ -8,11 +8,9 @@ eavesdropping, a man in the middle, a peer without the key)."""
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
 import ssl
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,28 +25,11 @@ from cogbox.agent.tls import AgentAddress
 from cogbox.agent.wire import AgentAuthError
 from cogbox.cli.agent import agent as agent_command
 from cogbox.kernel.errors import KernelError
-from cogbox.kernel.files import NewFile
-from cogbox.service.agent import LocalAgent
+from tests.agent.conftest import OneHomeAgent
 
 KEY = bytes(range(32))
 WRONG = bytes(range(1, 33))
 BODY = os.urandom(300_000)
-
-
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cgt-", dir="/tmp"))
-    (path / "sessions" / "w1" / "home").mkdir(parents=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-class OneHomeAgent(LocalAgent):
-    """A LocalAgent whose live session `s1` has work dir `w1` (no kernel needed for files)."""
-
-    async def create_file(self, session_id: str, path: str) -> NewFile:
-        assert session_id == "s1"
-        return NewFile(self._workdir("w1"), path)
 
 
 @contextlib.asynccontextmanager

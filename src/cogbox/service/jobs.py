@@ -12,19 +12,21 @@ and the request returns; the service runs it detached from any client:
 A job over its keypair's concurrent-session or memory limit is not refused: it waits
 `pending`, its status_info saying why, until a session of the keypair ends. Its files and
 its full log are kept after it ended. Pending jobs are held in memory: if the service
-restarts, they are recorded cancelled (their environment was never stored).
+restarts, they are recorded cancelled (their environment was never stored). A running job's
+command is a run the agent owns under a fixed name (`JOB_RUN`), so it goes on while the
+service is down, and the next service follows it to its end from the agent (`JobQueue.reattach`).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cogbox.kernel.events import Finished, KernelDied
-from cogbox.service.agent import BatchCommand
+from cogbox.kernel.events import Event, Finished, KernelDied
+from cogbox.service.agent import BatchCommand, KernelState
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
 
@@ -38,6 +40,7 @@ SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 _FAILED_STATUSES = ("error", "lost", "cancelled")
 _PASS_INTERVAL_S = 1.0  # a pass also runs this often, whatever woke it (or did not)
+JOB_RUN = "job"  # the run id of a job's command in its session: a restarted service asks for it
 
 
 @dataclass(frozen=True)
@@ -261,11 +264,30 @@ class JobQueue:
             return
         except asyncio.CancelledError:
             raise
+        command = BatchCommand(None, job.request.startup_command or "")
+        await self._follow(
+            record, lambda: manager.execute(record, command, job.request.batch_timeout, JOB_RUN)
+        )
+
+    def reattach(self, record: SessionRecord, state: KernelState) -> None:
+        """Follow a job that a previous run of the service started: its command went on in
+        the agent; its end (or its jail's) is recorded as if the service had never stopped."""
+        if not state.alive:
+            died = KernelDied(state.reason, state.message)
+            task = asyncio.create_task(self.finish(record, job_outcome(died)))
+        else:
+            task = asyncio.create_task(
+                self._follow(record, lambda: self._manager.resume(record, JOB_RUN))
+            )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _follow(self, record: SessionRecord, run: Callable[[], AsyncIterator[Event]]) -> None:
+        """Read the job's run to its terminal event, then record how the job ended."""
         terminal: Finished | KernelDied | None = None
         problem = ""
-        command = BatchCommand(None, job.request.startup_command or "")
         try:
-            events = manager.execute(record, command, job.request.batch_timeout)
+            events = run()
             try:
                 async for event in events:
                     if isinstance(event, Finished | KernelDied):
@@ -275,7 +297,7 @@ class JobQueue:
         except ServiceError as exc:
             problem = exc.message
         except Exception as exc:
-            log.exception("job %s failed", job.session_id)
+            log.exception("job %s failed", record.id)
             problem = f"the job could not run: {exc}"
         await self.finish(record, job_outcome(terminal, problem))
 

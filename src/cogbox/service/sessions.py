@@ -125,8 +125,7 @@ class SessionManager:
         still holds stays `running` with its variables, files and event history (or is
         reported `dead` with the jail's reason if the kernel died meanwhile); one the agent
         does not know is `lost` (its files are kept and downloadable). A job that had not
-        started is cancelled, and one that was running is `lost`: its command's end would go
-        unnoticed.
+        started is cancelled; one whose command was running is followed to its end.
         """
         await self.agent.open()
         held = (await self.agent.inventory()).sessions
@@ -138,12 +137,11 @@ class SessionManager:
                 )
                 continue
             state = held.pop(record.id, None)
-            if state is not None and not record.is_batch:
-                await self._reattach(record, state)
-                continue
             if state is not None:
-                with contextlib.suppress(CogboxError):
-                    await self.agent.stop(record.id)
+                await self._reattach(record, state)
+                if record.is_batch:
+                    self.jobs.reattach(record, state)
+                continue
             message = (
                 "the service restarted while this session was active: its kernel and "
                 "variables are gone; its files in /home/work are kept and downloadable"

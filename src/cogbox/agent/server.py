@@ -233,7 +233,10 @@ class _Connection:
                 after = 0
             else:
                 run = self.agent.run(session_id, str(args["run_id"]))
-                after = run.acked
+                # A manager that followed this run on a previous agent says how far it got
+                # and how much its clients acknowledged (this agent refilled the run anew).
+                run.acked = max(run.acked, int(args.get("acked", 0)))
+                after = int(args.get("after", run.acked))
             self.following[call] = run
             async for seq, event in run.follow(after):
                 if isinstance(event, KernelDied):

@@ -28,10 +28,9 @@ from cogbox.agent.relay import MAX_RELAY_FRAME, serve_relay
 from cogbox.agent.runs import Run
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.errors import CogboxError
-from cogbox.jail.oci import Bind
 from cogbox.kernel.events import KernelDied
 from cogbox.kernel.files import NewFile, OpenFile
-from cogbox.service.agent import BatchCommand, KernelSpec, LocalAgent
+from cogbox.service.agent import BatchCommand, FolderBind, KernelSpec, LocalAgent
 
 log = logging.getLogger(__name__)
 PUSH_INTERVAL_S = 0.5
@@ -386,12 +385,10 @@ class _Connection:
 
 
 def spec_out(spec: KernelSpec) -> dict[str, Any]:
-    value = asdict(spec)
-    value["binds"] = [{**asdict(bind), "source": str(bind.source)} for bind in spec.binds]
-    return value
+    return asdict(spec)
 
 
 def spec_in(value: dict[str, Any]) -> KernelSpec:
     fields = dict(value)
-    fields["binds"] = [Bind(**{**bind, "source": Path(bind["source"])}) for bind in fields["binds"]]
+    fields["folders"] = [FolderBind(**folder) for folder in fields.get("folders", [])]
     return KernelSpec(**fields)

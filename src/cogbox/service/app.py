@@ -120,7 +120,10 @@ def node_agent(config: ServiceConfig) -> Agent:
     left running if this process is killed), or, embedded, a LocalAgent in this process."""
     if config.agent == "embedded":
         return LocalAgent(
-            pools=config.pools, workdirs=config.sessions_dir, logs_dir=config.logs_dir
+            pools=config.pools,
+            workdirs=config.sessions_dir,
+            logs_dir=config.logs_dir,
+            folders=config.vfolders_dir,
         )
     from cogbox.agent.channel import AgentPlace
     from cogbox.agent.process import ensure_agent
@@ -130,7 +133,11 @@ def node_agent(config: ServiceConfig) -> Agent:
 
     def restart() -> bool:
         return ensure_agent(
-            place, sessions_dir=config.sessions_dir, logs_dir=config.logs_dir, pools=config.pools
+            place,
+            sessions_dir=config.sessions_dir,
+            logs_dir=config.logs_dir,
+            vfolders_dir=config.vfolders_dir,
+            pools=config.pools,
         )
 
     log.info("%s the node's agent (%s)", "started" if restart() else "found", place.socket)

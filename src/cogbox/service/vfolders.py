@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cogbox.images.paths import WORKDIR
-from cogbox.jail.oci import Bind
+from cogbox.service.agent import FolderBind
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database, KeypairRecord, VFolderRecord
 from cogbox.service.errors import ServiceError, bad_request, conflict, not_found
@@ -252,16 +252,17 @@ class VFolders:
                     raise bad_request(f"two folders would be mounted at {destination}")
         return mounts
 
-    async def binds(self, session_id: str, mounts: list[FolderMount]) -> list[Bind]:
-        """The jail's binds of `mounts`, recorded as held by `session_id`. A read-write
-        folder no other active session holds is given to the new jail's identity."""
+    async def binds(self, session_id: str, mounts: list[FolderMount]) -> list[FolderBind]:
+        """The jail's binds of `mounts` (by folder id, each mounted now), recorded as held by
+        `session_id`. A read-write folder no other active session holds is given to the new
+        jail's identity."""
         binds = []
         for mount in mounts:
             holders = await self.holders(mount.folder)
-            root = await self.files_root(mount.folder)
+            await self.files_root(mount.folder)  # mounted, for the agent to find
             binds.append(
-                Bind(
-                    root,
+                FolderBind(
+                    mount.folder.id,
                     mount.destination,
                     readonly=mount.readonly,
                     give_to_jail=not mount.readonly and not holders,

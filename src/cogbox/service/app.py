@@ -14,7 +14,7 @@ from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database
-from cogbox.service.errors import ServiceError
+from cogbox.service.errors import ServiceError, problem
 from cogbox.service.openapi import openapi_document
 from cogbox.service.replay import ReplayWindow
 from cogbox.service.sessions import SessionManager
@@ -45,8 +45,6 @@ def create_app(
     async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except ServiceError as exc:
-            return web.json_response(exc.body(), status=exc.status)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -56,10 +54,12 @@ def create_app(
             return web.json_response(error.body(), status=exc.status)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("unexpected error in %s %s", request.method, redact(request.path))
-            error = ServiceError(500, "internal-error", "internal error; see the service log")
-            return web.json_response(error.body(), status=500)
+        except Exception as exc:  # a ServiceError, a typed error of another part, or a bug
+            known = problem(exc)
+            if known is None:
+                log.exception("unexpected error in %s %s", request.method, redact(request.path))
+                known = ServiceError(500, "internal-error", "internal error; see the service log")
+            return web.json_response(known.body(), status=known.status)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -21,7 +21,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from cogbox.images.store import ImageNotFound
 from cogbox.jail.runtimes import RUNTIMES
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
-from cogbox.kernel.files import FileEntry, OpenFile, UnsafePathError, WorkdirFullError
+from cogbox.kernel.files import FileEntry, FileError, OpenFile
 from cogbox.kernel.relay import KernelRelay
 from cogbox.service.agent import Agent, BatchCommand, KernelSpec, KernelState, WorkdirGone
 from cogbox.service.bootstrap import run_bootstrap
@@ -41,6 +41,7 @@ from cogbox.service.errors import (
     ServiceError,
     bad_request,
     conflict,
+    listed_problem,
     not_found,
     public_message,
     too_large,
@@ -249,7 +250,7 @@ class SessionManager:
             check_env_against_policy(request.env, policy, request.image)
             memory = request.memory_bytes or policy.limits.memory_bytes
         except ImageNotFound as exc:
-            raise ServiceError(404, "image-not-found", str(exc)) from exc
+            raise listed_problem(exc) from exc
         mounts = await self.vfolders.mounts_for(keypair, request.mounts, request.mount_map)
         if batch:
             job = (name, idle, lifetime, memory, mounts)
@@ -407,7 +408,7 @@ class SessionManager:
             raise
         except ImageNotFound as exc:
             await self._set_status(session_id, "error", "image-not-found", str(exc))
-            raise ServiceError(404, "image-not-found", str(exc)) from exc
+            raise listed_problem(exc) from exc
         except Exception as exc:
             log.exception("session %s did not start", session_id)
             await self._set_status(session_id, "error", "start-failed", str(exc))
@@ -679,43 +680,37 @@ class SessionManager:
         appears only once whole. 413 past `limit` bytes; the quota of /home/work bounds it
         too. Returns the size written."""
         self._running(record)
-        try:
+        with _file_call():
             new = await self.agent.create_file(record.id, path)
-        except KernelError as exc:
-            raise _file_error(exc) from exc
-        try:
-            async for chunk in chunks:
-                if new.size + len(chunk) > limit:
-                    raise too_large(f"the file {path!r}", limit)
-                await asyncio.to_thread(new.write, chunk)
-            await asyncio.to_thread(new.commit)
-            return new.size
-        except KernelError as exc:
-            raise _file_error(exc) from exc
-        finally:
-            await asyncio.to_thread(new.close)
+            try:
+                async for chunk in chunks:
+                    if new.size + len(chunk) > limit:
+                        raise too_large(f"the file {path!r}", limit)
+                    await asyncio.to_thread(new.write, chunk)
+                await asyncio.to_thread(new.commit)
+                return new.size
+            finally:
+                await asyncio.to_thread(new.close)
 
     async def open_file(self, record: SessionRecord, path: str) -> OpenFile:
         """A file of /home/work, opened to read in chunks (`read_chunks`): from the live
         kernel, or the saved work dir of an ended one. Close it when done."""
-        try:
-            if record.id in self._live:
-                return await self.agent.open_file(record.id, path)
-            return await self.agent.open_stored_file(Path(record.workdir).parent.name, path)
-        except WorkdirGone as exc:
-            raise self._files_gone(record) from exc
-        except KernelError as exc:
-            raise _file_error(exc) from exc
+        with _file_call():
+            try:
+                if record.id in self._live:
+                    return await self.agent.open_file(record.id, path)
+                return await self.agent.open_stored_file(Path(record.workdir).parent.name, path)
+            except WorkdirGone as exc:
+                raise self._files_gone(record) from exc
 
     async def list_files(self, record: SessionRecord, path: str) -> list[FileEntry]:
-        try:
-            if record.id in self._live:
-                return await self.agent.list_files(record.id, path)
-            return await self.agent.list_stored_files(Path(record.workdir).parent.name, path)
-        except WorkdirGone as exc:
-            raise self._files_gone(record) from exc
-        except KernelError as exc:
-            raise _file_error(exc) from exc
+        with _file_call():
+            try:
+                if record.id in self._live:
+                    return await self.agent.list_files(record.id, path)
+                return await self.agent.list_stored_files(Path(record.workdir).parent.name, path)
+            except WorkdirGone as exc:
+                raise self._files_gone(record) from exc
 
     def _files_gone(self, record: SessionRecord) -> ServiceError:
         return not_found(f"session {record.name!r} is {record.status}; its files are gone")
@@ -825,14 +820,17 @@ async def read_chunks(opened: OpenFile, size: int, chunk: int = 1 << 20) -> Asyn
         yield data
 
 
-def _file_error(exc: KernelError) -> ServiceError:
-    if isinstance(exc, WorkdirFullError):
-        return ServiceError(413, "workdir-full", str(exc))
-    if isinstance(exc, UnsafePathError):
-        return ServiceError(400, "invalid-path", str(exc))
-    if "does not exist" in str(exc):
-        return not_found(str(exc))
-    return ServiceError(400, "file-error", str(exc))
+@contextlib.contextmanager
+def _file_call() -> Iterator[None]:
+    """A file call's FileErrors (kernel.files: missing, unsafe, full) go to the edge as they
+    are; its other kernel errors (the agent's channel broke, it holds no such session) are
+    file errors too."""
+    try:
+        yield
+    except FileError:
+        raise
+    except KernelError as exc:
+        raise FileError(str(exc)) from exc
 
 
 def _count(n: int, noun: str) -> str:

@@ -52,23 +52,24 @@ from cogbox.service.errors import ServiceError, bad_request
 from cogbox.service.gql_session import pick, selection_of, session_values, unsupported_query
 from cogbox.service.job_views import dependency_list, gql_job_fields, job_fields
 from cogbox.service.models import iso
-from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
+from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
+from cogbox.service.status import ACTIVE, SessionStatus
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
 from cogbox.service.vfolder_api import gql_vfolder_list
 
 log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
 MAX_DOWNLOAD_FILES = 64
-_STATUS = {
-    "pending": "PENDING",
-    "building": "PREPARING",
-    "starting": "PREPARING",
-    "running": "RUNNING",
-    "dead": "ERROR",
-    "terminated": "TERMINATED",
-    "lost": "ERROR",
-    "error": "ERROR",
-    "cancelled": "CANCELLED",
+_STATUS: dict[SessionStatus, str] = {  # cogbox's statuses in Backend.AI's names
+    SessionStatus.PENDING: "PENDING",
+    SessionStatus.BUILDING: "PREPARING",
+    SessionStatus.STARTING: "PREPARING",
+    SessionStatus.RUNNING: "RUNNING",
+    SessionStatus.DEAD: "ERROR",
+    SessionStatus.TERMINATED: "TERMINATED",
+    SessionStatus.LOST: "ERROR",
+    SessionStatus.ERROR: "ERROR",
+    SessionStatus.CANCELLED: "CANCELLED",
 }
 
 

@@ -29,6 +29,7 @@ from cogbox.kernel.events import Event, Finished, KernelDied
 from cogbox.service.agent import BatchCommand, KernelState
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
+from cogbox.service.status import SessionStatus
 
 if TYPE_CHECKING:
     from cogbox.service.sessions import CreateRequest, SessionManager
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
-_FAILED_STATUSES = ("error", "lost", "cancelled")
+_FAILED_STATUSES = (SessionStatus.ERROR, SessionStatus.LOST, SessionStatus.CANCELLED)
 _PASS_INTERVAL_S = 1.0  # a pass also runs this often, whatever woke it (or did not)
 JOB_RUN = "job"  # the run id of a job's command in its session: a restarted service asks for it
 
@@ -87,7 +88,7 @@ def dependency_state(dependency: SessionRecord | None) -> str:
         return "failed"
     if dependency.result == FAILURE:
         return "failed"
-    if dependency.status == "terminated":
+    if dependency.status == SessionStatus.TERMINATED:
         return "done"
     return "waiting"
 
@@ -237,7 +238,7 @@ class JobQueue:
     async def _show(self, job: _Job, why: str) -> None:
         if why != job.shown:
             job.shown = why
-            await self._manager.set_status(job.session_id, "pending", why, why)
+            await self._manager.set_status(job.session_id, SessionStatus.PENDING, why, why)
 
     async def _end_unstarted(self, job: _Job, reason: str, why: str) -> None:
         await self.cancelled(job.session_id, reason, f"cancelled: {why}")
@@ -245,7 +246,7 @@ class JobQueue:
     async def cancelled(self, session_id: str, reason: str, message: str) -> None:
         """Record a job that never started as cancelled, a failure."""
         await asyncio.to_thread(self._manager.db.update_session, session_id, result=FAILURE)
-        await self._manager.set_status(session_id, "cancelled", reason, message)
+        await self._manager.set_status(session_id, SessionStatus.CANCELLED, reason, message)
         self.wake()  # jobs that depend on this one are cancelled in turn
 
     # ------------------------------------------------------------------ running
@@ -305,7 +306,10 @@ class JobQueue:
         """Record how the job ended and end its session (files and log kept)."""
         manager = self._manager
         current = await asyncio.to_thread(manager.db.get_session, record.id)
-        if current is not None and current.status in ("terminated", "cancelled"):
+        if current is not None and current.status in (
+            SessionStatus.TERMINATED,
+            SessionStatus.CANCELLED,
+        ):
             # Its owner destroyed it while it ran: a failure, whatever the command said.
             await asyncio.to_thread(manager.db.update_session, record.id, result=FAILURE)
             self.wake()

@@ -48,7 +48,8 @@ from cogbox.service.bodies import json_object
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, not_found
 from cogbox.service.jupyter_channels import KernelActivity, WebSocketRelay
-from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager
+from cogbox.service.sessions import CreateRequest, SessionManager
+from cogbox.service.status import ACTIVE
 from cogbox.service.streams import streams_of
 
 API_VERSION = "2.14.0"  # the Jupyter Server REST API this surface follows

@@ -21,7 +21,8 @@ from cogbox.service.db import SessionRecord
 from cogbox.service.errors import bad_request
 from cogbox.service.logs import stream_log
 from cogbox.service.native import PREFIX
-from cogbox.service.sessions import ENDED, SessionManager
+from cogbox.service.sessions import SessionManager
+from cogbox.service.status import ENDED
 
 log = logging.getLogger(__name__)
 FOLLOW_POLL_S = 0.2

@@ -4,13 +4,8 @@ Every API surface goes through `SessionManager`; it enforces ownership (a keypai
 its own sessions: others' are "not found"), per-keypair limits, idle and lifetime limits, and
 records each session's lifecycle in the database so a restart never forgets one.
 
-Session states: `pending` (a batch job waiting for its dependencies or for room under its
-keypair's limits: cogbox.service.jobs), `building` (its image is built from its recipe
-first; each build step is recorded as an `image_build` event), `starting`, `running`, `dead`
-(the kernel died, e.g. out of memory; `restart` revives it), `terminated` (destroyed, reaped
-or, for a job, its command ended), `lost` (the service restarted while it ran: the kernel is
-gone, its files are kept), `error` (it never started), `cancelled` (a job that never
-started). Every session's output goes to its full log (cogbox.service.logs).
+A session's states are `SessionStatus` (cogbox.service.status: what each means). Every
+session's output goes to its full log (cogbox.service.logs).
 """
 
 import asyncio
@@ -21,7 +16,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,13 +43,12 @@ from cogbox.service.errors import (
 )
 from cogbox.service.jobs import JobQueue, dependencies_json
 from cogbox.service.logs import remove_log
+from cogbox.service.status import ACTIVE, ENDED, SessionStatus
 from cogbox.service.vfolders import FolderMount, VFolders
 from cogbox.sizes import format_size
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ["pending", "building", "starting", "running", "dead"]
-ENDED = ["terminated", "lost", "error", "cancelled"]
 SESSION_TYPES = ("interactive", "batch")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]")  # used with fullmatch
 
@@ -132,7 +126,7 @@ class SessionManager:
         held = (await self.agent.inventory()).sessions
         stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
         for record in stale:
-            if record.status == "pending":
+            if record.status == SessionStatus.PENDING:
                 await self.jobs.cancelled(
                     record.id, "service-restarted", "the service restarted before this job started"
                 )
@@ -147,7 +141,7 @@ class SessionManager:
                 "the service restarted while this session was active: its kernel and "
                 "variables are gone; its files in /home/work are kept and downloadable"
             )
-            await self._set_status(record.id, "lost", "service-restarted", message)
+            await self._set_status(record.id, SessionStatus.LOST, "service-restarted", message)
         for orphan in held:  # kernels of sessions the database does not hold as active
             with contextlib.suppress(CogboxError):
                 await self.agent.stop(orphan)
@@ -164,7 +158,7 @@ class SessionManager:
             if state is None:
                 self._live.pop(session_id, None)
                 message = "the agent restarted and lost this session's kernel; files are kept"
-                await self._set_status(session_id, "lost", "agent-restarted", message)
+                await self._set_status(session_id, SessionStatus.LOST, "agent-restarted", message)
             elif not state.alive:
                 await self._mark_dead(session_id, live)
 
@@ -184,8 +178,8 @@ class SessionManager:
             await self._mark_dead(record.id, live)
             return
         await self._event(record.id, "reattached", "service-restarted", "kernel kept")
-        if record.status != "running":
-            await self._set_status(record.id, "running", "reattached", "kernel ready")
+        if record.status != SessionStatus.RUNNING:
+            await self._set_status(record.id, SessionStatus.RUNNING, "reattached", "kernel ready")
 
     async def close(self) -> None:
         """Stop the reaper and every kernel. Sessions stay active in the database, so the
@@ -282,7 +276,9 @@ class SessionManager:
     ) -> SessionRecord:
         """Record a job `pending` and queue it; it starts when it may (cogbox.service.jobs)."""
         depends = await self.jobs.resolve_dependencies(keypair, request.dependencies)
-        record = self._new_record(keypair, request, name, idle, lifetime, memory, "pending")
+        record = self._new_record(
+            keypair, request, name, idle, lifetime, memory, SessionStatus.PENDING
+        )
         record = replace(
             record,
             session_type="batch",
@@ -332,7 +328,9 @@ class SessionManager:
         memory: int,
         mounts: list[FolderMount],
     ) -> SessionRecord:
-        record = self._new_record(keypair, request, name, idle, lifetime, memory, "starting")
+        record = self._new_record(
+            keypair, request, name, idle, lifetime, memory, SessionStatus.STARTING
+        )
         await asyncio.to_thread(self.db.add_session, record)
         await self._event(record.id, "created", "", f"image {request.image}")
         return await self.launch(record.id, keypair, request, mounts)
@@ -345,7 +343,7 @@ class SessionManager:
         idle: float,
         lifetime: float,
         memory: int,
-        status: str,
+        status: SessionStatus,
     ) -> SessionRecord:
         session_id = str(uuid.uuid4())
         now = time.time()
@@ -380,8 +378,10 @@ class SessionManager:
         idle, lifetime = record.idle_timeout, record.max_lifetime
         memory = record.memory_bytes or 0
         now = time.time() if record.is_batch else record.created_at  # a job's life: from its start
-        if record.status == "pending":
-            await self._set_status(session_id, "starting", "scheduled", "the job starts")
+        if record.status == SessionStatus.PENDING:
+            await self._set_status(
+                session_id, SessionStatus.STARTING, "scheduled", "the job starts"
+            )
         try:
             image = await self._prepare_image(session_id, request.image)
             binds = await self.vfolders.binds(session_id, mounts)
@@ -407,11 +407,11 @@ class SessionManager:
         except ServiceError:
             raise
         except ImageNotFound as exc:
-            await self._set_status(session_id, "error", "image-not-found", str(exc))
+            await self._set_status(session_id, SessionStatus.ERROR, "image-not-found", str(exc))
             raise listed_problem(exc) from exc
         except Exception as exc:
             log.exception("session %s did not start", session_id)
-            await self._set_status(session_id, "error", "start-failed", str(exc))
+            await self._set_status(session_id, SessionStatus.ERROR, "start-failed", str(exc))
             raise ServiceError(
                 503, "kernel-start-failed", f"the session's kernel did not start: {exc}"
             ) from exc
@@ -424,7 +424,7 @@ class SessionManager:
         )
         source = " (pre-started, from the warm pool)" if pooled else ""
         await self._set_status(
-            session_id, "running", "started", f"kernel of {request.image} ready{source}"
+            session_id, SessionStatus.RUNNING, "started", f"kernel of {request.image} ready{source}"
         )
         result = await asyncio.to_thread(self.db.get_session, session_id)
         assert result is not None
@@ -442,7 +442,10 @@ class SessionManager:
             if not building:
                 building = True
                 await self._set_status(
-                    session_id, "building", "image-build", f"building image {image} first"
+                    session_id,
+                    SessionStatus.BUILDING,
+                    "image-build",
+                    f"building image {image} first",
                 )
             await self._event(session_id, "image_build", image, step)
 
@@ -452,7 +455,7 @@ class SessionManager:
             raise
         except CogboxError as exc:
             log.warning("building image %s for session %s failed: %s", image, session_id, exc)
-            await self._set_status(session_id, "error", "image-build-failed", str(exc))
+            await self._set_status(session_id, SessionStatus.ERROR, "image-build-failed", str(exc))
             raise ServiceError(
                 503, "image-build-failed", f"building image {image!r} failed: {exc}"
             ) from exc
@@ -464,12 +467,16 @@ class SessionManager:
                 f"session {session_id} was destroyed while its image {image!r} was built "
                 "(the image is kept)"
             )
-        await self._set_status(session_id, "starting", "image-built", f"image {image} built")
+        await self._set_status(
+            session_id, SessionStatus.STARTING, "image-built", f"image {image} built"
+        )
         return ref
 
     def build_step(self, record: SessionRecord) -> str:
         """The latest step of the image build a `building` session waits on, else ""."""
-        return self._build_steps.get(record.id, "") if record.status == "building" else ""
+        return (
+            self._build_steps.get(record.id, "") if record.status == SessionStatus.BUILDING else ""
+        )
 
     async def find(self, keypair: KeypairRecord, ref: str) -> SessionRecord:
         """The keypair's session with id or name `ref` (an active one first); 404 otherwise,
@@ -492,7 +499,7 @@ class SessionManager:
         raise not_found(f"no session {ref!r} for this keypair")
 
     async def list_sessions(
-        self, keypair: KeypairRecord, statuses: list[str] | None = None
+        self, keypair: KeypairRecord, statuses: Sequence[str] | None = None
     ) -> list[SessionRecord]:
         return await asyncio.to_thread(self.db.list_sessions, keypair.access_key, statuses)
 
@@ -611,7 +618,9 @@ class SessionManager:
         state = self.agent.state(session_id)
         kind = "limit_hit" if state.limit_hit else "died"
         await self._event(session_id, kind, state.reason, state.message)
-        await self._set_status(session_id, "dead", state.reason, state.message, event=None)
+        await self._set_status(
+            session_id, SessionStatus.DEAD, state.reason, state.message, event=None
+        )
 
     async def send_input(self, record: SessionRecord, text: str) -> None:
         self._running(record)
@@ -634,13 +643,15 @@ class SessionManager:
                 log.warning("restarting session %s failed: %s", record.id, exc)
                 live.dead = live.restart_failed = True
                 message = f"the kernel did not restart: {exc}"
-                await self._set_status(record.id, "dead", "restart-failed", message)
+                await self._set_status(record.id, SessionStatus.DEAD, "restart-failed", message)
                 raise ServiceError(
                     409, "restart-failed", message + "; restart it again or destroy it"
                 ) from exc
             live.dead = live.restart_failed = False
             live.last_used = time.time()
-        await self._set_status(record.id, "running", "restarted", "fresh kernel; files kept")
+        await self._set_status(
+            record.id, SessionStatus.RUNNING, "restarted", "fresh kernel; files kept"
+        )
 
     async def destroy(
         self,
@@ -664,7 +675,7 @@ class SessionManager:
                 await self.agent.interrupt(record.id)
             await self.agent.stop(record.id)
         if record.status in ACTIVE or live is not None:
-            await self._set_status(record.id, "terminated", reason, message, event=kind)
+            await self._set_status(record.id, SessionStatus.TERMINATED, reason, message, event=kind)
         elif not keep_files:
             await asyncio.to_thread(remove_log, self.config.logs_dir, record.id)
         if not keep_files:
@@ -735,7 +746,7 @@ class SessionManager:
 
     async def mark_error(self, session_id: str, reason: str, message: str) -> None:
         """A session that never became usable (e.g. its bootstrap script failed)."""
-        await self._set_status(session_id, "error", reason, message)
+        await self._set_status(session_id, SessionStatus.ERROR, reason, message)
 
     # ------------------------------------------------------------------ internals
 
@@ -746,14 +757,16 @@ class SessionManager:
             self.db.add_event, session_id, kind, reason, public_message(message)
         )
 
-    async def set_status(self, session_id: str, status: str, reason: str, message: str) -> None:
+    async def set_status(
+        self, session_id: str, status: SessionStatus, reason: str, message: str
+    ) -> None:
         """Record a new status (and an event of that kind saying `message`)."""
         await self._set_status(session_id, status, reason, message)
 
     async def _set_status(
         self,
         session_id: str,
-        status: str,
+        status: SessionStatus,
         reason: str,
         message: str,
         *,

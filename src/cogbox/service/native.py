@@ -50,7 +50,9 @@ from cogbox.service.models import (
     session_info,
 )
 from cogbox.service.operations import Doc, OperationTable
-from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
+from cogbox.service.session_files import read_chunks
+from cogbox.service.session_request import CreateRequest
+from cogbox.service.sessions import SessionManager
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
 from cogbox.service.vfolders import parse_mount_args
 

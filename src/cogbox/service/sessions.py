@@ -11,30 +11,26 @@ session's output goes to its full log (cogbox.service.logs).
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
-import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
-from cogbox.jail.runtimes import RUNTIMES
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
-from cogbox.kernel.files import FileEntry, FileError, OpenFile
+from cogbox.kernel.files import FileEntry, OpenFile
 from cogbox.kernel.relay import KernelRelay
 from cogbox.service.agent import Agent, BatchCommand, KernelSpec, KernelState, WorkdirGone
 from cogbox.service.bootstrap import run_bootstrap
 from cogbox.service.config import ServiceConfig
-from cogbox.service.create_options import check_cpus, check_env_against_policy, session_env
+from cogbox.service.create_options import check_env_against_policy
 from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
 from cogbox.service.errors import (
     ServiceError,
-    bad_request,
     conflict,
     listed_problem,
     not_found,
@@ -43,38 +39,15 @@ from cogbox.service.errors import (
 )
 from cogbox.service.jobs import JobQueue, dependencies_json
 from cogbox.service.logs import remove_log
+from cogbox.service.session_files import file_call, read_chunks
+from cogbox.service.session_limits import check_limits
+from cogbox.service.session_request import CreateRequest, check_name, check_request
 from cogbox.service.status import ACTIVE, ENDED, SessionStatus
 from cogbox.service.vfolders import FolderMount, VFolders
-from cogbox.sizes import format_size
 
+# Moved to their own modules; importers of these names from here keep working.
+__all__ = ["CreateRequest", "SessionManager", "read_chunks"]
 log = logging.getLogger(__name__)
-
-SESSION_TYPES = ("interactive", "batch")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]")  # used with fullmatch
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    """A new session: its image, optional name, and its own idle/lifetime limits."""
-
-    image: str
-    name: str | None = None
-    idle_timeout: float | None = None
-    max_lifetime: float | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    reuse_if_exists: bool = False
-    memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
-    output_limit: int | None = None  # characters of a run sent to clients; default: service's
-    session_type: str = "interactive"  # or "batch": a job (cogbox.service.jobs)
-    startup_command: str | None = None  # a job's command, run once in /home/work
-    dependencies: list[str] = field(default_factory=list)  # ids or names a job waits for
-    batch_timeout: float | None = None  # a job's time limit, seconds
-    # Storage folders to mount (names) and where (name -> path); see service.vfolders.
-    mounts: list[str] = field(default_factory=list)
-    mount_map: dict[str, str] = field(default_factory=dict)
-    cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
-    bootstrap_script: str | None = None  # a shell script run before the first cell
-    runtime: str = "runc"  # its jail's OCI runtime: runc, or runsc (gVisor)
 
 
 @dataclass
@@ -200,35 +173,8 @@ class SessionManager:
         """Start a session (or, with `reuse_if_exists`, return the active one of that name).
         The bool says whether a new session was made."""
         name = request.name or f"cogbox-{secrets.token_hex(5)}"
-        session_env(request.env, "env")  # every API: no variable the jail keeps for itself
-        if request.cpus is not None:
-            check_cpus(request.cpus, "cpus")
-        if request.runtime not in RUNTIMES:
-            raise bad_request(
-                f"'runtime' must be one of {', '.join(RUNTIMES)}, got {request.runtime!r}"
-            )
-        if request.runtime != "runc" and shutil.which(request.runtime) is None:
-            raise bad_request(f"'runtime' {request.runtime} is not installed on this host")
-        if request.bootstrap_script is not None and "\0" in request.bootstrap_script:
-            raise bad_request("'bootstrap_script' must be the text of a shell script (no NUL)")
-        if not _NAME.fullmatch(name):
-            raise bad_request(
-                f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
-                "starting and ending with a letter or digit"
-            )
-        idle = request.idle_timeout or self.config.idle_timeout
-        lifetime = request.max_lifetime or self.config.max_lifetime
-        if idle <= 0 or lifetime <= 0:
-            raise bad_request("idle_timeout and max_lifetime must be positive numbers of seconds")
-        if request.session_type not in SESSION_TYPES:
-            raise bad_request(f"'type' must be interactive or batch, got {request.session_type!r}")
+        idle, lifetime = check_request(request, name, self.config)
         batch = request.session_type == "batch"
-        if batch and not (request.startup_command or "").strip():
-            raise bad_request("a batch session needs 'startupCommand': the command it runs")
-        if not batch and (request.startup_command or request.dependencies):
-            raise bad_request(
-                "'startupCommand' and 'dependencies' are for batch sessions: add type batch"
-            )
         access = keypair.access_key
         existing = [
             r
@@ -295,28 +241,11 @@ class SessionManager:
         return result
 
     def _check_limits(self, keypair: KeypairRecord, memory: int) -> None:
-        """Refuse (429) a session that would take `keypair` past its session count or
-        memory limit, counting its active sessions and those still starting."""
+        """Refuse (429) a session past `keypair`'s limits, counting its active sessions and
+        those still starting."""
         access = keypair.access_key
         held = [live.memory_bytes for live in self._live.values() if live.access_key == access]
-        held += self._starting.get(access, [])
-        if len(held) >= keypair.max_sessions:
-            raise ServiceError(
-                429,
-                "too-many-sessions",
-                f"keypair {access} already has {keypair.max_sessions} active sessions (its "
-                "limit): destroy one before creating another",
-            )
-        cap = keypair.max_memory_bytes
-        if cap is not None and sum(held) + memory > cap:
-            raise ServiceError(
-                429,
-                "memory-limit",
-                f"keypair {access} may hold {format_size(cap)} of memory in all its sessions; "
-                f"its {_count(len(held), 'active session')} hold{'s' if len(held) == 1 else ''} "
-                f"{format_size(sum(held))} and this one "
-                f"needs {format_size(memory)}: destroy a session or ask for less memory",
-            )
+        check_limits(keypair, held + self._starting.get(access, []), memory)
 
     async def _start(
         self,
@@ -691,7 +620,7 @@ class SessionManager:
         appears only once whole. 413 past `limit` bytes; the quota of /home/work bounds it
         too. Returns the size written."""
         self._running(record)
-        with _file_call():
+        with file_call():
             new = await self.agent.create_file(record.id, path)
             try:
                 async for chunk in chunks:
@@ -706,7 +635,7 @@ class SessionManager:
     async def open_file(self, record: SessionRecord, path: str) -> OpenFile:
         """A file of /home/work, opened to read in chunks (`read_chunks`): from the live
         kernel, or the saved work dir of an ended one. Close it when done."""
-        with _file_call():
+        with file_call():
             try:
                 if record.id in self._live:
                     return await self.agent.open_file(record.id, path)
@@ -715,7 +644,7 @@ class SessionManager:
                 raise self._files_gone(record) from exc
 
     async def list_files(self, record: SessionRecord, path: str) -> list[FileEntry]:
-        with _file_call():
+        with file_call():
             try:
                 if record.id in self._live:
                     return await self.agent.list_files(record.id, path)
@@ -730,11 +659,7 @@ class SessionManager:
         """Give an active session a new name (unique among the keypair's active ones)."""
         if record.status not in ACTIVE:
             raise conflict(f"session {record.name!r} is {record.status}: only an active one")
-        if not _NAME.fullmatch(name):
-            raise bad_request(
-                f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
-                "starting and ending with a letter or digit"
-            )
+        check_name(name)
         active = await asyncio.to_thread(self.db.list_sessions, record.access_key, ACTIVE)
         if any(r.name == name and r.id != record.id for r in active):
             raise conflict(f"session name {name!r} is already used by an active session")
@@ -820,31 +745,3 @@ class SessionManager:
                 )
             elif live.busy == 0 and not live.dead and not self.agent.state(live.id).alive:
                 await self._mark_dead(live.id, live)
-
-
-async def read_chunks(opened: OpenFile, size: int, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-    """Exactly `size` bytes of `opened`, a chunk at a time: zeros if the jailed code shrank
-    the file meanwhile, cut if it grew (a tar header or Content-Length promised `size`)."""
-    offset = 0
-    while offset < size:
-        want = min(chunk, size - offset)
-        data = await asyncio.to_thread(opened.read_at, offset, want) or bytes(want)
-        offset += len(data)
-        yield data
-
-
-@contextlib.contextmanager
-def _file_call() -> Iterator[None]:
-    """A file call's FileErrors (kernel.files: missing, unsafe, full) go to the edge as they
-    are; its other kernel errors (the agent's channel broke, it holds no such session) are
-    file errors too."""
-    try:
-        yield
-    except FileError:
-        raise
-    except KernelError as exc:
-        raise FileError(str(exc)) from exc
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

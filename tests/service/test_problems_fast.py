@@ -8,7 +8,8 @@ import pytest
 
 from cogbox.agent import wire
 from cogbox.kernel.files import FileError, PathNotFoundError
-from cogbox.service.errors import PROBLEMS, listed_problem, problem
+from cogbox.service.errors import PROBLEMS, ServiceError, listed_problem, problem
+from cogbox.service.vfolder_files import new_upload, open_for_download
 from tests.fakes.agent import FakeAgent
 from tests.service.test_backendai_fast import Api, served
 
@@ -67,3 +68,34 @@ def _problem(status: int, code: str, message: str) -> dict[str, object]:
         "title": message,
         "msg": message,
     }
+
+
+def test_a_storage_folders_file_errors_are_worded_for_the_folder_and_keep_their_codes(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to("/etc")
+    answers = []
+    for call in (
+        lambda: open_for_download(tmp_path, "gone.txt", 1 << 20),
+        lambda: open_for_download(tmp_path, "../x", 1 << 20),
+        lambda: open_for_download(tmp_path, "link/passwd", 1 << 20),
+        lambda: open_for_download(tmp_path, "d", 1 << 20),
+        lambda: new_upload(tmp_path, "link/x"),
+    ):
+        with pytest.raises(ServiceError) as refused:
+            call()
+        answers.append((refused.value.status, refused.value.code, refused.value.message))
+    assert answers == [
+        (404, "not-found", "'gone.txt' does not exist in the folder"),
+        (400, "invalid-path", "path '../x' contains '..'; it must stay inside the folder"),
+        (400, "invalid-path", _LINK.format("link/passwd")),
+        (400, "file-error", "cannot download 'd': it is not a regular file"),
+        (400, "invalid-path", _LINK.format("link/x")),
+    ]
+
+
+_LINK = (
+    "refused {!r}: 'link' is a symbolic link, and links in the folder are never followed "
+    "from the host"
+)

@@ -381,7 +381,10 @@ class Session:
             store_history=request.store_history,
             user_expressions=request.user_expressions,
             allow_stdin=True,
-            stop_on_error=True,
+            # Each run is its own request, sent after the one before ended: an error must not
+            # abort it. With True, ipykernel 7 aborts an execute that reaches it before its
+            # "stop aborting" marker, which a run sent right after an interrupted one did.
+            stop_on_error=False,
         )
         if seq is not None:
             run_id = request.run_id or msg_id

@@ -5,7 +5,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from cogbox.service.backendai import _STATUS
+from cogbox.service.backendai_status import STATUS
 from cogbox.service.db import Database, SessionRecord
 from cogbox.service.status import ACTIVE, ENDED, SessionStatus
 
@@ -34,7 +34,7 @@ def test_a_status_is_stored_as_its_plain_string_and_read_back_as_the_enum(
 
 
 def test_every_status_is_active_or_ended_and_has_a_backendai_name() -> None:
-    assert (set(ACTIVE) | set(ENDED), set(ACTIVE) & set(ENDED), set(_STATUS)) == (
+    assert (set(ACTIVE) | set(ENDED), set(ACTIVE) & set(ENDED), set(STATUS)) == (
         set(SessionStatus),
         set(),
         set(SessionStatus),

@@ -43,7 +43,7 @@ from aiohttp import web
 from cogbox.images.manifest import ImageManifest
 from cogbox.images.store import ImageStore
 from cogbox.kernel.relay import RECONNECT_MS, KernelRelay
-from cogbox.service.backendai import keypair_of
+from cogbox.service.auth import keypair_of
 from cogbox.service.bodies import json_object
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request, not_found

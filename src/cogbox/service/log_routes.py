@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from cogbox.service.backendai import keypair_of
+from cogbox.service.auth import keypair_of
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import bad_request
 from cogbox.service.logs import stream_log

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied, event_to_dict
 from cogbox.service.agent import BatchCommand
-from cogbox.service.backendai import keypair_of
+from cogbox.service.auth import keypair_of
 from cogbox.service.bodies import (
     UPLOAD_LIMIT_BYTES,
     body_chunks,

@@ -8,6 +8,8 @@ from cogbox.kernel.launch import KernelProcess
 # An interrupt held for a run whose code has not begun is sent anyway after this long (the
 # kernel may be busy with something else that SIGINT should stop).
 INTERRUPT_HOLD_SECONDS = 2.0
+# How long an interrupted run may take to stop before the kernel is restarted instead.
+INTERRUPT_GRACE_SECONDS = 5.0
 
 
 class InterruptLatch:

@@ -3,6 +3,7 @@ monitor's spool, and what is left to say and reap of a kernel that ended meanwhi
 
 import contextlib
 import json
+import queue
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +17,14 @@ from cogbox.jail.reaper import reap_stale_jails
 from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.control import MonitorGone
 from cogbox.kernel.errors import KernelGone
-from cogbox.kernel.events import Error, Event, Finished, OutputTruncated
+from cogbox.kernel.events import Error, Event, Finished, InputRequest, OutputTruncated
+from cogbox.kernel.interrupt import INTERRUPT_GRACE_SECONDS
 from cogbox.kernel.launch import KernelProcess
 from cogbox.kernel.messages import POLL_MS, died, output_event
 from cogbox.kernel.monitor import EXIT_FILE, SPOOL_CAP_BYTES
 from cogbox.kernel.output_cap import OutputCap
 from cogbox.kernel.provisioner import LocalProvisioner
+from cogbox.kernel.run_request import timeout_finished
 from cogbox.kernel.session_state import PendingRun, SessionState
 
 
@@ -31,9 +34,38 @@ def replay_run(
     *,
     output_limit: int,
     tap: Callable[[Event], None] | None,
+    inputs: "queue.Queue[str]",
+    stuck: Callable[[], Iterator[Event]],
 ) -> Iterator[Event]:
     """The events of `run` from its start: what the kernel's monitor spooled, then live
-    until the run ends (`Finished` or `KernelDied`); `tap` sees each before the cap."""
+    until the run ends (`Finished` or `KernelDied`); `tap` sees each before the cap.
+
+    The run's input requests went to its previous owner's stdin socket: each is put back
+    where that owner yielded it, and answers queued in `inputs` go to the kernel (it waits
+    on any client's reply). Its time limit still holds: past the run's deadline the code
+    is interrupted, and `stuck()` (a restart) ends a run that ignores that."""
+    asked = list(run.asked)
+    count = 0
+    for event in _spooled(kernel, run, output_limit, tap, inputs, stuck):
+        while asked and asked[0].at <= count:
+            again = asked.pop(0)
+            yield InputRequest(again.prompt, again.password)
+            count += 1
+        if event is not None:
+            yield event
+            count += 1
+
+
+def _spooled(
+    kernel: KernelProcess,
+    run: PendingRun,
+    output_limit: int,
+    tap: Callable[[Event], None] | None,
+    inputs: "queue.Queue[str]",
+    stuck: Callable[[], Iterator[Event]],
+) -> Iterator[Event | None]:
+    """The run's events; None each time the spool has nothing new (the kernel may wait on
+    an input request of the run that the caller has yet to put back)."""
     provisioner = kernel.provisioner
     assert isinstance(provisioner, LocalProvisioner)
     # Its own codec: a signature seen here must not count as a replay to the client's.
@@ -42,8 +74,18 @@ def replay_run(
     seq = run.seq
     count: int | None = None
     failed = False
+    interrupted_at: float | None = None
     info: dict[str, Any] = {}
     while True:
+        now = time.monotonic()
+        if run.deadline is not None and interrupted_at is None and time.time() > run.deadline:
+            kernel.interrupt()
+            interrupted_at = now
+        if interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_SECONDS:
+            yield from stuck()
+            return
+        while not inputs.empty():
+            kernel.client.input(inputs.get_nowait())
         try:
             messages, info = provisioner.spool(seq)
         except MonitorGone:
@@ -60,7 +102,10 @@ def replay_run(
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content.get("execution_state") == "idle":
                 yield from _dropped(info)
-                yield _resumed_finish(run, count, failed)
+                if interrupted_at is not None:
+                    yield timeout_finished(count, run.timeout)
+                else:
+                    yield _resumed_finish(run, count, failed)
                 kernel.ensure_ready()
                 return
             if kind == "execute_input":
@@ -76,6 +121,7 @@ def replay_run(
                 yield from _dropped(info)
                 yield died(ended)
                 return
+            yield None
             time.sleep(POLL_MS / 1000)
 
 

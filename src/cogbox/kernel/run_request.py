@@ -36,6 +36,16 @@ def code_finished(reply: dict[str, Any]) -> Finished:
     )
 
 
+def timeout_finished(count: int | None, timeout: float | None) -> Finished:
+    """The end of a run its time limit interrupted (the kernel lives on)."""
+    return Finished(
+        "timeout",
+        count,
+        f"stopped: the run passed its time limit of {timeout or 0:g} s and was interrupted; "
+        "the session's variables are kept",
+    )
+
+
 def batch_request(build: str | None, exec: str, run_id: str | None) -> RunRequest:
     """The request that runs `build` (if any), then `exec`, with the batch runner."""
     # The runner's source travels as a literal (ASCII, so the same on Python 2.7 and 3).

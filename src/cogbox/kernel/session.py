@@ -36,19 +36,17 @@ from cogbox.kernel.connection import RuntimeDir
 from cogbox.kernel.control import MonitorGone
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
-from cogbox.kernel.interrupt import InterruptLatch
+from cogbox.kernel.interrupt import INTERRUPT_GRACE_SECONDS, InterruptLatch
 from cogbox.kernel.launch import KernelProcess
 from cogbox.kernel.messages import POLL_MS, Channels, died, output_event
 from cogbox.kernel.output_cap import OutputCap
 from cogbox.kernel.provisioner import LocalProvisioner, attach_provisioner, provisioner_for
 from cogbox.kernel.reattach import kernel_gone, reap_leftovers, recorded_exit, replay_run
-from cogbox.kernel.run_request import RunRequest, batch_request
-from cogbox.kernel.session_state import PendingRun
+from cogbox.kernel.run_request import RunRequest, batch_request, timeout_finished
+from cogbox.kernel.session_state import AskedInput, PendingRun
 
 # Backend.AI's cap on the console output of one execute call, in characters.
 DEFAULT_OUTPUT_LIMIT = 524_288
-# How long an interrupted run may take to stop before the kernel is restarted instead.
-INTERRUPT_GRACE_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 
 InputHandler = Callable[[InputRequest], str]
@@ -386,10 +384,15 @@ class Session:
             # "stop aborting" marker, which a run sent right after an interrupted one did.
             stop_on_error=False,
         )
+        pending: PendingRun | None = None
         if seq is not None:
-            run_id = request.run_id or msg_id
-            self._save(PendingRun(run_id, msg_id, seq, batch=request.batch))
+            deadline = None if timeout is None else time.time() + timeout
+            pending = PendingRun(
+                request.run_id or msg_id, msg_id, seq, request.batch, timeout, deadline
+            )
+            self._save(pending)
         start = time.monotonic()
+        yielded = 0  # events so far: where a re-attaching owner puts each InputRequest back
         interrupted_at: float | None = None
         cap = OutputCap(self.output_limit)
         reply: dict[str, Any] | None = None
@@ -426,7 +429,13 @@ class Session:
                             asked = InputRequest(
                                 str(content.get("prompt", "")), bool(content.get("password"))
                             )
+                            if pending is not None:  # before anyone sees it
+                                pending.asked.append(
+                                    AskedInput(yielded, asked.prompt, asked.password)
+                                )
+                                self._save(pending)
                             yield asked
+                            yielded += 1
                             if on_input is not None:
                                 client.input(on_input(asked))
                     elif kind == "status":
@@ -437,15 +446,12 @@ class Session:
                         event = output_event(kind, content)
                         if event is not None and self.output_tap is not None:
                             self.output_tap(event)
-                        yield from cap.admit(event)
+                        for admitted in cap.admit(event):
+                            yield admitted
+                            yielded += 1
             count = reply.get("execution_count")
             if interrupted_at is not None:
-                yield Finished(
-                    "timeout",
-                    count,
-                    f"stopped: the run passed its time limit of {timeout:g} s and was "
-                    "interrupted; the session's variables are kept",
-                )
+                yield timeout_finished(count, timeout)
             else:
                 yield request.finish(reply)
             done = True
@@ -480,7 +486,10 @@ class Session:
         `Finished` (its status and execution count as the kernel published them) or
         `KernelDied`. The same spool gives the same events, so a consumer that delivered
         the first N before its owner died skips N. Output the monitor had to drop (its
-        spool is bounded) arrives as one `OutputTruncated` before the end.
+        spool is bounded) arrives as one `OutputTruncated` before the end. The run's time
+        limit holds from its original deadline (it ends with `Finished("timeout")`), and
+        each `InputRequest` its owner saw comes again in its place; `send_input` answers
+        the one the kernel waits on.
         """
         if self._pending is None:
             raise KernelError(f"session {self.id} has no run in flight to resume")
@@ -495,7 +504,14 @@ class Session:
             if kernel is None:
                 yield self._restart_failed()
                 return
-            yield from replay_run(kernel, run, output_limit=self.output_limit, tap=self.output_tap)
+            yield from replay_run(
+                kernel,
+                run,
+                output_limit=self.output_limit,
+                tap=self.output_tap,
+                inputs=self._inputs,
+                stuck=lambda: self._restart_after_stuck_run(run.timeout),
+            )
         finally:
             self._executing = False
             self._pending = None

@@ -5,7 +5,8 @@
 It holds the Jupyter key of the kernel's messages, so it never leaves host-only folders:
 the image by name@digest, the policy (as JSON), the work dir and binds, the session's host
 identity slot, its runtime folder and key, its provisioner's `info()`, and the run in flight
-(its run id, Jupyter msg_id and the number of its first spooled IOPub message).
+(its run id, Jupyter msg_id, the number of its first spooled IOPub message, its deadline, and
+the input requests it made: those go to the owner's stdin socket, never into the spool).
 """
 
 import contextlib
@@ -24,6 +25,15 @@ _FORMAT = 1
 
 
 @dataclass
+class AskedInput:
+    """An `input()` the run made: its prompt, and how many of the run's events came first."""
+
+    at: int
+    prompt: str
+    password: bool = False
+
+
+@dataclass
 class PendingRun:
     """A run in flight: what its owner sent, and where its IOPub spool starts."""
 
@@ -31,6 +41,11 @@ class PendingRun:
     msg_id: str
     seq: int
     batch: bool = False
+    # The time limit (`timeout` seconds) ends the run at `deadline` (time.time()), whoever
+    # owns it then.
+    timeout: float | None = None
+    deadline: float | None = None
+    asked: list[AskedInput] = field(default_factory=list)
 
 
 @dataclass
@@ -97,8 +112,16 @@ def load(state_dir: Path) -> SessionState:
         state = SessionState(**record)
     except TypeError as exc:
         raise KernelError(f"{state_dir} holds an unreadable session record: {exc}") from exc
-    state.run = PendingRun(**run) if isinstance(run, dict) else None
+    try:
+        state.run = _pending_run(run) if isinstance(run, dict) else None
+    except TypeError as exc:
+        raise KernelError(f"{state_dir} holds an unreadable run in flight: {exc}") from exc
     return state
+
+
+def _pending_run(record: dict[str, Any]) -> PendingRun:
+    asked = [AskedInput(**entry) for entry in record.pop("asked", [])]
+    return PendingRun(**record, asked=asked)
 
 
 def remove(state_dir: Path) -> None:

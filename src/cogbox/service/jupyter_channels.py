@@ -6,6 +6,10 @@ A client that reads slower than its kernel prints misses output messages (`strea
 `display_data`, `update_display_data`, `execute_result`), never replies or status
 messages, and is told how many on stderr; one that reads nothing for the stall limit, or
 whose keypair is revoked, is closed with 1008 and the reason (cogbox.service.streams).
+
+When the session's agent restarts (its relay breaks), the WebSocket stays open: the relay is
+opened again on the agent that is back (for up to `REOPEN_SECONDS`), and replies the gap
+lost are answered as lost, with a notice on stderr (cogbox.service.jupyter_gap).
 """
 
 import asyncio
@@ -15,11 +19,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
+from cogbox.agent.wire import ChannelError
+from cogbox.errors import CogboxError
 from cogbox.kernel.relay import CLIENT_CHANNELS, KernelRelay
 from cogbox.service import jupyter_codec
 from cogbox.service.db import SessionRecord
+from cogbox.service.jupyter_gap import ReplyLedger
 from cogbox.service.sessions import SessionManager
 from cogbox.service.streams import OpenStreams, StreamSender
 
@@ -28,6 +36,9 @@ _WATCH_SECONDS = 1.0
 # status messages are never dropped (clients wait on them).
 _DROPPABLE = {"stream", "display_data", "update_display_data", "execute_result"}
 _RUNS_CODE = {"execute_request", "input_reply", "comm_open", "comm_msg"}
+# How long a broken relay (its agent restarting) is tried again before the WebSocket closes.
+REOPEN_SECONDS = 60.0
+_REOPEN_PAUSE_SECONDS = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +50,15 @@ class KernelActivity:
     execution_state: str = "idle"
     last_activity: float = 0.0
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+
+class _RelayGone(Exception):
+    """The relay could not be opened again: close the WebSocket with this code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class WebSocketRelay:
@@ -64,18 +84,29 @@ class WebSocketRelay:
         self.record = record
         self.manager = manager
         self.seen = seen
+        self.ledger = ReplyLedger()
+        self._first = kernel  # its opener closes it; this relay closes those it reopened
+        self._reopening = asyncio.Lock()
 
     async def run(self) -> None:
         inbound = asyncio.create_task(self._from_client())
         outbound = asyncio.create_task(self._to_client())
         try:
-            await asyncio.wait([inbound, outbound], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([inbound, outbound], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if isinstance(task.exception(), _RelayGone):
+                    gone = task.exception()
+                    assert isinstance(gone, _RelayGone)
+                    await self.sender.close(gone.code, gone.reason)
         finally:
             for task in (inbound, outbound):
                 task.cancel()
             for task in (inbound, outbound):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self.kernel is not self._first:
+                with contextlib.suppress(Exception):
+                    await self.kernel.close()
 
     async def _from_client(self) -> None:
         async for message in self.ws:
@@ -99,21 +130,42 @@ class WebSocketRelay:
             ):
                 break
             try:
-                await self.kernel.send(jupyter_codec.outgoing(channel, msg, buffers))
+                relayed = jupyter_codec.outgoing(channel, msg, buffers)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("dropped a Jupyter message the kernel cannot take: %s", exc)
+                continue
+            while True:
+                kernel = self.kernel
+                self.ledger.sent(channel, msg)
+                try:
+                    await kernel.send(relayed)
+                    break
+                except (ChannelError, ConnectionError, aiohttp.ClientError):
+                    # its agent is restarting: send it on the next relay
+                    self.ledger.unsent(msg)
+                    await self._reopen(kernel)
 
     async def _to_client(self) -> None:
         told_dead = False
         while not self.ws.closed:
-            for relayed in await self.kernel.receive(_WATCH_SECONDS):
+            kernel = self.kernel
+            try:
+                batch = await kernel.receive(_WATCH_SECONDS)
+            except ChannelError:
+                await self._reopen(kernel)
+                continue
+            for relayed in batch:
                 msg = jupyter_codec.incoming(relayed)
                 if msg is None:
                     log.warning("dropped a kernel message that is not Jupyter's JSON")
                     continue
+                if not self.ledger.received(msg):
+                    continue  # the answer to a barrier of the ledger's own
                 self._note(msg)
                 await self._send(msg)
                 await asyncio.sleep(0)  # other tenants' requests between messages
+            for owed in self.ledger.settled():
+                await self._send(owed)
             if not self.manager.has_kernel(self.record):
                 await self.sender.close(1000, "the kernel was shut down")
                 return
@@ -123,6 +175,41 @@ class WebSocketRelay:
                 await self._send(jupyter_codec.status_message("dead"))
                 self.seen.execution_state = "dead"
             told_dead = not alive
+
+    async def _reopen(self, broken: KernelRelay) -> None:
+        """Open the relay again once the agent is back (both directions notice a break;
+        the first reopens, the other finds the new relay). `_RelayGone` if it is not."""
+        async with self._reopening:
+            if self.kernel is not broken:
+                return
+            log.info("the relay of kernel %s broke; opening it again", self.record.id)
+            with contextlib.suppress(Exception):
+                if broken is not self._first:
+                    await broken.close()
+            barriers = self.ledger.gap()
+            relay = await self._open_again()
+            for channel, barrier in barriers:  # before any of the client's next requests
+                await relay.send(jupyter_codec.outgoing(channel, barrier, []))
+            self.kernel = relay
+            notice = self.ledger.notice(self.seen.execution_state == "busy")
+            if notice is not None:
+                await self._send(notice)
+
+    async def _open_again(self) -> KernelRelay:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REOPEN_SECONDS
+        while True:
+            if not self.manager.has_kernel(self.record):
+                raise _RelayGone(1000, "the kernel was shut down")
+            try:
+                return await self.manager.open_relay(self.record)
+            except (CogboxError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if loop.time() > deadline:
+                    raise _RelayGone(
+                        1011,
+                        f"the kernel's agent was not back within {REOPEN_SECONDS:g} s ({exc})",
+                    ) from exc
+            await asyncio.sleep(_REOPEN_PAUSE_SECONDS)
 
     async def _send(self, msg: dict[str, Any]) -> None:
         """Send `msg`; output the client is too slow for is dropped, and the client is

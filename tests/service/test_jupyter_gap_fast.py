@@ -81,6 +81,12 @@ def test_a_control_request_gets_its_own_barrier_and_reply() -> None:
     assert _kinds(ledger.settled())[0] == ("control", "interrupt_reply")
 
 
+def test_comm_messages_are_owed_no_reply() -> None:
+    ledger = ReplyLedger()
+    ledger.sent("shell", _CLIENT.msg("comm_msg", {"comm_id": "c", "data": {}}))
+    assert ledger.gap() == []
+
+
 def test_stdin_replies_are_owed_nothing_and_the_notice_names_the_lost_replies() -> None:
     ledger = ReplyLedger()
     ledger.sent("stdin", _request("input_reply"))

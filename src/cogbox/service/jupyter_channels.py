@@ -94,9 +94,8 @@ class WebSocketRelay:
         try:
             done, _ = await asyncio.wait([inbound, outbound], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if isinstance(task.exception(), _RelayGone):
-                    gone = task.exception()
-                    assert isinstance(gone, _RelayGone)
+                gone = task.exception()
+                if isinstance(gone, _RelayGone):
                     await self.sender.close(gone.code, gone.reason)
         finally:
             for task in (inbound, outbound):
@@ -184,12 +183,14 @@ class WebSocketRelay:
                 return
             log.info("the relay of kernel %s broke; opening it again", self.record.id)
             with contextlib.suppress(Exception):
-                if broken is not self._first:
-                    await broken.close()
+                await broken.close()  # closing twice (the first one, by its opener) is harmless
             barriers = self.ledger.gap()
             relay = await self._open_again()
-            for channel, barrier in barriers:  # before any of the client's next requests
-                await relay.send(jupyter_codec.outgoing(channel, barrier, []))
+            # Before any of the client's next requests. A relay that broke again meanwhile
+            # is noticed by the next call on it; its gap sends all the barriers again.
+            with contextlib.suppress(ChannelError, ConnectionError, aiohttp.ClientError):
+                for channel, barrier in barriers:
+                    await relay.send(jupyter_codec.outgoing(channel, barrier, []))
             self.kernel = relay
             notice = self.ledger.notice(self.seen.execution_state == "busy")
             if notice is not None:
@@ -198,12 +199,19 @@ class WebSocketRelay:
     async def _open_again(self) -> KernelRelay:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REOPEN_SECONDS
+        told_dead = False
         while True:
             if not self.manager.has_kernel(self.record):
                 raise _RelayGone(1000, "the kernel was shut down")
             try:
                 return await self.manager.open_relay(self.record)
             except (CogboxError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if not told_dead and not self.manager.kernel_alive(self.record):
+                    # the agent is back and says so (the state of a channel that is down
+                    # stays the last known): as Jupyter Server does, on iopub
+                    await self._send(jupyter_codec.status_message("dead"))
+                    self.seen.execution_state = "dead"
+                    told_dead = True
                 if loop.time() > deadline:
                     raise _RelayGone(
                         1011,

@@ -49,8 +49,10 @@ class ReplyLedger:
 
     def sent(self, channel: str, msg: dict[str, Any]) -> None:
         """The client's `msg` goes to the kernel on `channel`."""
-        msg_id = msg.get("header", {}).get("msg_id")
-        if channel in _REPLIED and isinstance(msg_id, str):
+        header = msg.get("header", {})
+        msg_id, kind = header.get("msg_id"), str(header.get("msg_type", ""))
+        # Only requests are answered (comm messages on shell are not).
+        if channel in _REPLIED and isinstance(msg_id, str) and kind.endswith("_request"):
             self.outstanding[msg_id] = _Owed(channel, dict(msg["header"]))
 
     def unsent(self, msg: dict[str, Any]) -> None:

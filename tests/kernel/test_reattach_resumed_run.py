@@ -163,3 +163,25 @@ def test_an_input_the_resumed_run_waits_on_is_asked_again_and_answered(
         assert isinstance(events[-1], Finished) and events[-1].status == "ok"
     finally:
         session.shutdown()
+
+
+def test_an_input_the_resumed_run_asks_after_the_re_attach_is_heard_and_answered(
+    python_image: Image, state_dir: Path
+) -> None:
+    """ipykernel sends it to the first owner's stdin identity: the new owner listens as it."""
+    code = "import time\ntime.sleep(3)\nname = input('name? ')\nprint('hi', name)"
+    owner = start_owner(state_dir, python_image, code, timeout=None)
+    wait_for_run(state_dir, owner)
+    kill_owner_once(owner, after_events=0)  # before the input() is asked
+
+    session = Session.attach(state_dir)
+    resumed = Resumed(session)
+    try:
+        events = resumed.until(InputRequest, timeout=15)
+        assert events[-1] == InputRequest("name? ")
+        session.send_input("bob")
+        events += resumed.until(_END, timeout=15)
+        assert stdout_of(events) == "hi bob\n"
+        assert isinstance(events[-1], Finished) and events[-1].status == "ok"
+    finally:
+        session.shutdown()

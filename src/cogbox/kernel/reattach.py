@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import zmq
 from jupyter_client.session import Session as JupyterSession
 
 from cogbox.jail.exit_reason import ExitReason
@@ -23,9 +24,10 @@ from cogbox.kernel.launch import KernelProcess
 from cogbox.kernel.messages import POLL_MS, died, output_event
 from cogbox.kernel.monitor import EXIT_FILE, SPOOL_CAP_BYTES
 from cogbox.kernel.output_cap import OutputCap
+from cogbox.kernel.owner_stdin import OwnerStdin
 from cogbox.kernel.provisioner import LocalProvisioner
 from cogbox.kernel.run_request import timeout_finished
-from cogbox.kernel.session_state import PendingRun, SessionState
+from cogbox.kernel.session_state import AskedInput, PendingRun, SessionState
 
 
 def replay_run(
@@ -36,24 +38,38 @@ def replay_run(
     tap: Callable[[Event], None] | None,
     inputs: "queue.Queue[str]",
     stuck: Callable[[], Iterator[Event]],
+    on_asked: Callable[[AskedInput], None],
 ) -> Iterator[Event]:
     """The events of `run` from its start: what the kernel's monitor spooled, then live
     until the run ends (`Finished` or `KernelDied`); `tap` sees each before the cap.
 
-    The run's input requests went to its previous owner's stdin socket: each is put back
-    where that owner yielded it, and answers queued in `inputs` go to the kernel (it waits
-    on any client's reply). Its time limit still holds: past the run's deadline the code
-    is interrupted, and `stuck()` (a restart) ends a run that ignores that."""
+    The run's input requests go to its first owner's stdin identity, not into the spool:
+    each one that owner saw is put back where it yielded it; new ones are heard on a socket
+    of that identity (OwnerStdin), recorded in `run.asked` and told to `on_asked` (persist
+    them: a later owner puts them back too). Answers queued in `inputs` go to the kernel.
+    Its time limit still holds: past the run's deadline the code is interrupted, and
+    `stuck()` (a restart) ends a run that ignores that."""
     asked = list(run.asked)
     count = 0
-    for event in _spooled(kernel, run, output_limit, tap, inputs, stuck):
-        while asked and asked[0].at <= count:
-            again = asked.pop(0)
-            yield InputRequest(again.prompt, again.password)
-            count += 1
-        if event is not None:
-            yield event
-            count += 1
+    stdin = None
+    if run.owner:
+        endpoint = kernel.client.stdin_channel.socket.getsockopt(zmq.LAST_ENDPOINT)
+        stdin = OwnerStdin(endpoint.decode(), kernel.runtime.key, run.owner)
+    try:
+        for event in _spooled(kernel, run, output_limit, tap, inputs, stuck, stdin):
+            while asked and asked[0].at <= count:
+                again = asked.pop(0)
+                yield InputRequest(again.prompt, again.password)
+                count += 1
+            if isinstance(event, InputRequest):  # asked live, of this owner
+                run.asked.append(AskedInput(count, event.prompt, event.password))
+                on_asked(run.asked[-1])
+            if event is not None:
+                yield event
+                count += 1
+    finally:
+        if stdin is not None:
+            stdin.close()
 
 
 def _spooled(
@@ -63,6 +79,7 @@ def _spooled(
     tap: Callable[[Event], None] | None,
     inputs: "queue.Queue[str]",
     stuck: Callable[[], Iterator[Event]],
+    stdin: OwnerStdin | None,
 ) -> Iterator[Event | None]:
     """The run's events; None each time the spool has nothing new (the kernel may wait on
     an input request of the run that the caller has yet to put back)."""
@@ -85,7 +102,13 @@ def _spooled(
             yield from stuck()
             return
         while not inputs.empty():
-            kernel.client.input(inputs.get_nowait())
+            answer = inputs.get_nowait()
+            if stdin is not None:
+                stdin.answer(answer)
+            else:
+                kernel.client.input(answer)
+        if stdin is not None:
+            yield from stdin.asked(run.msg_id)
         try:
             messages, info = provisioner.spool(seq)
         except MonitorGone:

@@ -388,7 +388,13 @@ class Session:
         if seq is not None:
             deadline = None if timeout is None else time.time() + timeout
             pending = PendingRun(
-                request.run_id or msg_id, msg_id, seq, request.batch, timeout, deadline
+                request.run_id or msg_id,
+                msg_id,
+                seq,
+                request.batch,
+                timeout,
+                deadline,
+                owner=client.session.session,
             )
             self._save(pending)
         start = time.monotonic()
@@ -511,6 +517,7 @@ class Session:
                 tap=self.output_tap,
                 inputs=self._inputs,
                 stuck=lambda: self._restart_after_stuck_run(run.timeout),
+                on_asked=lambda asked: self._save(run),  # `run.asked` holds it now
             )
         finally:
             self._executing = False

@@ -46,6 +46,9 @@ class PendingRun:
     timeout: float | None = None
     deadline: float | None = None
     asked: list[AskedInput] = field(default_factory=list)
+    # The Jupyter session id of the client that sent it: the kernel sends the run's input
+    # requests to that identity (cogbox.kernel.owner_stdin).
+    owner: str = ""
 
 
 @dataclass

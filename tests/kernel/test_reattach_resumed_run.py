@@ -88,6 +88,8 @@ class Resumed:
             except queue.Empty:
                 continue
             seen.append(event)
+            if isinstance(event, _END):
+                self.join()  # until the run has let go of the session
             if isinstance(event, kind):
                 return seen
         self.stop()
@@ -114,7 +116,6 @@ def test_the_time_limit_of_a_resumed_run_ends_it_at_the_original_deadline(
     resumed = Resumed(session)
     events = resumed.until(_END, timeout=20)
     ended = time.time()
-    resumed.join()
     try:
         last = events[-1]
         assert isinstance(last, Finished) and last.status == "timeout", events

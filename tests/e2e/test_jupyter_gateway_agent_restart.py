@@ -19,9 +19,10 @@ from cogbox.service.auth import jupyter_token
 from tests.e2e.test_jupyter_gateway import _gateway_client, _run_notebook, _stdout
 from tests.service.support import Client, Service, running_service
 
+# The second cell's 'after' comes once the new agent's relay is there (~4.5 s here).
 CELLS = [
     "x = 41",
-    "import time\nprint('before', flush=True)\ntime.sleep(10)\nprint('after', flush=True)",
+    "import time\nprint('before', flush=True)\ntime.sleep(15)\nprint('after', flush=True)",
     "print(x + 1)",
 ]
 

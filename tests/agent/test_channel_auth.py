@@ -17,9 +17,9 @@ from aiohttp import web
 
 from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, AgentPlace, nonce, prove
+from cogbox.agent.errors import AgentAuthError
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.server import AgentServer
-from cogbox.agent.wire import AgentAuthError
 from cogbox.service.agent import LocalAgent
 
 KEY = bytes(range(32))

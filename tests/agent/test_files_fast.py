@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from cogbox.agent import wire
+from cogbox.agent.errors import ChannelError
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.server import AgentServer
-from cogbox.agent.wire import ChannelError
 from cogbox.kernel.files import PathNotFoundError, UnsafePathError
 from tests.agent.conftest import OneHomeAgent
 from tests.fakes.manager import run

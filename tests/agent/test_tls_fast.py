@@ -18,11 +18,11 @@ from click.testing import CliRunner
 
 from cogbox.agent import tls
 from cogbox.agent.channel import AgentPlace
+from cogbox.agent.errors import AgentAuthError
 from cogbox.agent.process import open_channel
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.server import AgentServer
 from cogbox.agent.tls import AgentAddress
-from cogbox.agent.wire import AgentAuthError
 from cogbox.cli.agent import agent as agent_command
 from cogbox.kernel.errors import KernelError
 from tests.agent.conftest import OneHomeAgent

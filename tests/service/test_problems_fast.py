@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cogbox.agent import wire
+from cogbox.agent.errors import ChannelError
 from cogbox.kernel.files import FileError, PathNotFoundError
 from cogbox.service.errors import PROBLEMS, ServiceError, listed_problem, problem
 from cogbox.service.vfolder_files import new_upload, open_for_download
@@ -99,3 +100,30 @@ _LINK = (
     "refused {!r}: 'link' is a symbolic link, and links in the folder are never followed "
     "from the host"
 )
+
+
+def test_calls_while_the_agent_is_away_are_503_agent_unavailable_not_500_or_409(
+    tmp_path: Path,
+) -> None:
+    """The agent channel broke (serve restarts a killed agent in seconds): a call made
+    meanwhile is told to come again, not that it or the session was at fault."""
+
+    async def test(api: Api, agent: FakeAgent) -> None:
+        await api.call("POST", "/session", {"lang": "python", "name": "box1"})
+
+        def away(*args: object, **kwargs: object) -> object:
+            raise ChannelError("the connection to the agent was lost")
+
+        agent.execute = away  # type: ignore[method-assign]
+        agent.list_files = away  # type: ignore[method-assign]
+        answers = [
+            await api.call("POST", "/session/box1", {"mode": "query", "runId": "r1", "code": "1"}),
+            await api.call("GET", "/session/box1/files?path=."),
+            await api.call("POST", "/v1/sessions/box1/execute", {"code": "1"}),
+        ]
+        gone = "the connection to the agent was lost"
+        assert [status for status, _ in answers] == [503, 503, 503], answers
+        assert all(body["error"] == "agent-unavailable" for _, body in answers), answers
+        assert gone in answers[0][1]["msg"]
+
+    served(test, tmp_path)

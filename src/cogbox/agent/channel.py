@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cogbox.agent.wire import AgentAuthError
+from cogbox.agent.errors import AgentAuthError
 
 NONCE_BYTES = 32
 KEY_BYTES = 32

@@ -24,8 +24,8 @@ from aiohttp import web
 
 from cogbox.agent import tls
 from cogbox.agent.channel import AgentPlace
+from cogbox.agent.errors import ChannelError
 from cogbox.agent.server import AgentServer
-from cogbox.agent.wire import ChannelError
 from cogbox.service.agent import LocalAgent
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from cogbox.agent import wire
-from cogbox.agent.wire import ChannelError
+from cogbox.agent.errors import ChannelError
 from cogbox.errors import CogboxError
 from cogbox.kernel.relay import KernelRelay, RelayError, RelayMessage, pack, unpack
 

@@ -20,10 +20,10 @@ import aiohttp
 
 from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, HANDSHAKE_TIMEOUT_S, check, nonce, prove
+from cogbox.agent.errors import AgentAuthError, ChannelError
 from cogbox.agent.relay import MAX_RELAY_FRAME, RemoteRelay
 from cogbox.agent.server import MAX_FRAME, spec_out
 from cogbox.agent.tls import AgentAddress, check_pinned, client_context
-from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.jail.policy import Policy
 from cogbox.kernel.events import EVENT_COST, Event, Finished, KernelDied, OutputTruncated
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile

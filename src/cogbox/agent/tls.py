@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cogbox.agent.channel import AgentPlace
-from cogbox.agent.wire import AgentAuthError, ChannelError
+from cogbox.agent.errors import AgentAuthError, ChannelError
 
 CERT_DAYS = 3650
 _WILDCARDS = ("", "0.0.0.0", "::")

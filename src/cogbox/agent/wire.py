@@ -13,6 +13,7 @@ import struct
 from dataclasses import asdict
 from typing import Any
 
+from cogbox.agent.errors import ChannelError
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
 from cogbox.kernel.errors import KernelError
@@ -35,19 +36,12 @@ _ERRORS: dict[str, type[CogboxError]] = {
         PathNotFoundError,
         FileError,  # after its subclasses: error_out names the first class that matches
         WorkdirGone,
+        ChannelError,
         KernelError,
         ImageNotFound,
         CogboxError,
     )
 }
-
-
-class ChannelError(KernelError):
-    """The agent channel broke, or the peer said something this side does not understand."""
-
-
-class AgentAuthError(ChannelError):
-    """The peer could not prove it holds the agent key (or proved another one)."""
 
 
 CHUNK = 1 << 20  # the most file bytes one frame carries

@@ -14,7 +14,7 @@ from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database
-from cogbox.service.errors import ServiceError, problem
+from cogbox.service.errors import ServiceError, internal_error, problem
 from cogbox.service.openapi import openapi_document
 from cogbox.service.replay import ReplayWindow
 from cogbox.service.sessions import SessionManager
@@ -58,7 +58,7 @@ def create_app(
             known = problem(exc)
             if known is None:
                 log.exception("unexpected error in %s %s", request.method, redact(request.path))
-                known = ServiceError(500, "internal-error", "internal error; see the service log")
+                known = internal_error()
             return web.json_response(known.body(), status=known.status)
 
     @web.middleware

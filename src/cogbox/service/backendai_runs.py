@@ -3,6 +3,7 @@
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +12,10 @@ from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
 from cogbox.service.agent import BatchCommand
 from cogbox.service.console import result_body
 from cogbox.service.db import SessionRecord
-from cogbox.service.errors import ServiceError, bad_request
+from cogbox.service.errors import ServiceError, bad_request, internal_error, problem
 from cogbox.service.sessions import SessionManager
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +69,12 @@ class QueryRuns:
                 run.changed.set()
         except ServiceError as exc:
             run.error = exc
+        except Exception as exc:  # e.g. the agent went away: its problem, never "finished"
+            known = problem(exc)
+            if known is None:
+                log.exception("a query-mode run failed")
+                known = internal_error()
+            run.error = known
         finally:
             run.changed.set()
 

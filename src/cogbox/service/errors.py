@@ -11,6 +11,7 @@ import functools
 import re
 from typing import Any
 
+from cogbox.agent.errors import ChannelError
 from cogbox.config import REPO_IMAGES_DIR, data_dir, recipes_dir
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
@@ -56,6 +57,9 @@ PROBLEMS: dict[type[CogboxError], tuple[int, str]] = {
     WorkdirFullError: (413, "workdir-full"),
     FileError: (400, "file-error"),
     ImageNotFound: (404, "image-not-found"),
+    # The agent is away (restarting after a crash: serve brings it back in seconds): the
+    # request may be sent again, not a fault of the service or the request.
+    ChannelError: (503, "agent-unavailable"),
 }
 
 
@@ -133,3 +137,8 @@ def _size(n: int) -> str:
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift} {unit}"
     return f"{n:,} bytes"
+
+
+def internal_error() -> ServiceError:
+    """What a client is told of a bug (its traceback goes to the service log, not to it)."""
+    return ServiceError(500, "internal-error", "internal error; see the service log")

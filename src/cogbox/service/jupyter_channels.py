@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from cogbox.agent.wire import ChannelError
+from cogbox.agent.errors import ChannelError
 from cogbox.errors import CogboxError
 from cogbox.kernel.relay import CLIENT_CHANNELS, KernelRelay
 from cogbox.service import jupyter_codec

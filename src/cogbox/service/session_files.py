@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+from cogbox.agent.errors import ChannelError
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.files import FileError, OpenFile
 
@@ -24,10 +25,10 @@ async def read_chunks(opened: OpenFile, size: int, chunk: int = 1 << 20) -> Asyn
 def file_call() -> Iterator[None]:
     """A file call's FileErrors (kernel.files: missing, unsafe, full) go to the edge as they
     are; its other kernel errors (the agent's channel broke, it holds no such session) are
-    file errors too."""
+    file errors too, but a broken channel (503 at the edge)."""
     try:
         yield
-    except FileError:
-        raise
+    except (FileError, ChannelError):
+        raise  # to the edge as they are (ChannelError: 503, the agent is away)
     except KernelError as exc:
         raise FileError(str(exc)) from exc

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cogbox.agent.errors import ChannelError
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
 from cogbox.kernel.errors import KernelError
@@ -462,6 +463,8 @@ class SessionManager:
         self._running(record)
         try:
             return await self.agent.open_relay(record.id)
+        except ChannelError:
+            raise  # 503 at the edge: the agent is away, the session is not at fault
         except KernelError as exc:
             raise conflict(str(exc)) from exc
 
@@ -504,6 +507,8 @@ class SessionManager:
                 finally:
                     await runs.aclose()  # type: ignore[attr-defined]
                     live.last_used = time.time()
+        except ChannelError:
+            raise  # 503 at the edge: the agent is away, the session is not at fault
         except KernelError as exc:
             raise conflict(str(exc)) from exc
         finally:
@@ -519,6 +524,8 @@ class SessionManager:
                 live.last_used = time.time()
                 await self._note(record, live, event)
                 yield event
+        except ChannelError:
+            raise  # 503 at the edge: the agent is away, the run may be going on
         except KernelError as exc:
             raise ServiceError(
                 404, "not-found", f"no run {run_id!r} is going in this session"

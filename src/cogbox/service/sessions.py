@@ -257,10 +257,16 @@ class SessionManager:
             job = (name, idle, lifetime, memory, mounts)
             return await self._submit_job(keypair, request, *job), True
         release = self.reserve(keypair, memory)
-        try:
-            return await self._start(keypair, request, name, idle, lifetime, memory, mounts), True
-        finally:
-            release()
+        # An agent that queues (Slurm) answers after start_wait_s with the session pending.
+        wait = getattr(self.agent, "start_wait_s", None)
+        start = asyncio.ensure_future(
+            self._start(keypair, request, name, idle, lifetime, memory, mounts)
+        )
+        start.add_done_callback(lambda task: (release(), task.cancelled() or task.exception()))
+        if wait is not None and not (await asyncio.wait({start}, timeout=wait))[0]:
+            queued = await asyncio.to_thread(self.db.list_sessions, access, ACTIVE)
+            return next(r for r in queued if r.name == name), True
+        return await start, True
 
     def reserve(self, keypair: KeypairRecord, memory: int) -> Callable[[], None]:
         """Hold room for a session that is about to start under `keypair`'s limits (429 if
@@ -412,6 +418,9 @@ class SessionManager:
             raise ServiceError(404, "image-not-found", str(exc)) from exc
         except Exception as exc:
             log.exception("session %s did not start", session_id)
+            ended = await asyncio.to_thread(self.db.get_session, session_id)
+            if ended is not None and ended.status in ENDED:  # destroyed while it was queued
+                raise conflict(f"session {session_id} ended before it started") from exc
             await self._set_status(session_id, "error", "start-failed", str(exc))
             raise ServiceError(
                 503, "kernel-start-failed", f"the session's kernel did not start: {exc}"
@@ -612,7 +621,8 @@ class SessionManager:
         state = self.agent.state(session_id)
         kind = "limit_hit" if state.limit_hit else "died"
         await self._event(session_id, kind, state.reason, state.message)
-        await self._set_status(session_id, "dead", state.reason, state.message, event=None)
+        status = "lost" if state.lost else "dead"  # lost: its node or Slurm job is gone
+        await self._set_status(session_id, status, state.reason, state.message, event=None)
 
     async def send_input(self, record: SessionRecord, text: str) -> None:
         self._running(record)
@@ -663,6 +673,8 @@ class SessionManager:
         if live is not None:
             with contextlib.suppress(KernelError):
                 await self.agent.interrupt(record.id)
+            await self.agent.stop(record.id)
+        elif record.status in ("pending", "starting"):  # still queued (Slurm): cancel it
             await self.agent.stop(record.id)
         if record.status in ACTIVE or live is not None:
             await self._set_status(record.id, "terminated", reason, message, event=kind)

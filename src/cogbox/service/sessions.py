@@ -417,10 +417,10 @@ class SessionManager:
             await self._set_status(session_id, "error", "image-not-found", str(exc))
             raise ServiceError(404, "image-not-found", str(exc)) from exc
         except Exception as exc:
-            log.exception("session %s did not start", session_id)
             ended = await asyncio.to_thread(self.db.get_session, session_id)
             if ended is not None and ended.status in ENDED:  # destroyed while it was queued
                 raise conflict(f"session {session_id} ended before it started") from exc
+            log.exception("session %s did not start", session_id)
             await self._set_status(session_id, "error", "start-failed", str(exc))
             raise ServiceError(
                 503, "kernel-start-failed", f"the session's kernel did not start: {exc}"

@@ -6,6 +6,7 @@ folder on the shared filesystem), and `judge` reads a job and its nodes as the s
 placement: pending with Slurm's reason, running on a node, or lost with the reason.
 """
 
+import json
 import math
 import shlex
 from collections.abc import Mapping
@@ -54,7 +55,7 @@ def session_job(
     manager can reach."""
     route = (
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-        f"s.connect(({place.manager_host!r}, 9)); print(s.getsockname()[0])"
+        f"s.connect(({json.dumps(place.manager_host)}, 9)); print(s.getsockname()[0])"
     )
     exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(place.env.items()))
     python = shlex.quote(place.python)

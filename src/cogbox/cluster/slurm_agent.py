@@ -19,6 +19,7 @@ next start, their sessions reported lost), and warm pools on nodes.
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -380,11 +381,13 @@ def slurm_agent(config: ServiceConfig) -> SlurmAgent:
     env = {"COGBOX_DATA_DIR": str(data_dir())}
     if "PYTHONPATH" in os.environ:  # a checkout's cogbox, for development
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    manager_host = (
-        config.slurm_manager_host
-        or os.environ.get("SLURM_DEV_HOST_ADDR")
-        or socket.gethostbyname(socket.gethostname())
-    )
+    manager_host = config.slurm_manager_host or socket.gethostbyname(socket.gethostname())
+    if ipaddress.ip_address(socket.gethostbyname(manager_host)).is_loopback:
+        # a node's route to its own loopback: its agent would listen where no manager is
+        raise SlurmError(
+            f"this host's name resolves to {manager_host}, a loopback address: give "
+            "--slurm-manager-host, an address of this machine the nodes route to"
+        )
     lifetime = int(config.max_lifetime) + 60  # the manager ends it first, then Slurm would
     return SlurmAgent(
         SlurmClient(),

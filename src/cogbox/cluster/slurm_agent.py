@@ -22,6 +22,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -53,6 +54,7 @@ from cogbox.service.config import ServiceConfig
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
+FAST_POLL_FOR_S = 5.0  # after a submission, squeue every 0.2 s this long, then every poll_s
 AGENT_START_TIMEOUT_S = 120.0  # from the job running to its agent answering
 StatusTold = Callable[[str, str, str, str], Awaitable[None]]
 """(session id, status, reason, message): the manager's `set_status`."""
@@ -186,10 +188,11 @@ class SlurmAgent:
             await self._end(placed)
             if self._placed.get(sid) is placed:
                 del self._placed[sid]
-            raise
+            raise  # its folder is kept: the agent's log there says why it did not start
 
     async def _await_agent(self, placed: _Placed) -> AgentAddress:
         loop = asyncio.get_running_loop()
+        submitted = loop.time()
         started_at: float | None = None
         while True:
             if placed.stopped:
@@ -220,7 +223,10 @@ class SlurmAgent:
                         f"the agent of Slurm job {placed.job_id} on {placed.node} did not "
                         f"answer in {AGENT_START_TIMEOUT_S:g} s"
                     )
-            await asyncio.sleep(self._poll_s if verdict.kind == "pending" else 0.1)
+            # Slurm places a job on its next scheduling tick (about 1 s): ask often at first
+            waited = loop.time() - submitted
+            pending_poll = self._poll_s if waited > FAST_POLL_FOR_S else min(0.2, self._poll_s)
+            await asyncio.sleep(pending_poll if verdict.kind == "pending" else 0.1)
 
     def _address(self, place: AgentPlace) -> AgentAddress | None:
         """The address the job's agent published, once it did; proven first to be a private
@@ -247,6 +253,11 @@ class SlurmAgent:
             return
         placed.stopped = True
         await self._end(placed)
+        await self._forget(placed)
+
+    async def _forget(self, placed: _Placed) -> None:
+        """Remove the session's agent folder (its key, certificate, the agent's log)."""
+        await asyncio.to_thread(shutil.rmtree, placed.place.folder, True)
 
     async def _end(self, placed: _Placed) -> None:
         remote, placed.remote = placed.remote, None

@@ -124,6 +124,27 @@ def test_a_session_larger_than_any_node_is_pending_with_slurms_reason_then_cance
     assert session(keys, created["id"])["status"] == "terminated"
 
 
+def test_a_session_queued_behind_full_nodes_is_pending_on_resources_then_starts(
+    slurm_cluster: DevCluster, keys: Client
+) -> None:
+    # a 1 GiB session's job (1 GiB + the agent's 256 MiB) fills a 1500 MB node
+    held = [keys.create("python", memory="1g") for _ in slurm_cluster.nodes]
+    try:
+        queued = keys.create("python", memory="1g")
+        assert (queued["status"], queued["status_info"]) == ("pending", "Resources"), queued
+        keys.request("DELETE", f"/v1/sessions/{held.pop()['id']}")
+        wait_until(
+            "the queued session running",
+            lambda: session(keys, queued["id"])["status"] == "running",
+            timeout=30,
+        )
+        assert stdout_of(keys.execute(queued["id"], "print('placed')")) == "placed\n"
+        held.append(queued)
+    finally:
+        for made in held:
+            keys.request("DELETE", f"/v1/sessions/{made['id']}")
+
+
 # ---- the backend.ai client -----------------------------------------------------------------
 
 

@@ -192,6 +192,24 @@ def test_three_one_gib_sessions_spread_over_at_least_two_nodes(
             run_client(backendai, keys, "session", "destroy", name)
 
 
+def test_backendai_shows_a_session_larger_than_any_node_pending_then_destroys_it(
+    slurm_cluster: DevCluster,
+    backendai: Path,  # noqa: F811
+    keys: Client,
+) -> None:
+    made = run_client(
+        backendai, keys, "session", "create", "-t", "too-big", "-r", "mem=2g", "python"
+    )
+    assert made.returncode == 0 and "enqueued" in made.stderr, made.stdout + made.stderr
+    sid = str(session(keys, "too-big")["id"])
+    info = run_client(backendai, keys, "session", "info", sid)  # it wants the id
+    assert "PENDING" in info.stdout and "ReqNodeNotAvail" in info.stdout, info.stdout
+    assert job_of(slurm_cluster, sid)[0] == "PENDING"
+    gone = run_client(backendai, keys, "session", "destroy", "too-big")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    wait_until("the job cancelled", lambda: job_of(slurm_cluster, sid)[0] == "", 10)
+
+
 # ---- losing a node (last: it restarts the cluster) ----------------------------------------
 
 

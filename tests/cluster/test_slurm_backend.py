@@ -85,8 +85,15 @@ def test_a_session_runs_its_code_on_the_node_slurm_picked(
     state, _, node = job_of(slurm_cluster, created["id"])
     assert (state, node in slurm_cluster.nodes) == ("RUNNING", True)
     assert stdout_of(keys.execute(created["id"], "print(1+1)")) == "2\n"
+    job = job_id_of(slurm_cluster, created["id"])
     assert keys.request("DELETE", f"/v1/sessions/{created['id']}").status_code == 204
     wait_until("the job ended", lambda: job_of(slurm_cluster, created["id"])[0] == "", 20)
+    # nothing of the jail is left to block Slurm's own removal of the job's cgroups
+    wait_until(
+        "the job's cgroups removed",
+        lambda: not list(CGROUP_ROOT.glob(f"*/slurm*/uid_*/job_{job}")),
+        20,
+    )
 
 
 def test_the_jail_nests_under_its_job_and_an_allocation_over_its_memory_is_killed(

@@ -96,6 +96,22 @@ def test_a_session_runs_its_code_on_the_node_slurm_picked(
     )
 
 
+def test_files_and_the_log_of_a_slurm_placed_session_work_while_it_runs_and_after(
+    keys: Client,
+) -> None:
+    created = keys.create("python", memory="512m")
+    sid = created["id"]
+    put = keys.request("PUT", f"/v1/sessions/{sid}/files/content?path=in.txt", data=b"from host")
+    assert put.status_code == 204, put.text
+    code = "print(open('in.txt').read()); open('out.txt', 'w').write('from node')"
+    assert stdout_of(keys.execute(sid, code)) == "from host\n"
+    got = keys.request("GET", f"/v1/sessions/{sid}/files/content?path=out.txt")
+    assert got.content == b"from node"
+    keys.request("DELETE", f"/v1/sessions/{sid}")  # its log is kept
+    log = keys.request("GET", f"/v1/sessions/{sid}/logs")
+    assert "from host" in log.text, log.text  # written on the node, read by the manager
+
+
 def test_the_jail_nests_under_its_job_and_an_allocation_over_its_memory_is_killed(
     slurm_cluster: DevCluster, keys: Client
 ) -> None:

@@ -112,6 +112,22 @@ def test_files_and_the_log_of_a_slurm_placed_session_work_while_it_runs_and_afte
     assert "from host" in log.text, log.text  # written on the node, read by the manager
 
 
+def test_a_batch_session_runs_its_command_in_a_slurm_job_and_ends_with_its_result(
+    slurm_cluster: DevCluster, keys: Client
+) -> None:
+    before = cogbox_jobs(slurm_cluster)
+    job = keys.create("python", type="batch", startup_command="echo batch-ran", memory="512m")
+    wait_until(
+        "the job session ended",
+        lambda: session(keys, job["id"])["status"] == "terminated",
+        timeout=60,
+    )
+    assert session(keys, job["id"])["result"] == "SUCCESS"
+    assert "batch-ran" in keys.request("GET", f"/v1/sessions/{job['id']}/logs").text
+    assert len(cogbox_jobs(slurm_cluster) - before) == 1
+    wait_until("its Slurm job ended", lambda: job_of(slurm_cluster, job["id"])[0] == "", 20)
+
+
 def test_the_jail_nests_under_its_job_and_an_allocation_over_its_memory_is_killed(
     slurm_cluster: DevCluster, keys: Client
 ) -> None:

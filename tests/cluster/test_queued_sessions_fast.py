@@ -17,7 +17,7 @@ from tests.fakes.manager import current, keypair, open_manager, run, service_con
 class QueueingAgent(FakeAgent):
     """Starts wait `pending` (reason Resources, told like SlurmAgent tells it) until placed."""
 
-    start_wait_s = 0.1
+    start_wait_s = 1.0  # long enough for the pending status to be written under load
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)

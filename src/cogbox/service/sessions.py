@@ -674,12 +674,12 @@ class SessionManager:
             with contextlib.suppress(KernelError):
                 await self.agent.interrupt(record.id)
             await self.agent.stop(record.id)
-        elif record.status in ("pending", "starting"):  # still queued (Slurm): cancel it
-            await self.agent.stop(record.id)
         if record.status in ACTIVE or live is not None:
             await self._set_status(record.id, "terminated", reason, message, event=kind)
         elif not keep_files:
             await asyncio.to_thread(remove_log, self.config.logs_dir, record.id)
+        if live is None and record.status in ("pending", "starting"):
+            await self.agent.stop(record.id)  # still queued (Slurm): its start sees it ended
         if not keep_files:
             await self.agent.remove_workdir(Path(record.workdir).parent.name)
         self.jobs.wake()  # a pending job may fit now

@@ -13,7 +13,7 @@ from cogbox.agent import wire
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.server import AgentServer
 from cogbox.agent.wire import ChannelError
-from cogbox.kernel.files import UnsafePathError
+from cogbox.kernel.files import PathNotFoundError, UnsafePathError
 from tests.agent.conftest import OneHomeAgent
 from tests.fakes.manager import run
 
@@ -65,6 +65,15 @@ def test_a_path_out_of_the_work_dir_is_refused_through_the_channel(folder: Path)
         async with remote_agent(folder) as remote:
             with pytest.raises(UnsafePathError):
                 await remote.open_stored_file("w1", "../../../etc/passwd")
+
+    run(body)
+
+
+def test_a_missing_file_is_the_same_typed_error_through_the_channel(folder: Path) -> None:
+    async def body() -> None:
+        async with remote_agent(folder) as remote:
+            with pytest.raises(PathNotFoundError, match=r"'gone\.txt' does not exist"):
+                await remote.list_stored_files("w1", "gone.txt")
 
     run(body)
 

@@ -169,6 +169,34 @@ def test_a_published_address_others_can_write_is_refused(folder: Path) -> None:
         tls.published(place)
 
 
+def test_a_published_address_of_another_owner_is_refused(folder: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    place = AgentPlace(folder / "agent")
+    place.make()
+    tls.publish(place, "127.0.0.1", 1, "ab" * 32)
+    os.chown(place.address_file, 65534, 65534)
+    with pytest.raises(AgentAuthError, match="not a private file"):
+        tls.published(place)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo"])
+def test_a_link_or_fifo_planted_as_the_address_is_refused_without_blocking(
+    folder: Path, planted: str
+) -> None:
+    place = AgentPlace(folder / "agent")
+    place.make()
+    decoy = folder / "decoy.json"
+    decoy.write_text('{"host": "10.9.9.9", "port": 1, "fingerprint": "%s"}' % ("cd" * 32))
+    decoy.chmod(0o600)
+    if planted == "symlink":
+        place.address_file.symlink_to(decoy)
+    else:
+        os.mkfifo(place.address_file, 0o600)
+    with pytest.raises(AgentAuthError, match="not a private file"):
+        tls.published(place)
+
+
 @pytest.mark.parametrize("text", ["127.0.0.1:80", "tcp://:80", "tcp://h:x", "tcp://h:70000"])
 def test_a_listen_address_not_tcp_host_port_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="tcp://HOST:PORT"):

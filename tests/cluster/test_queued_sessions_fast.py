@@ -10,6 +10,7 @@ from pathlib import Path
 from cogbox.kernel.errors import KernelError
 from cogbox.service.agent import KernelSpec, KernelState
 from cogbox.service.sessions import CreateRequest
+from cogbox.service.status import SessionStatus
 from tests.fakes.agent import FakeAgent
 from tests.fakes.manager import current, keypair, open_manager, run, service_config
 
@@ -23,11 +24,13 @@ class QueueingAgent(FakeAgent):
         super().__init__(root)
         self.placed = asyncio.Event()
         self.cancelled: set[str] = set()
-        self.on_status: Callable[[str, str, str, str], Awaitable[None]] | None = None
+        self.on_status: Callable[[str, SessionStatus, str, str], Awaitable[None]] | None = None
 
     async def start(self, spec: KernelSpec) -> str:
         assert self.on_status is not None
-        await self.on_status(spec.session_id, "pending", "Resources", "waiting for Slurm")
+        await self.on_status(
+            spec.session_id, SessionStatus.PENDING, "Resources", "waiting for Slurm"
+        )
         while not self.placed.is_set():
             if spec.session_id in self.cancelled:
                 raise KernelError("cancelled while pending")

@@ -153,3 +153,29 @@ def test_the_agent_killed_too(restarted: Restarted) -> None:
     listed = client.request("GET", f"/v1/sessions/{ref}").json()
     assert listed["status"] == "running", listed
     assert stdout_of(client.execute(ref, "print(x + y)")) == "48\n"
+
+
+def test_a_cell_running_through_a_kill_of_the_agent_alone_arrives_once(
+    restarted: Restarted,
+) -> None:
+    """serve stays up and the agent is killed mid-cell: the run's stream follows the new
+    agent from the last event it had (the monitor kept the kernel and spooled its output),
+    so Backend.AI's client gets every tick exactly once, not the run again from its start."""
+    service, client, ref = restarted.service, restarted.client, restarted.ref
+    started: list[object] = []
+    query = threading.Thread(target=_query, args=(client, ref, "agent-loop", LOOP, started))
+    query.start()
+    time.sleep(2.5)  # a few ticks printed and delivered to the query's pump
+    pid = int((service.directory / "agent" / "agent.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    query.join(60)
+    first = started[0]
+    assert isinstance(first, dict), first
+    answers = [first["result"]]
+    if answers[0]["status"] == "continued":
+        answers += _continue_until_done(client, ref, "agent-loop")
+    printed = "".join(
+        text for answer in answers for kind, text in answer["console"] if kind == "stdout"
+    )
+    assert printed == "".join(f"tick {i}\n" for i in range(TICKS))
+    assert answers[-1]["status"] == "finished"

@@ -55,6 +55,22 @@ def test_uncaught_exception_gives_error_and_finished_error(python_session: Sessi
     assert isinstance(events[-1], Finished) and events[-1].status == "error"
 
 
+def test_a_run_right_after_an_abandoned_one_is_never_aborted(python_session: Session) -> None:
+    # Each run is its own request. With ipykernel's stop_on_error, the KeyboardInterrupt of
+    # a run whose follower left (a shell's Ctrl-C) aborted the next run when it reached the
+    # kernel before the "stop aborting" marker ipykernel posts after an error.
+    statuses = []
+    for _ in range(12):
+        events = python_session.execute("print('looping', flush=True)\nwhile True: pass")
+        for event in events:
+            if isinstance(event, Stdout):
+                break
+        python_session.interrupt()
+        events.close()
+        statuses.append(run(python_session, "pass")[-1])
+    assert [e.status for e in statuses if isinstance(e, Finished)] == ["ok"] * 12, statuses
+
+
 def test_input_is_answered_by_on_input(python_session: Session) -> None:
     events = run(
         python_session, "name = input('name? '); print('hi', name)", on_input=lambda r: "bob"

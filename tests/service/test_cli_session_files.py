@@ -174,16 +174,19 @@ def test_shell_with_an_endpoint_survives_an_interrupted_cell(
     assert shell.stdin is not None and shell.stderr is not None
     while "ready" not in shell.stderr.readline():
         assert shell.poll() is None, "the shell ended before its session was ready"
-    shell.stdin.write("x = 21\nimport time\nwhile True: time.sleep(0.05)\n")
+    # One cell that says when it loops: the interrupt must reach the loop, not a cell
+    # before it (an idle kernel ignores SIGINT; under load 0.5 s after "busy" was not enough).
+    loop = "import time\nprint('looping', flush=True)\nwhile True: time.sleep(0.05)"
+    shell.stdin.write(f"x = 21\nexec({loop!r})\n")
     shell.stdin.flush()
     deadline = time.monotonic() + 30
-    while not any(
-        s["busy"] and s["status"] == "running"
-        for s in alice.request("GET", "/v1/sessions").json()["sessions"]
-    ):
+    while True:
+        sessions = alice.request("GET", "/v1/sessions").json()["sessions"]
+        logs = [alice.request("GET", f"/v1/sessions/{s['id']}/logs").text for s in sessions]
+        if any("looping" in log for log in logs):
+            break
         assert time.monotonic() < deadline, "the looping cell never started"
         time.sleep(0.05)
-    time.sleep(0.5)  # the shell's last cell, not x = 21, is the one running
     shell.send_signal(signal.SIGINT)
     out, err = shell.communicate("print(x * 2)\n", timeout=60)
     said = err + service.log()[-1500:]

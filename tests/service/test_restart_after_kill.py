@@ -6,6 +6,7 @@ follows a run through the kill.)
 Attack family (replay test): bugs in the service's own API (replayed signed requests)."""
 
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +81,39 @@ def test_files_of_a_session_survive_a_sigkill_of_the_service(after_kill: AfterKi
 def test_signed_request_replayed_after_a_restart_is_refused(after_kill: AfterKill) -> None:
     assert (after_kill.first_use_status, after_kill.replayed.status_code) == (200, 401)
     assert after_kill.replayed.json()["error"] == "replayed-request"
+
+
+def test_a_job_running_through_a_sigkill_of_the_service_ends_with_its_result_and_log(
+    python_image: Image, tmp_path: Path
+) -> None:
+    """The job's command goes on in the agent while the service is down; the next service
+    follows it to its end: SUCCESS with exit status 0 and the whole output in its log (it
+    was recorded `lost` before, its command's end unnoticed)."""
+    if not needs_runc():
+        pytest.skip("sessions need root and runc")
+    service = Service(tmp_path, f"sqlite:///{tmp_path / 'cogbox.db'}").start("--pool", "python=0")
+    try:
+        client = service.keypair()
+        command = "for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done; echo finished"
+        ref = client.create(type="batch", startup_command=command)["id"]
+        deadline = time.monotonic() + 60
+        while client.request("GET", f"/v1/sessions/{ref}").json()["status"] != "running":
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+        assert service.process is not None
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait(30)
+        service.start()
+        deadline = time.monotonic() + 60
+        while True:
+            info = client.request("GET", f"/v1/sessions/{ref}").json()
+            if info["status"] in ("terminated", "cancelled", "error", "lost", "dead"):
+                break
+            assert time.monotonic() < deadline, f"the job did not end: {info}"
+            time.sleep(0.2)
+        log = client.request("GET", f"/v1/sessions/{ref}/logs").content
+    finally:
+        service.stop()
+    assert (info["status"], info["result"], info["exit_code"]) == ("terminated", "SUCCESS", 0)
+    expected = "".join(f"tick {i}\n" for i in range(1, 7)) + "finished\n"
+    assert log.decode() == expected

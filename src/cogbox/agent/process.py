@@ -71,7 +71,12 @@ def accepting(path: Path) -> bool:
 
 
 def ensure_agent(
-    place: AgentPlace, *, sessions_dir: Path, logs_dir: Path, pools: Mapping[str, int]
+    place: AgentPlace,
+    *,
+    sessions_dir: Path,
+    logs_dir: Path,
+    vfolders_dir: Path,
+    pools: Mapping[str, int],
 ) -> bool:
     """Make sure the node's agent runs and accepts connections; True if it was started now,
     False if a live one was found (whose kernels the manager re-attaches)."""
@@ -90,6 +95,8 @@ def ensure_agent(
             str(sessions_dir),
             "--logs-dir",
             str(logs_dir),
+            "--vfolders-dir",
+            str(vfolders_dir),
             *[arg for image, size in pools.items() for arg in ("--pool", f"{image}={size}")],
         ]
         with open(place.log_file, "ab") as out:
@@ -115,6 +122,7 @@ def run_agent(
     *,
     sessions_dir: Path,
     logs_dir: Path,
+    vfolders_dir: Path,
     pools: Mapping[str, int],
     listen: tuple[str, int] | None = None,
 ) -> None:
@@ -124,7 +132,7 @@ def run_agent(
     place.make()
     key = place.key()
     with holding_lock(place):
-        asyncio.run(_serve(place, key, sessions_dir, logs_dir, pools, listen))
+        asyncio.run(_serve(place, key, sessions_dir, logs_dir, vfolders_dir, pools, listen))
 
 
 async def open_channel(
@@ -145,13 +153,18 @@ async def _serve(
     key: bytes,
     sessions_dir: Path,
     logs_dir: Path,
+    vfolders_dir: Path,
     pools: Mapping[str, int],
     listen: tuple[str, int] | None,
 ) -> None:
     sessions_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     agent = LocalAgent(
-        pools=pools, workdirs=sessions_dir, logs_dir=logs_dir, states_dir=place.folder / "kernels"
+        pools=pools,
+        workdirs=sessions_dir,
+        logs_dir=logs_dir,
+        states_dir=place.folder / "kernels",
+        folders=vfolders_dir,
     )
     await agent.open()
     server = AgentServer(agent, key)

@@ -41,6 +41,7 @@ _CHUNK = wire.CHUNK
 STREAM_QUEUE_SIZE = 2 << 20  # characters of a run's events waiting for a slow reader
 _NEVER_DROPPED = ("finished", "kernel_died", "input_request", "output_truncated")
 _SHUTDOWN_WAIT_S = 120.0  # the agent stops every kernel before it answers
+_BACK_WAIT_S = 60.0  # how long a named run's stream waits for a restarted agent to be back
 _GONE = object()
 
 
@@ -82,6 +83,8 @@ class RemoteAgent:
         self._status = asyncio.Event()
         self._told: set[asyncio.Task[None]] = set()
         self._waiting: dict[int, list[int]] = {}  # stream id -> [characters queued, dropped]
+        self._acked: dict[tuple[str, str], int] = {}  # (session, run id) -> events acked
+        self._back = asyncio.Event()  # set while the channel is up
 
     # ------------------------------------------------------------------ the channel
 
@@ -102,6 +105,7 @@ class RemoteAgent:
             await self._session.close()
             raise
         self._reader = asyncio.create_task(self._read_forever(self._ws))
+        self._back.set()
         with contextlib.suppress(TimeoutError):  # the first push: states and pools
             await asyncio.wait_for(self._status.wait(), 5)
 
@@ -168,6 +172,7 @@ class RemoteAgent:
         except ChannelError:
             log.exception("the agent channel broke")
         finally:
+            self._back.clear()
             gone = ChannelError("the connection to the agent was lost")
             for future in self._calls.values():
                 if not future.done():
@@ -274,17 +279,28 @@ class RemoteAgent:
         return future.result()
 
     async def _stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[Event]:
+        """A run's events. A named run outlives a restart of a supervised agent (its monitor
+        kept the kernel and spooled the run): when the channel breaks, the stream waits for
+        the agent to be back and follows the run on from the event after the last it got,
+        with what the manager acknowledged, so nothing arrives twice or goes missing."""
         call = next(self._ids)
         queue: asyncio.Queue[object] = asyncio.Queue()
         self._streams[call] = queue
         finished = False
+        run_id = args.get("run_id")
+        after = 0  # the number of the next event this stream expects
         try:
             await self._send({"i": call, "op": op, "a": args})
             while True:
                 item = await queue.get()
+                if isinstance(item, ChannelError) and run_id and self._restart is not None:
+                    await self._follow_again(call, str(args["session_id"]), str(run_id), after)
+                    continue
                 if isinstance(item, BaseException):
                     raise item
                 assert isinstance(item, dict)
+                if isinstance(item.get("s"), int):
+                    after = item["s"] + 1
                 if call in self._waiting:
                     self._waiting[call][0] -= int(item.get("n", 0))
                 if "e" in item:
@@ -303,6 +319,24 @@ class RemoteAgent:
             if not finished and self._ws is not None and not self._ws.closed:
                 with contextlib.suppress(ChannelError, ConnectionError):
                     await self._send({"i": next(self._ids), "op": "cancel", "a": {"of": call}})
+
+    async def _follow_again(self, call: int, session_id: str, run_id: str, after: int) -> None:
+        """Follow run `run_id` on the agent that is back, from event `after`, under the same
+        call id (ids are never reused, so its events come to the same stream)."""
+        try:
+            async with asyncio.timeout(_BACK_WAIT_S):
+                while self._ws is None or self._ws.closed or not self._back.is_set():
+                    if self._closing:
+                        raise ChannelError("the connection to the agent was closed")
+                    await self._back.wait()
+        except TimeoutError:
+            raise ChannelError(
+                f"the agent was not back within {_BACK_WAIT_S:.0f} s to go on with run {run_id!r}"
+            ) from None
+        acked = self._acked.get((session_id, run_id), 0)
+        log.info("following run %s of %s again from event %d", run_id, session_id, after)
+        arguments = {"session_id": session_id, "run_id": run_id, "after": after, "acked": acked}
+        await self._send({"i": call, "op": "follow", "a": arguments})
 
     async def close(self) -> None:
         """Let go of the agent; the one `cogbox serve` started is told to stop (kernels and
@@ -381,6 +415,8 @@ class RemoteAgent:
         return self._stream("follow", {"session_id": session_id, "run_id": run_id})
 
     async def ack(self, session_id: str, run_id: str, delivered: int) -> None:
+        key = (session_id, run_id)
+        self._acked[key] = self._acked.get(key, 0) + delivered
         await self._call("ack", session_id=session_id, run_id=run_id, n=delivered)
 
     async def send_input(self, session_id: str, text: str) -> None:

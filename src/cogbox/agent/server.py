@@ -28,10 +28,9 @@ from cogbox.agent.relay import MAX_RELAY_FRAME, serve_relay
 from cogbox.agent.runs import Run
 from cogbox.agent.wire import AgentAuthError, ChannelError
 from cogbox.errors import CogboxError
-from cogbox.jail.oci import Bind
 from cogbox.kernel.events import KernelDied
 from cogbox.kernel.files import NewFile, OpenFile
-from cogbox.service.agent import BatchCommand, KernelSpec, LocalAgent
+from cogbox.service.agent import BatchCommand, FolderBind, KernelSpec, LocalAgent
 
 log = logging.getLogger(__name__)
 PUSH_INTERVAL_S = 0.5
@@ -233,7 +232,10 @@ class _Connection:
                 after = 0
             else:
                 run = self.agent.run(session_id, str(args["run_id"]))
-                after = run.acked
+                # A manager that followed this run on a previous agent says how far it got
+                # and how much its clients acknowledged (this agent refilled the run anew).
+                run.acked = max(run.acked, int(args.get("acked", 0)))
+                after = int(args.get("after", run.acked))
             self.following[call] = run
             async for seq, event in run.follow(after):
                 if isinstance(event, KernelDied):
@@ -383,12 +385,10 @@ class _Connection:
 
 
 def spec_out(spec: KernelSpec) -> dict[str, Any]:
-    value = asdict(spec)
-    value["binds"] = [{**asdict(bind), "source": str(bind.source)} for bind in spec.binds]
-    return value
+    return asdict(spec)
 
 
 def spec_in(value: dict[str, Any]) -> KernelSpec:
     fields = dict(value)
-    fields["binds"] = [Bind(**{**bind, "source": Path(bind["source"])}) for bind in fields["binds"]]
+    fields["folders"] = [FolderBind(**folder) for folder in fields.get("folders", [])]
     return KernelSpec(**fields)

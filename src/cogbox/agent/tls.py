@@ -133,9 +133,12 @@ def published(place: AgentPlace) -> AgentAddress:
     """The address a TCP agent published in its folder (AgentAuthError if it is not ours and
     private, ChannelError if there is none)."""
     try:
-        fd = os.open(place.address_file, os.O_RDONLY | os.O_NOFOLLOW)
+        # Never through a link, and never blocked by a FIFO planted in its place.
+        fd = os.open(place.address_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError as exc:
         raise ChannelError(f"no TCP agent published {place.address_file}") from exc
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise AgentAuthError(f"{place.address_file} is not a private file of this user") from exc
     with os.fdopen(fd) as source:
         info = os.fstat(source.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:

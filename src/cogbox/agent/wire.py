@@ -17,7 +17,13 @@ from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, event_from_dict, event_to_dict
-from cogbox.kernel.files import FileEntry, UnsafePathError, WorkdirFullError
+from cogbox.kernel.files import (
+    FileEntry,
+    FileError,
+    PathNotFoundError,
+    UnsafePathError,
+    WorkdirFullError,
+)
 from cogbox.service.agent import WorkdirGone
 
 # The errors that keep their type across the channel (the manager maps them to HTTP).
@@ -26,6 +32,8 @@ _ERRORS: dict[str, type[CogboxError]] = {
     for cls in (
         UnsafePathError,
         WorkdirFullError,
+        PathNotFoundError,
+        FileError,  # after its subclasses: error_out names the first class that matches
         WorkdirGone,
         KernelError,
         ImageNotFound,

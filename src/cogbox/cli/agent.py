@@ -34,6 +34,12 @@ def _parse_listen(
     "--logs-dir", type=click.Path(file_okay=False, path_type=Path), help="Sessions' full logs."
 )
 @click.option(
+    "--vfolders-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Storage folders' mounts (<id>/mnt), as the manager mounts them; default: vfolders/ "
+    "in the service dir.",
+)
+@click.option(
     "--pool",
     "pools",
     multiple=True,
@@ -52,6 +58,7 @@ def agent(
     folder: Path | None,
     sessions_dir: Path | None,
     logs_dir: Path | None,
+    vfolders_dir: Path | None,
     pools: dict[str, int],
     listen: tuple[str, int] | None,
 ) -> None:
@@ -68,6 +75,7 @@ def agent(
         AgentPlace(folder or base / "agent"),
         sessions_dir=sessions_dir or base / "sessions",
         logs_dir=logs_dir or base / "logs",
+        vfolders_dir=vfolders_dir or base / "vfolders",
         pools=pools,
         listen=listen,
     )

@@ -23,6 +23,7 @@ from cogbox.cli import session_files
 from cogbox.cli.endpoint_options import endpoint_options, resolve_endpoint
 from cogbox.cli.logs import logs
 from cogbox.cli.run import EXIT_INTERRUPTED, EXIT_OK, answer_input, show_event
+from cogbox.service.status import ENDED
 
 # The client (aiohttp) and rich are imported when a command runs, so `cogbox --help` stays fast;
 # commands that make one call (ls, rm) use `endpoint.call` and never import aiohttp.
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from cogbox.service.endpoint import Endpoint
 
 _T = TypeVar("_T")
-_ENDED = {"terminated", "lost", "error", "cancelled"}
 
 
 @click.group()
@@ -184,7 +184,7 @@ def list_sessions(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 
     sessions = list(call(_endpoint(ctx), "GET", "/v1/sessions")["sessions"])
     if not show_all:
-        sessions = [s for s in sessions if s["status"] not in _ENDED]
+        sessions = [s for s in sessions if s["status"] not in ENDED]
     if as_json:
         click.echo(json.dumps(sessions, indent=1))
         return

@@ -51,12 +51,13 @@ from cogbox.service.agent import (
     PoolState,
 )
 from cogbox.service.config import ServiceConfig
+from cogbox.service.status import SessionStatus
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 FAST_POLL_FOR_S = 5.0  # after a submission, squeue every 0.2 s this long, then every poll_s
 AGENT_START_TIMEOUT_S = 120.0  # from the job running to its agent answering
-StatusTold = Callable[[str, str, str, str], Awaitable[None]]
+StatusTold = Callable[[str, SessionStatus, str, str], Awaitable[None]]
 """(session id, status, reason, message): the manager's `set_status`."""
 
 
@@ -209,12 +210,16 @@ class SlurmAgent:
             if verdict.kind == "pending":
                 if verdict.reason != placed.told:
                     placed.told = verdict.reason
-                    await self._tell(placed.session_id, "pending", verdict.reason, verdict.message)
+                    await self._tell(
+                        placed.session_id, SessionStatus.PENDING, verdict.reason, verdict.message
+                    )
             else:
                 if started_at is None:
                     started_at = loop.time()
                     placed.node = verdict.node
-                    await self._tell(placed.session_id, "starting", "placed", verdict.message)
+                    await self._tell(
+                        placed.session_id, SessionStatus.STARTING, "placed", verdict.message
+                    )
                 address = await asyncio.to_thread(self._address, placed.place)
                 if address is not None:
                     return address
@@ -239,7 +244,9 @@ class SlurmAgent:
         except ChannelError:
             return None  # not published yet
 
-    async def _tell(self, session_id: str, status: str, reason: str, message: str) -> None:
+    async def _tell(
+        self, session_id: str, status: SessionStatus, reason: str, message: str
+    ) -> None:
         if self.on_status is not None:
             await self.on_status(session_id, status, reason, message)
 

@@ -31,12 +31,24 @@ _CHUNK = 1 << 20
 FileKind = Literal["file", "directory", "symlink", "other"]
 
 
-class UnsafePathError(KernelError):
+class FileError(KernelError):
+    """A file of /home/work could not be read, written or listed; the message names the path.
+
+    Its subclasses say why where the cause is known, so callers (and the HTTP edge,
+    `cogbox.service.errors`) tell them apart by type, never by their wording.
+    """
+
+
+class UnsafePathError(FileError):
     """A path that leads out of /home/work: absolute, with "..", or through a symlink."""
 
 
-class WorkdirFullError(KernelError):
+class WorkdirFullError(FileError):
     """A write that the quota of /home/work refused (ENOSPC, EDQUOT)."""
+
+
+class PathNotFoundError(FileError):
+    """A path that does not exist in /home/work (or a folder on the way to it)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ def write_file(root: Path, relpath: str, data: bytes) -> None:
 class NewFile:
     """A file being written to `relpath` under `root` in chunks (an upload streamed from the
     network): it goes to a temporary file in its folder, and `commit` renames it into place.
-    Closed without `commit`, the temporary file is removed. Raises KernelError naming the
+    Closed without `commit`, the temporary file is removed. Raises WorkdirFullError naming the
     quota when /home/work is full."""
 
     def __init__(self, root: Path, relpath: str) -> None:
@@ -112,7 +124,7 @@ class NewFile:
                 self._temp, self._name, src_dir_fd=self._directory, dst_dir_fd=self._directory
             )
         except IsADirectoryError as exc:
-            raise KernelError(f"cannot upload to {self._relpath!r}: it is a directory") from exc
+            raise FileError(f"cannot upload to {self._relpath!r}: it is a directory") from exc
         except OSError as exc:
             raise self._error(exc) from exc
 
@@ -131,13 +143,13 @@ class NewFile:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _error(self, exc: OSError) -> KernelError:
+    def _error(self, exc: OSError) -> FileError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return WorkdirFullError(
                 f"cannot upload {self._relpath!r} ({self.size:,} bytes written): /home/work "
                 "is full (the session's workdir quota)"
             )
-        return KernelError(f"cannot upload to {self._relpath!r}: {exc.strerror}")
+        return FileError(f"cannot upload to {self._relpath!r}: {exc.strerror}")
 
 
 def read_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> bytes:
@@ -148,7 +160,7 @@ def read_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> by
         while chunk := opened.read():
             size += len(chunk)
             if size > limit:  # it grew while we read
-                raise KernelError(f"cannot download {relpath!r}: more than {limit:,} bytes")
+                raise FileError(f"cannot download {relpath!r}: more than {limit:,} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -186,7 +198,7 @@ def open_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> Op
     `limit` bytes (the same path rules as `read_file`)."""
     parts = split_path(relpath)
     if not parts:
-        raise KernelError("no file name given: the path names /home/work itself")
+        raise FileError("no file name given: the path names /home/work itself")
     *folders, name = parts
     directory, _ = _open_dir(root, folders, relpath, create=False)
     try:
@@ -196,9 +208,9 @@ def open_file(root: Path, relpath: str, limit: int = DOWNLOAD_LIMIT_BYTES) -> Op
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise KernelError(f"cannot download {relpath!r}: it is not a regular file")
+            raise FileError(f"cannot download {relpath!r}: it is not a regular file")
         if info.st_size > limit:
-            raise KernelError(
+            raise FileError(
                 f"cannot download {relpath!r}: it holds {info.st_size:,} bytes, more than "
                 f"the limit of {limit:,}"
             )
@@ -250,7 +262,7 @@ def _make_folder(name: str, dir_fd: int, relpath: str, owner: tuple[int, int]) -
     except FileExistsError:
         return  # a folder (opened next), or a link (refused next)
     except OSError as exc:
-        raise KernelError(f"cannot make a folder for {relpath!r}: {exc.strerror}") from exc
+        raise FileError(f"cannot make a folder for {relpath!r}: {exc.strerror}") from exc
     with contextlib.suppress(PermissionError):  # not root: the folder stays ours
         os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
 
@@ -271,10 +283,10 @@ def _open_component(name: str, dir_fd: int, flags: int, relpath: str) -> int:
                     f"refused {relpath!r}: {name!r} is a symbolic link, and links in "
                     "/home/work are never followed from the host"
                 ) from exc
-            raise KernelError(f"{relpath!r}: {name!r} is not a directory") from exc
+            raise FileError(f"{relpath!r}: {name!r} is not a directory") from exc
         if exc.errno == errno.ENOENT:
-            raise KernelError(f"{relpath!r} does not exist in /home/work") from exc
-        raise KernelError(f"cannot open {relpath!r}: {exc.strerror}") from exc
+            raise PathNotFoundError(f"{relpath!r} does not exist in /home/work") from exc
+        raise FileError(f"cannot open {relpath!r}: {exc.strerror}") from exc
 
 
 def _is_link(name: str, dir_fd: int) -> bool:

@@ -15,66 +15,41 @@ any thread (an input answer is queued and sent by the iterating thread).
 """
 
 import contextlib
-import json
 import os
 import queue
-import re
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zmq
-from jupyter_client.session import Session as JupyterSession
-
 from cogbox.config import data_dir
 from cogbox.images.store import Image, ImageStore
-from cogbox.jail.exit_reason import ExitReason
 from cogbox.jail.identity import Identity, IdentityError, IdentityLease, allocate
 from cogbox.jail.launcher import JailExit
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
-from cogbox.jail.reaper import reap_stale_jails
 from cogbox.kernel import files, session_state
-from cogbox.kernel.connection import RuntimeDir, reap_stale_runtimes
+from cogbox.kernel.connection import RuntimeDir
 from cogbox.kernel.control import MonitorGone
-from cogbox.kernel.errors import KernelError, KernelGone
-from cogbox.kernel.events import (
-    Display,
-    Error,
-    Event,
-    Finished,
-    InputRequest,
-    KernelDied,
-    OutputTruncated,
-    Result,
-    Stderr,
-    Stdout,
-    mime_bundle,
-)
+from cogbox.kernel.errors import KernelError
+from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
+from cogbox.kernel.interrupt import InterruptLatch
 from cogbox.kernel.launch import KernelProcess
-from cogbox.kernel.monitor import EXIT_FILE, SPOOL_CAP_BYTES
+from cogbox.kernel.messages import POLL_MS, Channels, died, output_event
+from cogbox.kernel.output_cap import OutputCap
 from cogbox.kernel.provisioner import LocalProvisioner, attach_provisioner, provisioner_for
+from cogbox.kernel.reattach import kernel_gone, reap_leftovers, recorded_exit, replay_run
+from cogbox.kernel.run_request import RunRequest, batch_request
 from cogbox.kernel.session_state import PendingRun
 
 # Backend.AI's cap on the console output of one execute call, in characters.
 DEFAULT_OUTPUT_LIMIT = 524_288
 # How long an interrupted run may take to stop before the kernel is restarted instead.
 INTERRUPT_GRACE_SECONDS = 5.0
-# An interrupt held for a run whose code has not begun is sent anyway after this long (the
-# kernel may be busy with something else that SIGINT should stop).
-INTERRUPT_HOLD_SECONDS = 2.0
 REQUEST_TIMEOUT_SECONDS = 10.0
-_POLL_MS = 50
-# Most messages taken from one socket per wait; held in memory together, and a kernel can
-# send 1 MB ones (256 of them grew the service by as much during a flood).
-_BATCH = 8
-# Sent in-band in each batch request: the host writes nothing into a jail-writable folder.
-_BATCH_RUNNER_SOURCE = (Path(__file__).with_name("batch_runner.py")).read_text()
 
 InputHandler = Callable[[InputRequest], str]
 
@@ -171,7 +146,7 @@ class Session:
         self._owns_workdir = workdir is None
         self.workdir = new_workdir(self.id) if workdir is None else workdir
         self._inputs: queue.Queue[str] = queue.Queue()
-        self._interrupt = _Interrupt()
+        self._interrupt = InterruptLatch()
         self._executing = False
         self._closed = False
         self._restart_failure: str | None = None  # why the last restart did not start one
@@ -222,7 +197,7 @@ class Session:
         self._owns_workdir = state.owns_workdir
         self.workdir = Path(state.workdir)
         self._inputs = queue.Queue()
-        self._interrupt = _Interrupt()
+        self._interrupt = InterruptLatch()
         self._executing = False
         self._closed = False
         self._restart_failure = None
@@ -230,12 +205,12 @@ class Session:
         try:
             provisioner = attach_provisioner(state.provisioner)
         except MonitorGone:
-            ended = _recorded_exit(state)
+            ended = recorded_exit(state)
             self._closed = True
-            _reap_leftovers(Path(state.runtime_dir))
+            reap_leftovers(Path(state.runtime_dir))
             self._remove_own_workdir()
             session_state.remove(state_dir)
-            raise _gone(ended) from None
+            raise kernel_gone(ended) from None
         if not isinstance(provisioner, LocalProvisioner):
             raise KernelError(f"cannot re-attach to a {provisioner.kind} kernel from here")
         runtime_lock, identity_fd = provisioner.held_fds()
@@ -250,7 +225,7 @@ class Session:
                 provisioner.cleanup()
             finally:
                 self._release_files()
-            raise _gone(gone)
+            raise kernel_gone(gone)
         self._kernel = KernelProcess.attach(provisioner, self._runtime)
         return self
 
@@ -314,13 +289,13 @@ class Session:
         """
         self._check_idle(timeout)
         self._interrupt.expect()  # from now: an interrupt waits for this code to begin
-        return self._run(_Request(code, run_id=run_id), timeout, on_input)
+        return self._run(RunRequest(code, run_id=run_id), timeout, on_input)
 
     def warm_up(self, code: str) -> None:
         """Run `code` out of the user's sight (not counted in the execution history), e.g.
         to import a heavy library before anyone asks; KernelError if it fails."""
         self._check_idle(None)
-        events = list(self._run(_Request(code, store_history=False), None, None))
+        events = list(self._run(RunRequest(code, store_history=False), None, None))
         last = events[-1] if events else None
         if not isinstance(last, Finished) or last.status != "ok":
             raise KernelError(f"the warm-up code {code!r} failed: {events}")
@@ -346,21 +321,7 @@ class Session:
         self._check_idle(timeout)
         if not exec.strip():
             raise KernelError("the exec command is empty; give a shell command to run")
-        # The runner's source travels as a literal (ASCII, so the same on Python 2.7 and 3).
-        code = (
-            f"_cogbox_batch = {{'__name__': '_cogbox_batch'}}\n"
-            f"exec(compile({_BATCH_RUNNER_SOURCE!r}, '<cogbox batch runner>', 'exec'), "
-            "_cogbox_batch)\n"
-            f"_cogbox_batch = _cogbox_batch['run_batch']"
-            f"({_bytes_literal(build)}, {_bytes_literal(exec)})\n"
-        )
-        request = _Request(
-            code,
-            store_history=False,
-            user_expressions={"batch": "_cogbox_batch"},
-            finish=_batch_finished,
-            run_id=run_id,
-        )
+        request = batch_request(build, exec, run_id)
         self._interrupt.expect()
         return self._run(request, timeout, None)
 
@@ -381,7 +342,7 @@ class Session:
             raise KernelError(f"timeout must be a positive number of seconds, got {timeout}")
 
     def _run(
-        self, request: "_Request", timeout: float | None, on_input: InputHandler | None
+        self, request: RunRequest, timeout: float | None, on_input: InputHandler | None
     ) -> Iterator[Event]:
         # Marked busy only once iteration starts: a generator never iterated never runs
         # its `finally`, and would leave the session busy for good.
@@ -395,7 +356,7 @@ class Session:
                 return
             ended = kernel.poll()
             if ended is not None:
-                yield _died(ended, "; restart() the session to run code again")
+                yield died(ended, "; restart() the session to run code again")
                 return
             kernel.ensure_ready()
             yield from self._run_in(kernel, request, timeout, on_input)
@@ -405,12 +366,12 @@ class Session:
     def _run_in(
         self,
         kernel: KernelProcess,
-        request: "_Request",
+        request: RunRequest,
         timeout: float | None,
         on_input: InputHandler | None,
     ) -> Iterator[Event]:
         client = kernel.client
-        channels = _Channels(client)
+        channels = Channels(client)
         _clear(self._inputs)
         # A persisted session's monitor spools this run's IOPub from here on.
         seq = self._mark_spool(kernel)
@@ -420,14 +381,17 @@ class Session:
             store_history=request.store_history,
             user_expressions=request.user_expressions,
             allow_stdin=True,
-            stop_on_error=True,
+            # Each run is its own request, sent after the one before ended: an error must not
+            # abort it. With True, ipykernel 7 aborts an execute that reaches it before its
+            # "stop aborting" marker, which a run sent right after an interrupted one did.
+            stop_on_error=False,
         )
         if seq is not None:
             run_id = request.run_id or msg_id
-            self._save(PendingRun(run_id, msg_id, seq, batch=request.finish is _batch_finished))
+            self._save(PendingRun(run_id, msg_id, seq, batch=request.batch))
         start = time.monotonic()
         interrupted_at: float | None = None
-        cap = _OutputCap(self.output_limit)
+        cap = OutputCap(self.output_limit)
         reply: dict[str, Any] | None = None
         idle = False
         done = False
@@ -435,7 +399,7 @@ class Session:
             while reply is None or not idle:
                 ended = kernel.poll()
                 if ended is not None:
-                    yield _died(ended)
+                    yield died(ended)
                     done = True
                     return
                 now = time.monotonic()
@@ -449,7 +413,7 @@ class Session:
                 self._interrupt.send_overdue(kernel)
                 while not self._inputs.empty():
                     client.input(self._inputs.get_nowait())
-                for channel, msg in channels.receive(_POLL_MS):
+                for channel, msg in channels.receive(POLL_MS):
                     if msg["parent_header"].get("msg_id") != msg_id:
                         continue  # a reply to an earlier, abandoned run or a completion
                     kind = msg["msg_type"]
@@ -470,7 +434,7 @@ class Session:
                     else:
                         if kind == "execute_input":
                             self._interrupt.begun(kernel)
-                        event = _output_event(kind, content)
+                        event = output_event(kind, content)
                         if event is not None and self.output_tap is not None:
                             self.output_tap(event)
                         yield from cap.admit(event)
@@ -531,66 +495,11 @@ class Session:
             if kernel is None:
                 yield self._restart_failed()
                 return
-            yield from self._replay(kernel, run)
+            yield from replay_run(kernel, run, output_limit=self.output_limit, tap=self.output_tap)
         finally:
             self._executing = False
             self._pending = None
             self._save()
-
-    def _replay(self, kernel: KernelProcess, run: PendingRun) -> Iterator[Event]:
-        provisioner = kernel.provisioner
-        assert isinstance(provisioner, LocalProvisioner)
-        # Its own codec: a signature seen here must not count as a replay to the client's.
-        codec = JupyterSession(key=kernel.runtime.key.encode(), signature_scheme="hmac-sha256")
-        cap = _OutputCap(self.output_limit)
-        seq = run.seq
-        count: int | None = None
-        failed = False
-        info: dict[str, Any] = {}
-        while True:
-            try:
-                messages, info = provisioner.spool(seq)
-            except MonitorGone:
-                messages = []
-            for number, frames in messages:
-                seq = number + 1
-                try:
-                    _, parts = codec.feed_identities(frames, copy=True)
-                    msg = codec.deserialize(parts, content=True, copy=True)
-                except (ValueError, TypeError, KeyError):
-                    continue  # not a message signed with the session's key
-                if msg["parent_header"].get("msg_id") != run.msg_id:
-                    continue
-                kind, content = msg["msg_type"], msg["content"]
-                if kind == "status" and content.get("execution_state") == "idle":
-                    yield from _dropped(info)
-                    yield self._resumed_finish(run, count, failed)
-                    kernel.ensure_ready()
-                    return
-                if kind == "execute_input":
-                    count = content.get("execution_count")
-                event = _output_event(kind, content)
-                failed = failed or isinstance(event, Error)
-                if event is not None and self.output_tap is not None:
-                    self.output_tap(event)
-                yield from cap.admit(event)
-            if not messages:
-                ended = kernel.poll()
-                if ended is not None:
-                    yield from _dropped(info)
-                    yield _died(ended)
-                    return
-                time.sleep(_POLL_MS / 1000)
-
-    @staticmethod
-    def _resumed_finish(run: PendingRun, count: int | None, failed: bool) -> Finished:
-        if run.batch:
-            return Finished(
-                "error" if failed else "ok",
-                None,
-                "the batch command's exit status went to the session's previous owner",
-            )
-        return Finished("error" if failed else "ok", count)
 
     def send_input(self, text: str) -> None:
         """Answer the pending `InputRequest` of the running code with `text`."""
@@ -615,13 +524,13 @@ class Session:
         )
 
     def _shell_reply(self, kernel: KernelProcess, msg_id: str, kind: str) -> dict[str, Any]:
-        channels = _Channels(kernel.client, iopub=False, stdin=False)
+        channels = Channels(kernel.client, iopub=False, stdin=False)
         deadline = time.monotonic() + REQUEST_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             ended = kernel.poll()
             if ended is not None:
                 raise KernelError(f"the kernel died: {ended.message}")
-            for _, msg in channels.receive(_POLL_MS):
+            for _, msg in channels.receive(POLL_MS):
                 if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == kind:
                     return dict(msg["content"])
         raise KernelError(f"the kernel sent no {kind} within {REQUEST_TIMEOUT_SECONDS:g} s")
@@ -807,218 +716,7 @@ class Session:
             shutil.rmtree(self.workdir.parent, ignore_errors=True)
 
 
-class _Channels:
-    """Waits on a kernel client's sockets together, returning decoded messages."""
-
-    def __init__(self, client: Any, *, iopub: bool = True, stdin: bool = True) -> None:
-        self._channels = {"shell": client.shell_channel}
-        if iopub:
-            self._channels["iopub"] = client.iopub_channel
-        if stdin:
-            self._channels["stdin"] = client.stdin_channel
-        self._poller = zmq.Poller()
-        for channel in self._channels.values():
-            self._poller.register(channel.socket, zmq.POLLIN)
-
-    def receive(self, timeout_ms: int) -> list[tuple[str, dict[str, Any]]]:
-        ready = dict(self._poller.poll(timeout_ms))
-        messages: list[tuple[str, dict[str, Any]]] = []
-        for name, channel in self._channels.items():
-            # Take what is queued on a ready socket (bounded, so the caller still gets to
-            # check the jail and the clock while a flood goes on).
-            for _ in range(_BATCH if channel.socket in ready else 0):
-                try:
-                    messages.append((name, channel.get_msg(timeout=0)))
-                except queue.Empty:
-                    break
-        return messages
-
-
-class _Interrupt:
-    """SIGINT stops running code only: ipykernel ignores it between requests and takes it
-    as KeyboardInterrupt once it has begun a request's code (it publishes execute_input
-    then). An interrupt that overtakes its run (sent, not yet begun) is held until the
-    code begins, or for INTERRUPT_HOLD_SECONDS, instead of being lost."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._begun = True
-        self._held_since: float | None = None
-
-    def expect(self) -> None:
-        """A run is on its way to the kernel; its code has not begun."""
-        with self._lock:
-            self._begun = False
-
-    def request(self, kernel: KernelProcess) -> None:
-        with self._lock:
-            if not self._begun:
-                self._held_since = self._held_since or time.monotonic()
-                return
-        kernel.interrupt()
-
-    def begun(self, kernel: KernelProcess) -> None:
-        with self._lock:
-            held, self._begun, self._held_since = self._held_since, True, None
-        if held is not None:
-            kernel.interrupt()
-
-    def send_overdue(self, kernel: KernelProcess) -> None:
-        with self._lock:
-            held = self._held_since
-            if held is None or time.monotonic() - held < INTERRUPT_HOLD_SECONDS:
-                return
-            self._held_since = None
-        kernel.interrupt()
-
-    def ended(self) -> None:
-        with self._lock:
-            self._begun, self._held_since = True, None
-
-
-class _OutputCap:
-    """Counts the characters of a run's output and cuts it at the limit, once, with notice."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.truncated = False
-
-    def admit(self, event: Event | None) -> Iterator[Event]:
-        if event is None:
-            return
-        if isinstance(event, Error):
-            yield event  # never dropped: it says why the run failed
-            return
-        if self.truncated:
-            return
-        size = _size(event)
-        if self.used + size <= self.limit:
-            self.used += size
-            yield event
-            return
-        room = self.limit - self.used
-        if room > 0 and isinstance(event, Stdout | Stderr):
-            yield type(event)(event.text[:room])
-        self.used = self.limit
-        self.truncated = True
-        yield OutputTruncated(
-            self.limit,
-            f"output truncated: this run printed more than {self.limit:,} characters "
-            "(the session's output limit); the rest of its output is discarded while the "
-            "code keeps running",
-        )
-
-
-def _size(event: Event) -> int:
-    if isinstance(event, Stdout | Stderr):
-        return len(event.text)
-    if isinstance(event, Display | Result):
-        return sum(len(value) for value in event.data.values())
-    return 0
-
-
-def _output_event(kind: str, content: dict[str, Any]) -> Event | None:
-    if kind == "stream":
-        text = str(content.get("text", ""))
-        return Stderr(text) if content.get("name") == "stderr" else Stdout(text)
-    if kind in ("display_data", "update_display_data"):
-        return Display(mime_bundle(content.get("data", {})), dict(content.get("metadata", {})))
-    if kind == "execute_result":
-        return Result(mime_bundle(content.get("data", {})), content.get("execution_count"))
-    if kind == "error":
-        return Error(
-            str(content.get("ename", "")),
-            str(content.get("evalue", "")),
-            [str(line) for line in content.get("traceback", [])],
-        )
-    return None  # execute_input, clear_output, comm messages: nothing to show
-
-
-def _dropped(info: dict[str, Any]) -> Iterator[Event]:
-    messages = int(info.get("dropped_messages", 0))
-    if messages:
-        yield OutputTruncated(
-            SPOOL_CAP_BYTES,
-            f"output dropped: while nobody was attached the kernel's monitor kept "
-            f"{SPOOL_CAP_BYTES >> 20} MiB of this run's output and dropped {messages:,} "
-            f"messages ({int(info.get('dropped_bytes', 0)):,} bytes) after that",
-        )
-
-
-def _gone(ended: JailExit) -> KernelGone:
-    return KernelGone(
-        str(ended.reason), ended.message, limit_hit=ended.limit_hit, returncode=ended.returncode
-    )
-
-
-def _recorded_exit(state: "session_state.SessionState") -> JailExit:
-    """The exit its monitor recorded before it ended (else: it died with its jail)."""
-    folder = state.provisioner.get("folder")
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        record = json.loads((Path(str(folder)) / EXIT_FILE).read_text())
-        return JailExit(int(record["returncode"]), ExitReason(record["reason"]), record["message"])
-    return JailExit(
-        -1, ExitReason.KILLED, "killed: the kernel's monitor ended, and its jail with it"
-    )
-
-
-def _reap_leftovers(runtime_dir: Path) -> None:
-    # Its monitor is gone, so nothing holds the jail's bundle, the runtime folder or the
-    # identity slot: the reapers take exactly those (never a live kernel's).
-    with contextlib.suppress(Exception):
-        reap_stale_jails()
-    with contextlib.suppress(Exception):
-        reap_stale_runtimes(runtime_dir.parent)
-
-
-def _died(ended: JailExit, hint: str = "") -> KernelDied:
-    return KernelDied(str(ended.reason), ended.message + hint, ended.returncode)
-
-
 def _clear(pending: "queue.Queue[str]") -> None:
     with contextlib.suppress(queue.Empty):
         while True:
             pending.get_nowait()
-
-
-@dataclass(frozen=True)
-class _Request:
-    """One execute_request, and how its execute_reply becomes the terminal event."""
-
-    code: str
-    store_history: bool = True
-    user_expressions: dict[str, str] | None = None
-    finish: Callable[[dict[str, Any]], Finished] = lambda reply: _code_finished(reply)
-    run_id: str | None = None
-
-
-def _code_finished(reply: dict[str, Any]) -> Finished:
-    status = reply.get("status", "error")
-    return Finished(
-        status if status in ("ok", "error", "aborted") else "error", reply.get("execution_count")
-    )
-
-
-_BATCH_RESULT = re.compile(r"^\((\d+), (-?\d+)\)$")
-
-
-def _batch_finished(reply: dict[str, Any]) -> Finished:
-    if reply.get("status") != "ok":
-        return Finished("error", None, "the batch command could not be run (see the error)")
-    result = reply.get("user_expressions", {}).get("batch", {})
-    text = str(result.get("data", {}).get("text/plain", ""))
-    match = _BATCH_RESULT.fullmatch(text)
-    if result.get("status") != "ok" or match is None:
-        return Finished("error", None, f"the batch runner reported no exit status ({text!r})")
-    stage, code = int(match[1]), int(match[2])
-    if code == 0:
-        return Finished("ok", None, "", 0)
-    which = "build" if stage == 0 else "exec"
-    after = "; the exec command was not run" if stage == 0 else ""
-    return Finished("error", None, f"the {which} command exited with status {code}{after}", code)
-
-
-def _bytes_literal(command: str | None) -> str:
-    # A bytes literal means the same bytes on Python 2.7 and 3 (a str literal would not).
-    return "None" if command is None else repr(command.encode())

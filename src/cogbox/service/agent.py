@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import re
 import secrets
 import shutil
 import threading
@@ -53,6 +55,7 @@ from cogbox.service.logs import LogWriter
 log = logging.getLogger(__name__)
 
 _MAX_THREADS = 128
+_FOLDER_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")  # a folder's uuid
 _BEGIN_WAIT_S = 2.0  # how long an interrupt waits for a run sent just before it to begin
 _HANDED = "session"  # in a pool's work dir folder (beside home/): the session it went to
 _DONE = object()
@@ -73,6 +76,18 @@ class WorkdirGone(KernelError):
 
 
 @dataclass(frozen=True)
+class FolderBind:
+    """A storage folder bound into a session's jail, by the folder's id: the agent finds its
+    mounted filesystem in its own folders root (`<root>/<id>/mnt`), so no host path crosses
+    the seam and the manager cannot name any other host folder."""
+
+    folder: str
+    destination: str
+    readonly: bool = True
+    give_to_jail: bool = False  # a read-write folder no other session holds: given to the jail
+
+
+@dataclass(frozen=True)
 class KernelSpec:
     """What a kernel needs to start: the session it serves, its image and /home/work (by
     name: the agent keeps work dirs in a folder of its own; no host path crosses the seam)."""
@@ -82,7 +97,7 @@ class KernelSpec:
     workdir: str
     env: dict[str, str] = field(default_factory=dict)
     memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
-    binds: list[Bind] = field(default_factory=list)  # its storage folders (service.vfolders)
+    folders: list[FolderBind] = field(default_factory=list)  # its storage folders
     cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
     output_limit: int | None = None  # characters of one run sent to a client; default: kernel's
     # The agent writes all output to the session's full log (service.logs), up to this
@@ -244,8 +259,10 @@ class LocalAgent:
         workdirs: Path | None = None,
         logs_dir: Path | None = None,
         states_dir: Path | None = None,
+        folders: Path | None = None,
     ) -> None:
         self._sessions: dict[str, Session] = {}
+        self._folders = folders  # storage folders' mounts, <id>/mnt (service.vfolders)
         # Where each kernel persists what a restarted agent needs to re-attach (its own
         # folder, <session id>/) and this agent's note of it (<session id>.json).
         self._states_dir = states_dir
@@ -498,7 +515,7 @@ class LocalAgent:
     def _acquire(self, spec: KernelSpec) -> Session | None:
         ref = parse_ref(spec.image)
         pool = self._pool(ref.name)
-        if pool is None or spec.env or spec.binds or spec.cpus is not None:
+        if pool is None or spec.env or spec.folders or spec.cpus is not None:
             return None
         if ref.digest not in (None, pool.image.digest):
             return None  # a pool of another version (rebuilt): the start says why
@@ -535,6 +552,28 @@ class LocalAgent:
             raise KernelError(f"invalid work dir name {name!r}")
         return self._workdirs / name / "home"
 
+    def _binds(self, folders: list[FolderBind]) -> list[Bind]:
+        """The jail's binds of storage folders named by id, each proven to be a mounted
+        filesystem in this agent's folders root before it is bound."""
+        binds = []
+        for folder in folders:
+            if self._folders is None:
+                raise KernelError("this agent keeps no storage folders")
+            if not _FOLDER_ID.fullmatch(folder.folder):
+                raise KernelError(f"invalid storage folder id {folder.folder!r}")
+            root = self._folders / folder.folder / "mnt"
+            if not os.path.ismount(root) or root.is_symlink():
+                raise KernelError(f"storage folder {folder.folder} is not mounted on this node")
+            binds.append(
+                Bind(
+                    root,
+                    folder.destination,
+                    readonly=folder.readonly,
+                    give_to_jail=folder.give_to_jail,
+                )
+            )
+        return binds
+
     def _start_cold(self, spec: KernelSpec) -> Session:
         workdir = self._workdir(spec.workdir)
         workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -549,7 +588,7 @@ class LocalAgent:
             policy,
             workdir,
             env=spec.env,
-            binds=spec.binds,
+            binds=self._binds(spec.folders),
             runtime=spec.runtime,
             state_dir=state_dir,
         )

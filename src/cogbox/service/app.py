@@ -14,7 +14,7 @@ from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database
-from cogbox.service.errors import ServiceError
+from cogbox.service.errors import ServiceError, problem
 from cogbox.service.openapi import openapi_document
 from cogbox.service.replay import ReplayWindow
 from cogbox.service.sessions import SessionManager
@@ -47,8 +47,6 @@ def create_app(
     async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except ServiceError as exc:
-            return web.json_response(exc.body(), status=exc.status)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -58,10 +56,12 @@ def create_app(
             return web.json_response(error.body(), status=exc.status)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("unexpected error in %s %s", request.method, redact(request.path))
-            error = ServiceError(500, "internal-error", "internal error; see the service log")
-            return web.json_response(error.body(), status=500)
+        except Exception as exc:  # a ServiceError, a typed error of another part, or a bug
+            known = problem(exc)
+            if known is None:
+                log.exception("unexpected error in %s %s", request.method, redact(request.path))
+                known = ServiceError(500, "internal-error", "internal error; see the service log")
+            return web.json_response(known.body(), status=known.status)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -122,7 +122,10 @@ def node_agent(config: ServiceConfig) -> Agent:
     left running if this process is killed), or, embedded, a LocalAgent in this process."""
     if config.agent == "embedded":
         return LocalAgent(
-            pools=config.pools, workdirs=config.sessions_dir, logs_dir=config.logs_dir
+            pools=config.pools,
+            workdirs=config.sessions_dir,
+            logs_dir=config.logs_dir,
+            folders=config.vfolders_dir,
         )
     if config.agent == "slurm":
         from cogbox.cluster.slurm_agent import slurm_agent
@@ -136,7 +139,11 @@ def node_agent(config: ServiceConfig) -> Agent:
 
     def restart() -> bool:
         return ensure_agent(
-            place, sessions_dir=config.sessions_dir, logs_dir=config.logs_dir, pools=config.pools
+            place,
+            sessions_dir=config.sessions_dir,
+            logs_dir=config.logs_dir,
+            vfolders_dir=config.vfolders_dir,
+            pools=config.pools,
         )
 
     log.info("%s the node's agent (%s)", "started" if restart() else "found", place.socket)

@@ -37,13 +37,16 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from cogbox.service.db import KeypairRecord
 from cogbox.service.errors import ServiceError, unauthorized
 
 # Signing lives apart so that clients (the CLI) import no server code; re-exported here.
 from cogbox.service.signing import jupyter_token, signature, signed_headers
 
 if TYPE_CHECKING:
-    from cogbox.service.db import Database, KeypairRecord
+    from aiohttp import web
+
+    from cogbox.service.db import Database
     from cogbox.service.replay import ReplayWindow
 
 __all__ = ["RequestVerifier", "jupyter_token", "parse_date", "signature", "signed_headers"]
@@ -161,3 +164,10 @@ class RequestVerifier:
         if cached is not None:
             return cached
         return await asyncio.to_thread(self._db.get_keypair, access_key)
+
+
+def keypair_of(request: "web.Request") -> KeypairRecord:
+    """The keypair the auth middleware (app.py) proved this request's signer holds."""
+    keypair = request.get("keypair")
+    assert isinstance(keypair, KeypairRecord), "the auth middleware sets the keypair"
+    return keypair

@@ -27,11 +27,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import secrets
 import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote
@@ -40,42 +38,32 @@ from aiohttp import BodyPartReader, MultipartReader, WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from cogbox.images.paths import WORKDIR
-from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
+from cogbox.kernel.events import InputRequest
 from cogbox.kernel.files import OpenFile
 from cogbox.service import session_extras
 from cogbox.service.agent import BatchCommand
+from cogbox.service.auth import keypair_of
+from cogbox.service.backendai_graphql import graphql
+from cogbox.service.backendai_runs import QueryRuns
+from cogbox.service.backendai_status import STATUS, session_info
 from cogbox.service.bodies import CHUNK_BYTES, UPLOAD_LIMIT_BYTES, json_object, parse_json_object
-from cogbox.service.console import console_items, exit_code, result_body, run_status
+from cogbox.service.console import console_items, exit_code, run_status
 from cogbox.service.create_options import parse_create_options
-from cogbox.service.db import KeypairRecord, SessionRecord
+from cogbox.service.db import SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
-from cogbox.service.gql_session import pick, selection_of, session_values, unsupported_query
-from cogbox.service.job_views import dependency_list, gql_job_fields, job_fields
-from cogbox.service.models import iso
-from cogbox.service.sessions import ACTIVE, CreateRequest, SessionManager, read_chunks
+from cogbox.service.job_views import job_fields
+from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
-from cogbox.service.vfolder_api import gql_vfolder_list
 
 log = logging.getLogger(__name__)
 API_VERSION = "v7.20230615"
 MAX_DOWNLOAD_FILES = 64
-_STATUS = {
-    "pending": "PENDING",
-    "building": "PREPARING",
-    "starting": "PREPARING",
-    "running": "RUNNING",
-    "dead": "ERROR",
-    "terminated": "TERMINATED",
-    "lost": "ERROR",
-    "error": "ERROR",
-    "cancelled": "CANCELLED",
-}
 
 
 def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
     """The Backend.AI-compatible routes, served by `manager`."""
     table = web.RouteTableDef()
-    runs = _Runs(manager, query_wait)
+    runs = QueryRuns(manager, query_wait)
 
     async def session_of(request: web.Request) -> SessionRecord:
         return await manager.find(keypair_of(request), request.match_info["ref"])
@@ -111,7 +99,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
             {
                 "sessionId": record.id,
                 "sessionName": record.name,
-                "status": _STATUS[record.status],
+                "status": STATUS[record.status],
                 "servicePorts": [],
                 "created": created,
             },
@@ -121,7 +109,7 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
     @table.get("/session/{ref}")
     async def info(request: web.Request) -> web.Response:
         record = await session_of(request)
-        return web.json_response(_info(record))
+        return web.json_response(session_info(record))
 
     @table.patch("/session/{ref}")
     async def restart(request: web.Request) -> web.Response:
@@ -265,16 +253,10 @@ def routes(manager: SessionManager, query_wait: float) -> web.RouteTableDef:
     async def gql(request: web.Request) -> web.Response:
         body = await json_object(request)
         return web.json_response(
-            await _graphql(manager, keypair_of(request), body.get("query"), body.get("variables"))
+            await graphql(manager, keypair_of(request), body.get("query"), body.get("variables"))
         )
 
     return table
-
-
-def keypair_of(request: web.Request) -> KeypairRecord:
-    keypair = request.get("keypair")
-    assert isinstance(keypair, KeypairRecord), "the auth middleware sets the keypair"
-    return keypair
 
 
 def _in_work(path: str) -> str:
@@ -375,25 +357,6 @@ async def _write_tar_part(
     await response.write(bytes(padding + 2 * _TAR_BLOCK) + b"\r\n")
 
 
-def _info(record: SessionRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "session_id": record.id,
-        "name": record.name,
-        "image": record.image,
-        "status": _STATUS[record.status],
-        "status_info": _status_info(record),
-        "created_at": iso(record.created_at),
-        "terminated_at": iso(record.terminated_at),
-        "status_changed": iso(record.status_changed_at),
-    }
-
-
-def _status_info(record: SessionRecord) -> str:
-    """cogbox's own state (e.g. "lost") with its reason: Backend.AI has no such statuses."""
-    return f"{record.status} ({record.status_info})" if record.status_info else record.status
-
-
 async def _stream_session(
     ws: web.WebSocketResponse,
     sender: StreamSender,
@@ -472,229 +435,3 @@ async def _stream_run(
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-
-
-@dataclass
-class _Run:
-    """A query-mode run that outlives the HTTP call that started it (Backend.AI's runId)."""
-
-    events: list[Event] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    delivered: int = 0
-    error: ServiceError | None = None
-
-
-class _Runs:
-    """Query-mode runs by (session, runId): a call returns what happened within `wait`
-    seconds ("continued" if the run goes on); `continue` and `input` calls pick it up."""
-
-    def __init__(self, manager: SessionManager, wait: float) -> None:
-        self._manager = manager
-        self._wait = wait
-        self._runs: dict[tuple[str, str], _Run] = {}
-
-    async def start(
-        self, record: SessionRecord, run_id: str, code: str | BatchCommand
-    ) -> dict[str, Any]:
-        key = (record.id, run_id)
-        if key in self._runs:
-            raise bad_request(f"run {run_id!r} is still going: use mode 'continue'")
-        run = _Run()
-        self._runs[key] = run
-        events = self._manager.execute(record, code, run_id=run_id)
-        run.task = asyncio.create_task(self._pump(run, events))
-        return await self._collect(record, run, run_id)
-
-    async def resume(
-        self, record: SessionRecord, run_id: str, answer: str | None = None
-    ) -> dict[str, Any]:
-        key = (record.id, run_id)
-        run = self._runs.get(key)
-        if run is None:  # maybe one a previous run of the service started: the agent kept it
-            run = self._runs[key] = _Run()
-            run.task = asyncio.create_task(self._pump(run, self._manager.resume(record, run_id)))
-        if answer is not None:
-            await self._manager.send_input(record, answer)
-        return await self._collect(record, run, run_id)
-
-    async def _pump(self, run: _Run, events: AsyncIterator[Event]) -> None:
-        try:
-            async for event in events:
-                run.events.append(event)
-                run.changed.set()
-        except ServiceError as exc:
-            run.error = exc
-        finally:
-            run.changed.set()
-
-    async def _collect(self, record: SessionRecord, run: _Run, run_id: str) -> dict[str, Any]:
-        key = (record.id, run_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._wait
-        while True:
-            fresh = run.events[run.delivered :]
-            last = fresh[-1] if fresh else None
-            ended = run.task is not None and run.task.done()
-            if isinstance(last, Finished | KernelDied | InputRequest) or ended:
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            run.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.changed.wait(), remaining)
-        fresh = run.events[run.delivered :]
-        run.delivered = len(run.events)
-        if fresh:  # a restarted service's `continue` picks the run up after these
-            await self._manager.ack(record, run_id, len(fresh))
-        if run.error is not None and not fresh:
-            self._runs.pop(key, None)
-            raise run.error
-        body = result_body(run_id, fresh)
-        if body["status"] in ("finished", "exec-timeout") or (run.task and run.task.done()):
-            self._runs.pop(key, None)
-            if body["status"] == "continued":
-                body["status"] = "finished"
-        return body
-
-
-_WORD = re.compile(r"\w+")
-
-
-async def _graphql(
-    manager: SessionManager, keypair: KeypairRecord, query: object, variables: object
-) -> dict[str, Any]:
-    """The GraphQL queries the CLI's `ps` and `session info` send; others get a GraphQL
-    error."""
-    if not isinstance(query, str):
-        raise bad_request("'query' must be a GraphQL string")
-    if variables is not None and not isinstance(variables, dict):
-        raise bad_request("'variables' must be a JSON object")
-    variables = variables or {}
-    root = _root_field(query)
-    if root == "keypair":
-        return {"data": {"keypair": _pick(_keypair_fields(keypair), _fields_of(query, "keypair"))}}
-    if root == "vfolder_list":
-        unsupported = [k for k in ("group_id", "filter", "order") if variables.get(k) is not None]
-        if unsupported:
-            raise bad_request(
-                f"'variables.{unsupported[0]}': cogbox lists a keypair's own folders, "
-                "unfiltered, oldest first"
-            )
-        limit = _count_variable(variables, "limit", 20)
-        offset = _count_variable(variables, "offset", 0)
-        listing = await gql_vfolder_list(
-            manager.vfolders, keypair, _fields_of(query, "items"), limit, offset
-        )
-        return {"data": {"vfolder_list": listing}}
-    if root == "compute_session_list":
-        wanted = _fields_of(query, "items")
-        status = variables.get("status")
-        if status is not None and not isinstance(status, str):
-            raise bad_request(
-                f"'variables.status' must be a string of statuses like 'RUNNING,PREPARING', "
-                f"got {status!r}"
-            )
-        statuses = (status or "").split(",")
-        ours = await manager.list_sessions(keypair)
-        items = [
-            _pick(_gql_session(r), wanted)
-            for r in reversed(ours)
-            if not statuses[0] or _STATUS[r.status] in statuses
-        ]
-        limit = _count_variable(variables, "limit", 20)
-        offset = _count_variable(variables, "offset", 0)
-        return {
-            "data": {
-                "compute_session_list": {
-                    "items": items[offset : offset + limit],
-                    "total_count": len(items),
-                }
-            }
-        }
-    if root == "compute_session":
-        return {
-            "data": {"compute_session": await _compute_session(manager, keypair, query, variables)}
-        }
-    raise unsupported_query(
-        root, ["keypair", "compute_session_list", "compute_session", "vfolder_list"]
-    )
-
-
-async def _compute_session(
-    manager: SessionManager, keypair: KeypairRecord, query: str, variables: dict[str, Any]
-) -> dict[str, Any] | None:
-    """`session info`: one session by id (the client sends only UUIDs); null if not ours."""
-    selection = selection_of(query, "compute_session")
-    ref = variables.get("id")
-    if not isinstance(ref, str):
-        raise bad_request("'variables.id' must be the session's id")
-    try:
-        record = await manager.find(keypair, ref)
-    except ServiceError:
-        return None
-    values = session_values(record, _STATUS[record.status], _status_info(record))
-    if record.is_batch:  # a job: its type, result, command and what it depends on
-        values.update(gql_job_fields(record), dependencies=await dependency_list(manager, record))
-    return pick(values, selection, "compute_session")
-
-
-def _root_field(query: str) -> str:
-    """The first field of `{ field ...}`, after an optional `query`/`mutation` keyword and
-    variable list. A scan, not a regex: one with several `\\s*` backtracks for minutes on a
-    query of spaces."""
-    text = query.lstrip()
-    for keyword in ("query", "mutation"):
-        if text.startswith(keyword):
-            text = text[len(keyword) :].lstrip()
-            break
-    if text.startswith("("):
-        end = text.find(")")
-        text = text[end + 1 :].lstrip() if end >= 0 else ""
-    if not text.startswith("{"):
-        return ""
-    match = _WORD.match(text[1:].lstrip())
-    return match.group(0) if match else ""
-
-
-def _count_variable(variables: dict[str, Any], name: str, default: int) -> int:
-    value = variables.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise bad_request(f"'variables.{name}' must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _fields_of(query: str, block: str) -> list[str]:
-    match = re.search(rf"\b{block}\s*\{{([^{{}}]*)\}}", query)
-    return match.group(1).split() if match else []
-
-
-def _pick(values: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
-    return pick(values, [(name, None) for name in wanted], "compute_session_list")
-
-
-def _keypair_fields(keypair: KeypairRecord) -> dict[str, Any]:
-    return {
-        "user_id": keypair.access_key,
-        "access_key": keypair.access_key,
-        "secret_key": "(hidden)",
-        "is_active": keypair.is_active,
-        "is_admin": keypair.is_admin,
-        "concurrency_limit": keypair.max_sessions,
-    }
-
-
-def _gql_session(record: SessionRecord) -> dict[str, Any]:
-    """A `compute_session_list` item: `session info`'s fields, with what `ps` reads as JSON
-    given as JSON text and no containers (`ps` lists sessions, not their kernels)."""
-    return {
-        **session_values(record, _STATUS[record.status], _status_info(record)),
-        "occupying_slots": "{}",
-        "idle_checks": "{}",
-        "containers": [],
-        "result": "UNDEFINED" if record.status in ACTIVE else "SUCCESS",
-        **gql_job_fields(record),
-    }

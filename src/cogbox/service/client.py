@@ -38,6 +38,7 @@ from cogbox.service.endpoint import (
     problem_of,
     refused,
 )
+from cogbox.service.status import SessionStatus
 
 __all__ = [
     "Endpoint",
@@ -130,7 +131,7 @@ class ServiceClient:
             except ServiceClientError:
                 continue  # not recorded yet, or a passing failure: the create call decides
             step = str(session.get("progress") or "")
-            if session.get("status") == "building" and step and step != shown:
+            if session.get("status") == SessionStatus.BUILDING and step and step != shown:
                 shown = step
                 on_progress(f"building image {image}: {step} ...")
 

@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from cogbox.service.memo import Memo
+from cogbox.service.status import SessionStatus
 
 _GENERATION_ROW = 1
 
@@ -146,7 +147,7 @@ class SessionRecord:
     name: str
     access_key: str
     image: str
-    status: str
+    status: SessionStatus
     status_info: str
     created_at: float
     status_changed_at: float
@@ -161,6 +162,10 @@ class SessionRecord:
     batch_timeout: float | None = None  # a job's time limit, seconds
     result: str | None = None  # a job's outcome once it ended: SUCCESS or FAILURE
     exit_code: int | None = None  # a job's command's exit status
+
+    def __post_init__(self) -> None:
+        # The table holds the plain string: a record read back has the enum all the same.
+        object.__setattr__(self, "status", SessionStatus(self.status))
 
     @property
     def is_batch(self) -> bool:
@@ -330,7 +335,7 @@ class Database:
         return self.memo.get_inline("session", session_id)  # type: ignore[no-any-return]
 
     def list_sessions(
-        self, access_key: str | None = None, statuses: list[str] | None = None
+        self, access_key: str | None = None, statuses: Sequence[str] | None = None
     ) -> list[SessionRecord]:
         query = select(_Session).order_by(_Session.created_at)
         if access_key is not None:
@@ -366,7 +371,7 @@ class Database:
             for folder_id in folder_ids:
                 db.add(_VFolderMount(session_id=session_id, folder_id=folder_id))
 
-    def vfolder_holders(self, folder_id: str, statuses: list[str]) -> list[str]:
+    def vfolder_holders(self, folder_id: str, statuses: Sequence[str]) -> list[str]:
         """Ids of the sessions in one of `statuses` that mount the folder."""
         query = (
             select(_Session.id)

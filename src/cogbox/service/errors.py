@@ -1,4 +1,5 @@
-"""The service's one error type: an HTTP status, a short code and a message for the user.
+"""The service's one error type: an HTTP status, a short code and a message for the user,
+and the one table (`PROBLEMS`) that gives the typed errors of other parts theirs.
 
 `public_message` is the one place that turns internal text (an exception's message, a jail's
 exit message) into text a tenant may read: the host's own folders (the data dir, the
@@ -12,7 +13,9 @@ from typing import Any
 
 from cogbox.config import REPO_IMAGES_DIR, data_dir, recipes_dir
 from cogbox.errors import CogboxError
+from cogbox.images.store import ImageNotFound
 from cogbox.kernel.connection import runtime_base
+from cogbox.kernel.files import FileError, PathNotFoundError, UnsafePathError, WorkdirFullError
 from cogbox.service.config import service_dir
 
 PROBLEM_BASE = "https://api.backend.ai/probs/"
@@ -42,6 +45,39 @@ class ServiceError(CogboxError):
             "title": self.message,
             "msg": self.message,
         }
+
+
+# The errors other parts raise where the fact is known, and what a client sees of them. The
+# most specific class of an error's own (its MRO) that is listed wins; the kernel and the
+# agent's channel never pick HTTP statuses, the edge (app.py's middleware) asks `problem`.
+PROBLEMS: dict[type[CogboxError], tuple[int, str]] = {
+    PathNotFoundError: (404, "not-found"),
+    UnsafePathError: (400, "invalid-path"),
+    WorkdirFullError: (413, "workdir-full"),
+    FileError: (400, "file-error"),
+    ImageNotFound: (404, "image-not-found"),
+}
+
+
+def problem(exc: BaseException) -> ServiceError | None:
+    """`exc` as the problem a client sees (ServiceError), or None for an error the table
+    does not know (an internal error: the edge answers 500 and logs it)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            status, code = PROBLEMS[cls]
+            return ServiceError(status, code, str(exc))
+    return None
+
+
+def listed_problem(exc: CogboxError) -> ServiceError:
+    """`problem` of an error that `PROBLEMS` lists, for code that must hold the ServiceError
+    itself before the edge (a failed start recorded on its session, a job's outcome)."""
+    known = problem(exc)
+    if known is None:
+        raise TypeError(f"{type(exc).__name__} is not listed in PROBLEMS")
+    return known
 
 
 def public_message(text: str) -> str:

@@ -12,21 +12,24 @@ and the request returns; the service runs it detached from any client:
 A job over its keypair's concurrent-session or memory limit is not refused: it waits
 `pending`, its status_info saying why, until a session of the keypair ends. Its files and
 its full log are kept after it ended. Pending jobs are held in memory: if the service
-restarts, they are recorded cancelled (their environment was never stored).
+restarts, they are recorded cancelled (their environment was never stored). A running job's
+command is a run the agent owns under a fixed name (`JOB_RUN`), so it goes on while the
+service is down, and the next service follows it to its end from the agent (`JobQueue.reattach`).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cogbox.kernel.events import Finished, KernelDied
-from cogbox.service.agent import BatchCommand
+from cogbox.kernel.events import Event, Finished, KernelDied
+from cogbox.service.agent import BatchCommand, KernelState
 from cogbox.service.db import KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
+from cogbox.service.status import SessionStatus
 
 if TYPE_CHECKING:
     from cogbox.service.sessions import CreateRequest, SessionManager
@@ -36,8 +39,9 @@ log = logging.getLogger(__name__)
 
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
-_FAILED_STATUSES = ("error", "lost", "cancelled")
+_FAILED_STATUSES = (SessionStatus.ERROR, SessionStatus.LOST, SessionStatus.CANCELLED)
 _PASS_INTERVAL_S = 1.0  # a pass also runs this often, whatever woke it (or did not)
+JOB_RUN = "job"  # the run id of a job's command in its session: a restarted service asks for it
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def dependency_state(dependency: SessionRecord | None) -> str:
         return "failed"
     if dependency.result == FAILURE:
         return "failed"
-    if dependency.status == "terminated":
+    if dependency.status == SessionStatus.TERMINATED:
         return "done"
     return "waiting"
 
@@ -234,7 +238,7 @@ class JobQueue:
     async def _show(self, job: _Job, why: str) -> None:
         if why != job.shown:
             job.shown = why
-            await self._manager.set_status(job.session_id, "pending", why, why)
+            await self._manager.set_status(job.session_id, SessionStatus.PENDING, why, why)
 
     async def _end_unstarted(self, job: _Job, reason: str, why: str) -> None:
         await self.cancelled(job.session_id, reason, f"cancelled: {why}")
@@ -242,7 +246,7 @@ class JobQueue:
     async def cancelled(self, session_id: str, reason: str, message: str) -> None:
         """Record a job that never started as cancelled, a failure."""
         await asyncio.to_thread(self._manager.db.update_session, session_id, result=FAILURE)
-        await self._manager.set_status(session_id, "cancelled", reason, message)
+        await self._manager.set_status(session_id, SessionStatus.CANCELLED, reason, message)
         self.wake()  # jobs that depend on this one are cancelled in turn
 
     # ------------------------------------------------------------------ running
@@ -261,11 +265,30 @@ class JobQueue:
             return
         except asyncio.CancelledError:
             raise
+        command = BatchCommand(None, job.request.startup_command or "")
+        await self._follow(
+            record, lambda: manager.execute(record, command, job.request.batch_timeout, JOB_RUN)
+        )
+
+    def reattach(self, record: SessionRecord, state: KernelState) -> None:
+        """Follow a job that a previous run of the service started: its command went on in
+        the agent; its end (or its jail's) is recorded as if the service had never stopped."""
+        if not state.alive:
+            died = KernelDied(state.reason, state.message)
+            task = asyncio.create_task(self.finish(record, job_outcome(died)))
+        else:
+            task = asyncio.create_task(
+                self._follow(record, lambda: self._manager.resume(record, JOB_RUN))
+            )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _follow(self, record: SessionRecord, run: Callable[[], AsyncIterator[Event]]) -> None:
+        """Read the job's run to its terminal event, then record how the job ended."""
         terminal: Finished | KernelDied | None = None
         problem = ""
-        command = BatchCommand(None, job.request.startup_command or "")
         try:
-            events = manager.execute(record, command, job.request.batch_timeout)
+            events = run()
             try:
                 async for event in events:
                     if isinstance(event, Finished | KernelDied):
@@ -275,7 +298,7 @@ class JobQueue:
         except ServiceError as exc:
             problem = exc.message
         except Exception as exc:
-            log.exception("job %s failed", job.session_id)
+            log.exception("job %s failed", record.id)
             problem = f"the job could not run: {exc}"
         await self.finish(record, job_outcome(terminal, problem))
 
@@ -283,7 +306,10 @@ class JobQueue:
         """Record how the job ended and end its session (files and log kept)."""
         manager = self._manager
         current = await asyncio.to_thread(manager.db.get_session, record.id)
-        if current is not None and current.status in ("terminated", "cancelled"):
+        if current is not None and current.status in (
+            SessionStatus.TERMINATED,
+            SessionStatus.CANCELLED,
+        ):
             # Its owner destroyed it while it ran: a failure, whatever the command said.
             await asyncio.to_thread(manager.db.update_session, record.id, result=FAILURE)
             self.wake()

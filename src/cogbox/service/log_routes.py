@@ -16,39 +16,62 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from cogbox.service.backendai import keypair_of
+from cogbox.service.auth import keypair_of
 from cogbox.service.db import SessionRecord
 from cogbox.service.errors import bad_request
 from cogbox.service.logs import stream_log
 from cogbox.service.native import PREFIX
-from cogbox.service.sessions import ENDED, SessionManager
+from cogbox.service.operations import Doc, OperationTable
+from cogbox.service.sessions import SessionManager
+from cogbox.service.status import ENDED
 
 log = logging.getLogger(__name__)
 FOLLOW_POLL_S = 0.2
 
 
-def routes(manager: SessionManager) -> web.RouteTableDef:
-    table = web.RouteTableDef()
+OPERATIONS = OperationTable()  # the native API's (cogbox.service.operations)
 
-    @table.get(PREFIX + "/sessions/{ref}/logs")
-    async def native_logs(request: web.Request) -> web.StreamResponse:
-        record = await manager.find(keypair_of(request), request.match_info["ref"])
-        offset = _offset(request.query.get("offset", "0"))
-        follow = request.query.get("follow", "") in ("1", "true", "yes")
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "application/octet-stream",
-                "X-Cogbox-Log-Offset": str(offset),
-            }
-        )
-        await response.prepare(request)
-        try:
-            async for chunk in log_chunks(manager, record, offset, follow, _connected(request)):
-                await response.write(chunk)  # waits while the client is slow: backpressure
-            await response.write_eof()
-        except ConnectionResetError:
-            log.info("the reader of session %s's log went away", record.id)
-        return response
+
+@OPERATIONS.get(
+    PREFIX + "/sessions/{ref}/logs",
+    Doc(
+        "the session's full log (stdout and stderr), streamed from byte `offset`; with "
+        "follow=1 until the session has ended. X-Cogbox-Log-Offset says where the body starts",
+        200,
+        params=(
+            {
+                "name": "offset",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            },
+        ),
+        raw_response="application/octet-stream",
+    ),
+)
+async def native_logs(manager: SessionManager, request: web.Request) -> web.StreamResponse:
+    record = await manager.find(keypair_of(request), request.match_info["ref"])
+    offset = _offset(request.query.get("offset", "0"))
+    follow = request.query.get("follow", "") in ("1", "true", "yes")
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/octet-stream",
+            "X-Cogbox-Log-Offset": str(offset),
+        }
+    )
+    await response.prepare(request)
+    try:
+        async for chunk in log_chunks(manager, record, offset, follow, _connected(request)):
+            await response.write(chunk)  # waits while the client is slow: backpressure
+        await response.write_eof()
+    except ConnectionResetError:
+        log.info("the reader of session %s's log went away", record.id)
+    return response
+
+
+def routes(manager: SessionManager) -> list[web.AbstractRouteDef]:
+    """The native log route and Backend.AI's `session logs`."""
+    table = web.RouteTableDef()
 
     @table.get("/session/{ref}/logs")
     async def backendai_logs(request: web.Request) -> web.StreamResponse:
@@ -66,7 +89,7 @@ def routes(manager: SessionManager) -> web.RouteTableDef:
             log.info("the reader of session %s's log went away", record.id)
         return response
 
-    return table
+    return [*OPERATIONS.routes(manager), *table]
 
 
 async def log_chunks(

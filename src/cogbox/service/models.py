@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cogbox.service.db import EventRecord, SessionRecord
+from cogbox.service.status import SessionStatus
 from cogbox.sizes import format_size, parse_size
 
 MIN_SESSION_MEMORY = 64 << 20  # a kernel needs about 50 MiB before it runs anything
@@ -118,14 +119,14 @@ class BatchBody(_Strict):
     timeout: float | None = Field(default=None, gt=0, le=86400)
 
 
+_STATUSES = ", ".join(list(SessionStatus)[:-1]) + f" or {list(SessionStatus)[-1]}"
+
+
 class SessionInfo(BaseModel):
     id: str
     name: str
     image: str
-    status: str = Field(
-        description="pending, building, starting, running, dead, terminated, lost, error or "
-        "cancelled"
-    )
+    status: str = Field(description=_STATUSES)
     status_info: str
     progress: str = Field(
         default="",

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied, event_to_dict
 from cogbox.service.agent import BatchCommand
-from cogbox.service.backendai import keypair_of
+from cogbox.service.auth import keypair_of
 from cogbox.service.bodies import (
     UPLOAD_LIMIT_BYTES,
     body_chunks,
@@ -44,11 +44,15 @@ from cogbox.service.models import (
     FileList,
     PoolInfo,
     PoolList,
+    SessionInfo,
     SessionList,
     event_info,
     session_info,
 )
-from cogbox.service.sessions import CreateRequest, SessionManager, read_chunks
+from cogbox.service.operations import Doc, OperationTable
+from cogbox.service.session_files import read_chunks
+from cogbox.service.session_request import CreateRequest
+from cogbox.service.sessions import SessionManager
 from cogbox.service.streams import StreamClosed, StreamSender, streams_of
 from cogbox.service.vfolders import parse_mount_args
 
@@ -57,150 +61,204 @@ PREFIX = "/v1"
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-def routes(manager: SessionManager) -> web.RouteTableDef:
-    table = web.RouteTableDef()
+OPERATIONS = OperationTable()
+_S = PREFIX + "/sessions"
+_ONE = _S + "/{ref}"
+PATH_QUERY = {
+    "name": "path",
+    "in": "query",
+    "required": True,
+    "description": "a path relative to /home/work",
+    "schema": {"type": "string"},
+}
 
-    async def session_of(request: web.Request) -> SessionRecord:
-        return await manager.find(keypair_of(request), request.match_info["ref"])
 
-    def info(record: SessionRecord) -> dict[str, Any]:
-        return session_info(
-            record, manager.is_busy(record), manager.last_used(record), manager.build_step(record)
-        ).model_dump()
+def routes(manager: SessionManager) -> list[web.RouteDef]:
+    return OPERATIONS.routes(manager)
 
-    @table.get(PREFIX + "/pools")
-    async def list_pools(request: web.Request) -> web.Response:
-        pools = [PoolInfo(**vars(state)) for state in manager.agent.pools()]
-        return _json(PoolList(pools=pools))
 
-    @table.get(PREFIX + "/sessions")
-    async def list_sessions(request: web.Request) -> web.Response:
-        records = await manager.list_sessions(keypair_of(request))
-        return _json(SessionList.model_validate({"sessions": [info(r) for r in records]}))
+async def _session_of(manager: SessionManager, request: web.Request) -> SessionRecord:
+    return await manager.find(keypair_of(request), request.match_info["ref"])
 
-    @table.post(PREFIX + "/sessions")
-    async def create(request: web.Request) -> web.Response:
-        body = await _body(request, CreateSessionBody)
-        mounts, mount_map = parse_mount_args(body.mounts)
-        record, _ = await manager.create(
-            keypair_of(request),
-            CreateRequest(
-                image=body.image,
-                name=body.name,
-                idle_timeout=body.idle_timeout,
-                max_lifetime=body.max_lifetime,
-                env=body.env,
-                memory_bytes=body.memory_bytes,
-                output_limit=body.output_limit,
-                session_type=body.type,
-                startup_command=body.startup_command,
-                dependencies=body.depends,
-                batch_timeout=body.batch_timeout,
-                mounts=mounts,
-                mount_map=mount_map,
-                cpus=body.cpus,
-                bootstrap_script=body.bootstrap_script,
-                runtime=body.runtime,
-            ),
+
+def _info(manager: SessionManager, record: SessionRecord) -> dict[str, Any]:
+    return session_info(
+        record, manager.is_busy(record), manager.last_used(record), manager.build_step(record)
+    ).model_dump()
+
+
+@OPERATIONS.get(
+    PREFIX + "/pools",
+    Doc("the warm pools: kernels kept ready for new sessions", 200, PoolList, ref=False),
+)
+async def list_pools(manager: SessionManager, request: web.Request) -> web.Response:
+    pools = [PoolInfo(**vars(state)) for state in manager.agent.pools()]
+    return _json(PoolList(pools=pools))
+
+
+@OPERATIONS.get(_S, Doc("list this keypair's sessions", 200, SessionList, ref=False))
+async def list_sessions(manager: SessionManager, request: web.Request) -> web.Response:
+    records = await manager.list_sessions(keypair_of(request))
+    return _json(SessionList.model_validate({"sessions": [_info(manager, r) for r in records]}))
+
+
+@OPERATIONS.post(
+    _S,
+    Doc(
+        "create a session",
+        201,
+        SessionInfo,
+        CreateSessionBody,
+        ref=False,
+        refusals=(
+            (429, "keypair's session or memory limit"),
+            (503, "the kernel did not start"),
+        ),
+    ),
+)
+async def create_session(manager: SessionManager, request: web.Request) -> web.Response:
+    body = await _body(request, CreateSessionBody)
+    mounts, mount_map = parse_mount_args(body.mounts)
+    record, _ = await manager.create(
+        keypair_of(request),
+        CreateRequest(
+            image=body.image,
+            name=body.name,
+            idle_timeout=body.idle_timeout,
+            max_lifetime=body.max_lifetime,
+            env=body.env,
+            memory_bytes=body.memory_bytes,
+            output_limit=body.output_limit,
+            session_type=body.type,
+            startup_command=body.startup_command,
+            dependencies=body.depends,
+            batch_timeout=body.batch_timeout,
+            mounts=mounts,
+            mount_map=mount_map,
+            cpus=body.cpus,
+            bootstrap_script=body.bootstrap_script,
+            runtime=body.runtime,
+        ),
+    )
+    return web.json_response(_info(manager, record), status=201)
+
+
+@OPERATIONS.get(_ONE, Doc("a session's state", 200, SessionInfo))
+async def session_state(manager: SessionManager, request: web.Request) -> web.Response:
+    return web.json_response(_info(manager, await _session_of(manager, request)))
+
+
+@OPERATIONS.delete(_ONE, Doc("destroy a session (its files too)", 204))
+async def destroy_session(manager: SessionManager, request: web.Request) -> web.Response:
+    await manager.destroy(await _session_of(manager, request))
+    return web.Response(status=204)
+
+
+@OPERATIONS.post(
+    _ONE + "/execute",
+    Doc("run code to its end; input() gets an empty line", 200, ExecuteResult, ExecuteBody),
+)
+async def execute(manager: SessionManager, request: web.Request) -> web.Response:
+    record = await _session_of(manager, request)
+    body = await _body(request, ExecuteBody)
+    return _json(await _run_to_end(manager, record, body.code, body.timeout))
+
+
+@OPERATIONS.post(
+    _ONE + "/batch", Doc("run a build and an exec shell command", 200, ExecuteResult, BatchBody)
+)
+async def batch(manager: SessionManager, request: web.Request) -> web.Response:
+    record = await _session_of(manager, request)
+    body = await _body(request, BatchBody)
+    command = BatchCommand(body.build, body.exec)
+    return _json(await _run_to_end(manager, record, command, body.timeout))
+
+
+@OPERATIONS.post(_ONE + "/interrupt", Doc("interrupt the running code", 204))
+async def interrupt(manager: SessionManager, request: web.Request) -> web.Response:
+    await manager.interrupt(await _session_of(manager, request))
+    return web.Response(status=204)
+
+
+@OPERATIONS.post(_ONE + "/restart", Doc("fresh kernel, files kept", 200, SessionInfo))
+async def restart(manager: SessionManager, request: web.Request) -> web.Response:
+    record = await _session_of(manager, request)
+    await manager.restart(record)
+    return web.json_response(_info(manager, await manager.find(keypair_of(request), record.id)))
+
+
+@OPERATIONS.get(_ONE + "/events", Doc("the session's lifecycle events", 200, EventList))
+async def events(manager: SessionManager, request: web.Request) -> web.Response:
+    records = await manager.events(await _session_of(manager, request))
+    return _json(EventList(events=[event_info(r) for r in records]))
+
+
+@OPERATIONS.get(
+    _ONE + "/files",
+    Doc("list a folder of /home/work", 200, FileList, params=({**PATH_QUERY, "required": False},)),
+)
+async def list_files(manager: SessionManager, request: web.Request) -> web.Response:
+    record = await _session_of(manager, request)
+    entries = await manager.list_files(record, request.query.get("path", "."))
+    return _json(
+        FileList(
+            files=[FileInfo(name=e.name, kind=e.kind, size=e.size, mtime=e.mtime) for e in entries]
         )
-        return web.json_response(info(record), status=201)
+    )
 
-    @table.get(PREFIX + "/sessions/{ref}")
-    async def get(request: web.Request) -> web.Response:
-        return web.json_response(info(await session_of(request)))
 
-    @table.delete(PREFIX + "/sessions/{ref}")
-    async def destroy(request: web.Request) -> web.Response:
-        await manager.destroy(await session_of(request))
-        return web.Response(status=204)
-
-    @table.post(PREFIX + "/sessions/{ref}/execute")
-    async def execute(request: web.Request) -> web.Response:
-        record = await session_of(request)
-        body = await _body(request, ExecuteBody)
-        return _json(await _run_to_end(manager, record, body.code, body.timeout))
-
-    @table.post(PREFIX + "/sessions/{ref}/batch")
-    async def batch(request: web.Request) -> web.Response:
-        record = await session_of(request)
-        body = await _body(request, BatchBody)
-        command = BatchCommand(body.build, body.exec)
-        return _json(await _run_to_end(manager, record, command, body.timeout))
-
-    @table.post(PREFIX + "/sessions/{ref}/interrupt")
-    async def interrupt(request: web.Request) -> web.Response:
-        await manager.interrupt(await session_of(request))
-        return web.Response(status=204)
-
-    @table.post(PREFIX + "/sessions/{ref}/restart")
-    async def restart(request: web.Request) -> web.Response:
-        record = await session_of(request)
-        await manager.restart(record)
-        return web.json_response(info(await manager.find(keypair_of(request), record.id)))
-
-    @table.get(PREFIX + "/sessions/{ref}/events")
-    async def events(request: web.Request) -> web.Response:
-        records = await manager.events(await session_of(request))
-        return _json(EventList(events=[event_info(r) for r in records]))
-
-    @table.get(PREFIX + "/sessions/{ref}/files")
-    async def list_files(request: web.Request) -> web.Response:
-        record = await session_of(request)
-        entries = await manager.list_files(record, request.query.get("path", "."))
-        return _json(
-            FileList(
-                files=[
-                    FileInfo(name=e.name, kind=e.kind, size=e.size, mtime=e.mtime) for e in entries
-                ]
-            )
+@OPERATIONS.get(
+    _ONE + "/files/content",
+    Doc("download a file", 200, params=(PATH_QUERY,), raw_response="application/octet-stream"),
+)
+async def download(manager: SessionManager, request: web.Request) -> web.StreamResponse:
+    """The file streamed a chunk at a time (never whole in memory)."""
+    record = await _session_of(manager, request)
+    with await manager.open_file(record, _path_param(request)) as opened:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Cogbox-Mtime": repr(opened.mtime),  # the CLI's download keeps it
+            }
         )
+        response.content_length = opened.size
+        await response.prepare(request)
+        try:
+            async for chunk in read_chunks(opened, opened.size):
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            log.info("the client of a download from session %s went away", record.id)
+        return response
 
-    @table.get(PREFIX + "/sessions/{ref}/files/content")
-    async def download(request: web.Request) -> web.StreamResponse:
-        """The file streamed a chunk at a time (never whole in memory)."""
-        record = await session_of(request)
-        with await manager.open_file(record, _path_param(request)) as opened:
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "X-Cogbox-Mtime": repr(opened.mtime),  # the CLI's download keeps it
-                }
-            )
-            response.content_length = opened.size
-            await response.prepare(request)
-            try:
-                async for chunk in read_chunks(opened, opened.size):
-                    await response.write(chunk)
-                await response.write_eof()
-            except ConnectionResetError:
-                log.info("the client of a download from session %s went away", record.id)
-            return response
 
-    @table.put(PREFIX + "/sessions/{ref}/files/content")
-    async def upload(request: web.Request) -> web.Response:
-        """The body streamed to the file a chunk at a time, bounded by the per-file cap and
-        the session's quota."""
-        record = await session_of(request)
-        path = _path_param(request)
-        if request.content_length is not None and request.content_length > UPLOAD_LIMIT_BYTES:
-            raise too_large("the upload", UPLOAD_LIMIT_BYTES)
-        await manager.upload(record, path, body_chunks(request), UPLOAD_LIMIT_BYTES)
-        return web.Response(status=204)
+@OPERATIONS.put(
+    _ONE + "/files/content",
+    Doc("upload a file", 204, params=(PATH_QUERY,), raw_body="application/octet-stream"),
+)
+async def upload(manager: SessionManager, request: web.Request) -> web.Response:
+    """The body streamed to the file a chunk at a time, bounded by the per-file cap and the
+    session's quota."""
+    record = await _session_of(manager, request)
+    path = _path_param(request)
+    if request.content_length is not None and request.content_length > UPLOAD_LIMIT_BYTES:
+        raise too_large("the upload", UPLOAD_LIMIT_BYTES)
+    await manager.upload(record, path, body_chunks(request), UPLOAD_LIMIT_BYTES)
+    return web.Response(status=204)
 
-    @table.get(PREFIX + "/sessions/{ref}/stream")
-    async def stream(request: web.Request) -> web.WebSocketResponse:
-        record = await session_of(request)
-        ws = web.WebSocketResponse(heartbeat=30.0)
-        await ws.prepare(request)
-        streams = streams_of(request)
-        access_key = keypair_of(request).access_key
-        async with streams.opened(ws, request, access_key) as sender:
-            await _serve_stream(
-                ws, sender, manager, record, lambda: streams.still_allowed(access_key, sender)
-            )
-        return ws
 
-    return table
+@OPERATIONS.get(_ONE + "/stream", None)  # a WebSocket: named in the document's description
+async def stream(manager: SessionManager, request: web.Request) -> web.WebSocketResponse:
+    record = await _session_of(manager, request)
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    await ws.prepare(request)
+    streams = streams_of(request)
+    access_key = keypair_of(request).access_key
+    async with streams.opened(ws, request, access_key) as sender:
+        await _serve_stream(
+            ws, sender, manager, record, lambda: streams.still_allowed(access_key, sender)
+        )
+    return ws
 
 
 def _path_param(request: web.Request) -> str:

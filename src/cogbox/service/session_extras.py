@@ -20,7 +20,8 @@ from aiohttp import web
 
 from cogbox.service.db import EventRecord, KeypairRecord, SessionRecord
 from cogbox.service.errors import ServiceError, bad_request
-from cogbox.service.sessions import ENDED, SessionManager
+from cogbox.service.sessions import SessionManager
+from cogbox.service.status import ENDED
 
 POLL_SECONDS = 0.25
 MAX_STREAM_SECONDS = 24 * 3600.0

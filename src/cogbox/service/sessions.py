@@ -4,82 +4,50 @@ Every API surface goes through `SessionManager`; it enforces ownership (a keypai
 its own sessions: others' are "not found"), per-keypair limits, idle and lifetime limits, and
 records each session's lifecycle in the database so a restart never forgets one.
 
-Session states: `pending` (a batch job waiting for its dependencies or for room under its
-keypair's limits: cogbox.service.jobs), `building` (its image is built from its recipe
-first; each build step is recorded as an `image_build` event), `starting`, `running`, `dead`
-(the kernel died, e.g. out of memory; `restart` revives it), `terminated` (destroyed, reaped
-or, for a job, its command ended), `lost` (the service restarted while it ran: the kernel is
-gone, its files are kept), `error` (it never started), `cancelled` (a job that never
-started). Every session's output goes to its full log (cogbox.service.logs).
+A session's states are `SessionStatus` (cogbox.service.status: what each means). Every
+session's output goes to its full log (cogbox.service.logs).
 """
 
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
-import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cogbox.errors import CogboxError
 from cogbox.images.store import ImageNotFound
-from cogbox.jail.runtimes import RUNTIMES
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, KernelDied, OutputTruncated
-from cogbox.kernel.files import FileEntry, OpenFile, UnsafePathError, WorkdirFullError
+from cogbox.kernel.files import FileEntry, OpenFile
 from cogbox.kernel.relay import KernelRelay
 from cogbox.service.agent import Agent, BatchCommand, KernelSpec, KernelState, WorkdirGone
 from cogbox.service.bootstrap import run_bootstrap
 from cogbox.service.config import ServiceConfig
-from cogbox.service.create_options import check_cpus, check_env_against_policy, session_env
+from cogbox.service.create_options import check_env_against_policy
 from cogbox.service.db import Database, EventRecord, KeypairRecord, SessionRecord
 from cogbox.service.errors import (
     ServiceError,
-    bad_request,
     conflict,
+    listed_problem,
     not_found,
     public_message,
     too_large,
 )
 from cogbox.service.jobs import JobQueue, dependencies_json
 from cogbox.service.logs import remove_log
+from cogbox.service.session_files import file_call, read_chunks
+from cogbox.service.session_limits import check_limits
+from cogbox.service.session_request import CreateRequest, check_name, check_request
+from cogbox.service.status import ACTIVE, ENDED, SessionStatus
 from cogbox.service.vfolders import FolderMount, VFolders
-from cogbox.sizes import format_size
 
+# Moved to their own modules; importers of these names from here keep working.
+__all__ = ["CreateRequest", "SessionManager", "read_chunks"]
 log = logging.getLogger(__name__)
-
-ACTIVE = ["pending", "building", "starting", "running", "dead"]
-ENDED = ["terminated", "lost", "error", "cancelled"]
-SESSION_TYPES = ("interactive", "batch")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}[A-Za-z0-9]")  # used with fullmatch
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    """A new session: its image, optional name, and its own idle/lifetime limits."""
-
-    image: str
-    name: str | None = None
-    idle_timeout: float | None = None
-    max_lifetime: float | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    reuse_if_exists: bool = False
-    memory_bytes: int | None = None  # its jail's memory limit; default: the image policy's
-    output_limit: int | None = None  # characters of a run sent to clients; default: service's
-    session_type: str = "interactive"  # or "batch": a job (cogbox.service.jobs)
-    startup_command: str | None = None  # a job's command, run once in /home/work
-    dependencies: list[str] = field(default_factory=list)  # ids or names a job waits for
-    batch_timeout: float | None = None  # a job's time limit, seconds
-    # Storage folders to mount (names) and where (name -> path); see service.vfolders.
-    mounts: list[str] = field(default_factory=list)
-    mount_map: dict[str, str] = field(default_factory=dict)
-    cpus: float | None = None  # its jail's cpu quota in cores; default: the image policy's
-    bootstrap_script: str | None = None  # a shell script run before the first cell
-    runtime: str = "runc"  # its jail's OCI runtime: runc, or runsc (gVisor)
 
 
 @dataclass
@@ -125,30 +93,28 @@ class SessionManager:
         still holds stays `running` with its variables, files and event history (or is
         reported `dead` with the jail's reason if the kernel died meanwhile); one the agent
         does not know is `lost` (its files are kept and downloadable). A job that had not
-        started is cancelled, and one that was running is `lost`: its command's end would go
-        unnoticed.
+        started is cancelled; one whose command was running is followed to its end.
         """
         await self.agent.open()
         held = (await self.agent.inventory()).sessions
         stale = await asyncio.to_thread(self.db.list_sessions, None, ACTIVE)
         for record in stale:
-            if record.status == "pending":
+            if record.status == SessionStatus.PENDING:
                 await self.jobs.cancelled(
                     record.id, "service-restarted", "the service restarted before this job started"
                 )
                 continue
             state = held.pop(record.id, None)
-            if state is not None and not record.is_batch:
-                await self._reattach(record, state)
-                continue
             if state is not None:
-                with contextlib.suppress(CogboxError):
-                    await self.agent.stop(record.id)
+                await self._reattach(record, state)
+                if record.is_batch:
+                    self.jobs.reattach(record, state)
+                continue
             message = (
                 "the service restarted while this session was active: its kernel and "
                 "variables are gone; its files in /home/work are kept and downloadable"
             )
-            await self._set_status(record.id, "lost", "service-restarted", message)
+            await self._set_status(record.id, SessionStatus.LOST, "service-restarted", message)
         for orphan in held:  # kernels of sessions the database does not hold as active
             with contextlib.suppress(CogboxError):
                 await self.agent.stop(orphan)
@@ -165,7 +131,7 @@ class SessionManager:
             if state is None:
                 self._live.pop(session_id, None)
                 message = "the agent restarted and lost this session's kernel; files are kept"
-                await self._set_status(session_id, "lost", "agent-restarted", message)
+                await self._set_status(session_id, SessionStatus.LOST, "agent-restarted", message)
             elif not state.alive:
                 await self._mark_dead(session_id, live)
 
@@ -185,8 +151,8 @@ class SessionManager:
             await self._mark_dead(record.id, live)
             return
         await self._event(record.id, "reattached", "service-restarted", "kernel kept")
-        if record.status != "running":
-            await self._set_status(record.id, "running", "reattached", "kernel ready")
+        if record.status != SessionStatus.RUNNING:
+            await self._set_status(record.id, SessionStatus.RUNNING, "reattached", "kernel ready")
 
     async def close(self) -> None:
         """Stop the reaper and every kernel. Sessions stay active in the database, so the
@@ -207,35 +173,8 @@ class SessionManager:
         """Start a session (or, with `reuse_if_exists`, return the active one of that name).
         The bool says whether a new session was made."""
         name = request.name or f"cogbox-{secrets.token_hex(5)}"
-        session_env(request.env, "env")  # every API: no variable the jail keeps for itself
-        if request.cpus is not None:
-            check_cpus(request.cpus, "cpus")
-        if request.runtime not in RUNTIMES:
-            raise bad_request(
-                f"'runtime' must be one of {', '.join(RUNTIMES)}, got {request.runtime!r}"
-            )
-        if request.runtime != "runc" and shutil.which(request.runtime) is None:
-            raise bad_request(f"'runtime' {request.runtime} is not installed on this host")
-        if request.bootstrap_script is not None and "\0" in request.bootstrap_script:
-            raise bad_request("'bootstrap_script' must be the text of a shell script (no NUL)")
-        if not _NAME.fullmatch(name):
-            raise bad_request(
-                f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
-                "starting and ending with a letter or digit"
-            )
-        idle = request.idle_timeout or self.config.idle_timeout
-        lifetime = request.max_lifetime or self.config.max_lifetime
-        if idle <= 0 or lifetime <= 0:
-            raise bad_request("idle_timeout and max_lifetime must be positive numbers of seconds")
-        if request.session_type not in SESSION_TYPES:
-            raise bad_request(f"'type' must be interactive or batch, got {request.session_type!r}")
+        idle, lifetime = check_request(request, name, self.config)
         batch = request.session_type == "batch"
-        if batch and not (request.startup_command or "").strip():
-            raise bad_request("a batch session needs 'startupCommand': the command it runs")
-        if not batch and (request.startup_command or request.dependencies):
-            raise bad_request(
-                "'startupCommand' and 'dependencies' are for batch sessions: add type batch"
-            )
         access = keypair.access_key
         existing = [
             r
@@ -251,7 +190,7 @@ class SessionManager:
             check_env_against_policy(request.env, policy, request.image)
             memory = request.memory_bytes or policy.limits.memory_bytes
         except ImageNotFound as exc:
-            raise ServiceError(404, "image-not-found", str(exc)) from exc
+            raise listed_problem(exc) from exc
         mounts = await self.vfolders.mounts_for(keypair, request.mounts, request.mount_map)
         if batch:
             job = (name, idle, lifetime, memory, mounts)
@@ -289,7 +228,9 @@ class SessionManager:
     ) -> SessionRecord:
         """Record a job `pending` and queue it; it starts when it may (cogbox.service.jobs)."""
         depends = await self.jobs.resolve_dependencies(keypair, request.dependencies)
-        record = self._new_record(keypair, request, name, idle, lifetime, memory, "pending")
+        record = self._new_record(
+            keypair, request, name, idle, lifetime, memory, SessionStatus.PENDING
+        )
         record = replace(
             record,
             session_type="batch",
@@ -306,28 +247,11 @@ class SessionManager:
         return result
 
     def _check_limits(self, keypair: KeypairRecord, memory: int) -> None:
-        """Refuse (429) a session that would take `keypair` past its session count or
-        memory limit, counting its active sessions and those still starting."""
+        """Refuse (429) a session past `keypair`'s limits, counting its active sessions and
+        those still starting."""
         access = keypair.access_key
         held = [live.memory_bytes for live in self._live.values() if live.access_key == access]
-        held += self._starting.get(access, [])
-        if len(held) >= keypair.max_sessions:
-            raise ServiceError(
-                429,
-                "too-many-sessions",
-                f"keypair {access} already has {keypair.max_sessions} active sessions (its "
-                "limit): destroy one before creating another",
-            )
-        cap = keypair.max_memory_bytes
-        if cap is not None and sum(held) + memory > cap:
-            raise ServiceError(
-                429,
-                "memory-limit",
-                f"keypair {access} may hold {format_size(cap)} of memory in all its sessions; "
-                f"its {_count(len(held), 'active session')} hold{'s' if len(held) == 1 else ''} "
-                f"{format_size(sum(held))} and this one "
-                f"needs {format_size(memory)}: destroy a session or ask for less memory",
-            )
+        check_limits(keypair, held + self._starting.get(access, []), memory)
 
     async def _start(
         self,
@@ -339,7 +263,9 @@ class SessionManager:
         memory: int,
         mounts: list[FolderMount],
     ) -> SessionRecord:
-        record = self._new_record(keypair, request, name, idle, lifetime, memory, "starting")
+        record = self._new_record(
+            keypair, request, name, idle, lifetime, memory, SessionStatus.STARTING
+        )
         await asyncio.to_thread(self.db.add_session, record)
         await self._event(record.id, "created", "", f"image {request.image}")
         return await self.launch(record.id, keypair, request, mounts)
@@ -352,7 +278,7 @@ class SessionManager:
         idle: float,
         lifetime: float,
         memory: int,
-        status: str,
+        status: SessionStatus,
     ) -> SessionRecord:
         session_id = str(uuid.uuid4())
         now = time.time()
@@ -387,8 +313,10 @@ class SessionManager:
         idle, lifetime = record.idle_timeout, record.max_lifetime
         memory = record.memory_bytes or 0
         now = time.time() if record.is_batch else record.created_at  # a job's life: from its start
-        if record.status == "pending":
-            await self._set_status(session_id, "starting", "scheduled", "the job starts")
+        if record.status == SessionStatus.PENDING:
+            await self._set_status(
+                session_id, SessionStatus.STARTING, "scheduled", "the job starts"
+            )
         try:
             image = await self._prepare_image(session_id, request.image)
             binds = await self.vfolders.binds(session_id, mounts)
@@ -414,14 +342,14 @@ class SessionManager:
         except ServiceError:
             raise
         except ImageNotFound as exc:
-            await self._set_status(session_id, "error", "image-not-found", str(exc))
-            raise ServiceError(404, "image-not-found", str(exc)) from exc
+            await self._set_status(session_id, SessionStatus.ERROR, "image-not-found", str(exc))
+            raise listed_problem(exc) from exc
         except Exception as exc:
             ended = await asyncio.to_thread(self.db.get_session, session_id)
             if ended is not None and ended.status in ENDED:  # destroyed while it was queued
                 raise conflict(f"session {session_id} ended before it started") from exc
             log.exception("session %s did not start", session_id)
-            await self._set_status(session_id, "error", "start-failed", str(exc))
+            await self._set_status(session_id, SessionStatus.ERROR, "start-failed", str(exc))
             raise ServiceError(
                 503, "kernel-start-failed", f"the session's kernel did not start: {exc}"
             ) from exc
@@ -434,7 +362,7 @@ class SessionManager:
         )
         source = " (pre-started, from the warm pool)" if pooled else ""
         await self._set_status(
-            session_id, "running", "started", f"kernel of {request.image} ready{source}"
+            session_id, SessionStatus.RUNNING, "started", f"kernel of {request.image} ready{source}"
         )
         result = await asyncio.to_thread(self.db.get_session, session_id)
         assert result is not None
@@ -452,7 +380,10 @@ class SessionManager:
             if not building:
                 building = True
                 await self._set_status(
-                    session_id, "building", "image-build", f"building image {image} first"
+                    session_id,
+                    SessionStatus.BUILDING,
+                    "image-build",
+                    f"building image {image} first",
                 )
             await self._event(session_id, "image_build", image, step)
 
@@ -462,7 +393,7 @@ class SessionManager:
             raise
         except CogboxError as exc:
             log.warning("building image %s for session %s failed: %s", image, session_id, exc)
-            await self._set_status(session_id, "error", "image-build-failed", str(exc))
+            await self._set_status(session_id, SessionStatus.ERROR, "image-build-failed", str(exc))
             raise ServiceError(
                 503, "image-build-failed", f"building image {image!r} failed: {exc}"
             ) from exc
@@ -474,12 +405,16 @@ class SessionManager:
                 f"session {session_id} was destroyed while its image {image!r} was built "
                 "(the image is kept)"
             )
-        await self._set_status(session_id, "starting", "image-built", f"image {image} built")
+        await self._set_status(
+            session_id, SessionStatus.STARTING, "image-built", f"image {image} built"
+        )
         return ref
 
     def build_step(self, record: SessionRecord) -> str:
         """The latest step of the image build a `building` session waits on, else ""."""
-        return self._build_steps.get(record.id, "") if record.status == "building" else ""
+        return (
+            self._build_steps.get(record.id, "") if record.status == SessionStatus.BUILDING else ""
+        )
 
     async def find(self, keypair: KeypairRecord, ref: str) -> SessionRecord:
         """The keypair's session with id or name `ref` (an active one first); 404 otherwise,
@@ -502,7 +437,7 @@ class SessionManager:
         raise not_found(f"no session {ref!r} for this keypair")
 
     async def list_sessions(
-        self, keypair: KeypairRecord, statuses: list[str] | None = None
+        self, keypair: KeypairRecord, statuses: Sequence[str] | None = None
     ) -> list[SessionRecord]:
         return await asyncio.to_thread(self.db.list_sessions, keypair.access_key, statuses)
 
@@ -621,7 +556,8 @@ class SessionManager:
         state = self.agent.state(session_id)
         kind = "limit_hit" if state.limit_hit else "died"
         await self._event(session_id, kind, state.reason, state.message)
-        status = "lost" if state.lost else "dead"  # lost: its node or Slurm job is gone
+        # lost: its host (a Slurm job, its node) is gone; nothing can restart it
+        status = SessionStatus.LOST if state.lost else SessionStatus.DEAD
         await self._set_status(session_id, status, state.reason, state.message, event=None)
 
     async def send_input(self, record: SessionRecord, text: str) -> None:
@@ -645,13 +581,15 @@ class SessionManager:
                 log.warning("restarting session %s failed: %s", record.id, exc)
                 live.dead = live.restart_failed = True
                 message = f"the kernel did not restart: {exc}"
-                await self._set_status(record.id, "dead", "restart-failed", message)
+                await self._set_status(record.id, SessionStatus.DEAD, "restart-failed", message)
                 raise ServiceError(
                     409, "restart-failed", message + "; restart it again or destroy it"
                 ) from exc
             live.dead = live.restart_failed = False
             live.last_used = time.time()
-        await self._set_status(record.id, "running", "restarted", "fresh kernel; files kept")
+        await self._set_status(
+            record.id, SessionStatus.RUNNING, "restarted", "fresh kernel; files kept"
+        )
 
     async def destroy(
         self,
@@ -675,10 +613,10 @@ class SessionManager:
                 await self.agent.interrupt(record.id)
             await self.agent.stop(record.id)
         if record.status in ACTIVE or live is not None:
-            await self._set_status(record.id, "terminated", reason, message, event=kind)
+            await self._set_status(record.id, SessionStatus.TERMINATED, reason, message, event=kind)
         elif not keep_files:
             await asyncio.to_thread(remove_log, self.config.logs_dir, record.id)
-        if live is None and record.status in ("pending", "starting"):
+        if live is None and record.status in (SessionStatus.PENDING, SessionStatus.STARTING):
             await self.agent.stop(record.id)  # still queued (Slurm): its start sees it ended
         if not keep_files:
             await self.agent.remove_workdir(Path(record.workdir).parent.name)
@@ -693,43 +631,37 @@ class SessionManager:
         appears only once whole. 413 past `limit` bytes; the quota of /home/work bounds it
         too. Returns the size written."""
         self._running(record)
-        try:
+        with file_call():
             new = await self.agent.create_file(record.id, path)
-        except KernelError as exc:
-            raise _file_error(exc) from exc
-        try:
-            async for chunk in chunks:
-                if new.size + len(chunk) > limit:
-                    raise too_large(f"the file {path!r}", limit)
-                await asyncio.to_thread(new.write, chunk)
-            await asyncio.to_thread(new.commit)
-            return new.size
-        except KernelError as exc:
-            raise _file_error(exc) from exc
-        finally:
-            await asyncio.to_thread(new.close)
+            try:
+                async for chunk in chunks:
+                    if new.size + len(chunk) > limit:
+                        raise too_large(f"the file {path!r}", limit)
+                    await asyncio.to_thread(new.write, chunk)
+                await asyncio.to_thread(new.commit)
+                return new.size
+            finally:
+                await asyncio.to_thread(new.close)
 
     async def open_file(self, record: SessionRecord, path: str) -> OpenFile:
         """A file of /home/work, opened to read in chunks (`read_chunks`): from the live
         kernel, or the saved work dir of an ended one. Close it when done."""
-        try:
-            if record.id in self._live:
-                return await self.agent.open_file(record.id, path)
-            return await self.agent.open_stored_file(Path(record.workdir).parent.name, path)
-        except WorkdirGone as exc:
-            raise self._files_gone(record) from exc
-        except KernelError as exc:
-            raise _file_error(exc) from exc
+        with file_call():
+            try:
+                if record.id in self._live:
+                    return await self.agent.open_file(record.id, path)
+                return await self.agent.open_stored_file(Path(record.workdir).parent.name, path)
+            except WorkdirGone as exc:
+                raise self._files_gone(record) from exc
 
     async def list_files(self, record: SessionRecord, path: str) -> list[FileEntry]:
-        try:
-            if record.id in self._live:
-                return await self.agent.list_files(record.id, path)
-            return await self.agent.list_stored_files(Path(record.workdir).parent.name, path)
-        except WorkdirGone as exc:
-            raise self._files_gone(record) from exc
-        except KernelError as exc:
-            raise _file_error(exc) from exc
+        with file_call():
+            try:
+                if record.id in self._live:
+                    return await self.agent.list_files(record.id, path)
+                return await self.agent.list_stored_files(Path(record.workdir).parent.name, path)
+            except WorkdirGone as exc:
+                raise self._files_gone(record) from exc
 
     def _files_gone(self, record: SessionRecord) -> ServiceError:
         return not_found(f"session {record.name!r} is {record.status}; its files are gone")
@@ -738,11 +670,7 @@ class SessionManager:
         """Give an active session a new name (unique among the keypair's active ones)."""
         if record.status not in ACTIVE:
             raise conflict(f"session {record.name!r} is {record.status}: only an active one")
-        if not _NAME.fullmatch(name):
-            raise bad_request(
-                f"invalid session name {name!r}: use 4-64 letters, digits, '.', '_' or '-', "
-                "starting and ending with a letter or digit"
-            )
+        check_name(name)
         active = await asyncio.to_thread(self.db.list_sessions, record.access_key, ACTIVE)
         if any(r.name == name and r.id != record.id for r in active):
             raise conflict(f"session name {name!r} is already used by an active session")
@@ -754,7 +682,7 @@ class SessionManager:
 
     async def mark_error(self, session_id: str, reason: str, message: str) -> None:
         """A session that never became usable (e.g. its bootstrap script failed)."""
-        await self._set_status(session_id, "error", reason, message)
+        await self._set_status(session_id, SessionStatus.ERROR, reason, message)
 
     # ------------------------------------------------------------------ internals
 
@@ -765,14 +693,16 @@ class SessionManager:
             self.db.add_event, session_id, kind, reason, public_message(message)
         )
 
-    async def set_status(self, session_id: str, status: str, reason: str, message: str) -> None:
+    async def set_status(
+        self, session_id: str, status: SessionStatus, reason: str, message: str
+    ) -> None:
         """Record a new status (and an event of that kind saying `message`)."""
         await self._set_status(session_id, status, reason, message)
 
     async def _set_status(
         self,
         session_id: str,
-        status: str,
+        status: SessionStatus,
         reason: str,
         message: str,
         *,
@@ -826,28 +756,3 @@ class SessionManager:
                 )
             elif live.busy == 0 and not live.dead and not self.agent.state(live.id).alive:
                 await self._mark_dead(live.id, live)
-
-
-async def read_chunks(opened: OpenFile, size: int, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-    """Exactly `size` bytes of `opened`, a chunk at a time: zeros if the jailed code shrank
-    the file meanwhile, cut if it grew (a tar header or Content-Length promised `size`)."""
-    offset = 0
-    while offset < size:
-        want = min(chunk, size - offset)
-        data = await asyncio.to_thread(opened.read_at, offset, want) or bytes(want)
-        offset += len(data)
-        yield data
-
-
-def _file_error(exc: KernelError) -> ServiceError:
-    if isinstance(exc, WorkdirFullError):
-        return ServiceError(413, "workdir-full", str(exc))
-    if isinstance(exc, UnsafePathError):
-        return ServiceError(400, "invalid-path", str(exc))
-    if "does not exist" in str(exc):
-        return not_found(str(exc))
-    return ServiceError(400, "file-error", str(exc))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

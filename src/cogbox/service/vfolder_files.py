@@ -17,9 +17,22 @@ from pathlib import Path
 
 from cogbox.hostfs import remove_entry
 from cogbox.kernel.errors import KernelError
-from cogbox.kernel.files import NewFile, OpenFile, UnsafePathError, WorkdirFullError, open_file
+from cogbox.kernel.files import (
+    FileError,
+    NewFile,
+    OpenFile,
+    UnsafePathError,
+    WorkdirFullError,
+    open_file,
+)
 from cogbox.kernel.files import split_path as _split
-from cogbox.service.errors import ServiceError, bad_request, conflict, not_found
+from cogbox.service.errors import (
+    ServiceError,
+    bad_request,
+    conflict,
+    listed_problem,
+    not_found,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_LISTED = 10_000  # entries one listing returns (a folder can hold millions)
@@ -47,7 +60,7 @@ def split_path(relpath: object, what: str = "path") -> list[str]:
     try:
         return _split(relpath)
     except UnsafePathError as exc:
-        raise ServiceError(400, "invalid-path", _in_folder(str(exc))) from exc
+        raise _kernel_error(exc) from exc
 
 
 def list_dir(root: Path, relpath: object) -> list[FolderEntry]:
@@ -246,16 +259,14 @@ def _in_folder(message: str) -> str:
 
 
 def _kernel_error(exc: KernelError) -> ServiceError:
+    """kernel.files' error reworded for a folder; told apart by type, as the edge does."""
     message = _in_folder(str(exc))
-    if isinstance(exc, WorkdirFullError):
+    if isinstance(exc, WorkdirFullError):  # the folder's own quota, with its own code
         return ServiceError(
             413, "vfolder-full", message.replace("(the session's workdir quota)", "(its quota)")
         )
-    if isinstance(exc, UnsafePathError):
-        return ServiceError(400, "invalid-path", message)
-    if "does not exist" in message:
-        return not_found(message)
-    return ServiceError(400, "file-error", message)
+    kind = type(exc) if isinstance(exc, FileError) else FileError
+    return listed_problem(kind(message))
 
 
 def _os_error(exc: OSError, what: str) -> ServiceError:

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cogbox.images.paths import WORKDIR
-from cogbox.jail.oci import Bind
+from cogbox.service.agent import FolderBind
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database, KeypairRecord, VFolderRecord
 from cogbox.service.errors import ServiceError, bad_request, conflict, not_found
+from cogbox.service.status import ACTIVE, SessionStatus
 from cogbox.sizes import format_size, parse_size
 
 MIN_QUOTA_BYTES = 4 << 20  # mkfs.ext4 makes no useful filesystem much smaller
@@ -52,7 +53,8 @@ RESERVED_PATHS = (
 )  # fmt: skip
 RESERVED_NAMES = (".terminfo", ".jupyter", ".tmux.conf", ".ssh")
 _RESERVED_PATTERNS = (re.compile(r"^\.[a-z0-9]+rc$"), re.compile(r"^\.[a-z0-9]+_profile$"))
-_ACTIVE = ["building", "starting", "running", "dead"]  # sessions.ACTIVE (no import cycle)
+# The sessions that hold their folders: the active ones but a job still pending.
+_HOLDING = [status for status in ACTIVE if status != SessionStatus.PENDING]
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ class VFolders:
 
     async def holders(self, folder: VFolderRecord) -> list[str]:
         """The active sessions that mount `folder`."""
-        return await asyncio.to_thread(self.db.vfolder_holders, folder.id, _ACTIVE)
+        return await asyncio.to_thread(self.db.vfolder_holders, folder.id, _HOLDING)
 
     async def files_root(self, folder: VFolderRecord) -> Path:
         """The mounted root of `folder`'s filesystem (mounted again after a reboot)."""
@@ -252,16 +254,17 @@ class VFolders:
                     raise bad_request(f"two folders would be mounted at {destination}")
         return mounts
 
-    async def binds(self, session_id: str, mounts: list[FolderMount]) -> list[Bind]:
-        """The jail's binds of `mounts`, recorded as held by `session_id`. A read-write
-        folder no other active session holds is given to the new jail's identity."""
+    async def binds(self, session_id: str, mounts: list[FolderMount]) -> list[FolderBind]:
+        """The jail's binds of `mounts` (by folder id, each mounted now), recorded as held by
+        `session_id`. A read-write folder no other active session holds is given to the new
+        jail's identity."""
         binds = []
         for mount in mounts:
             holders = await self.holders(mount.folder)
-            root = await self.files_root(mount.folder)
+            await self.files_root(mount.folder)  # mounted, for the agent to find
             binds.append(
-                Bind(
-                    root,
+                FolderBind(
+                    mount.folder.id,
                     mount.destination,
                     readonly=mount.readonly,
                     give_to_jail=not mount.readonly and not holders,

@@ -42,7 +42,7 @@ def cancel_all(cluster: DevCluster, *job_ids: str) -> None:
 
 
 def test_up_starts_three_idle_nodes(slurm_cluster: DevCluster) -> None:
-    out = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%N %t").stdout.split("\n")
+    out = slurm_cluster.run("sinfo", "-h", "-N", "-p", "dev", "-o", "%N %t").stdout.split("\n")
     assert sorted(line for line in out if line) == [f"node{i} idle" for i in range(1, NODES + 1)]
 
 
@@ -53,6 +53,7 @@ def test_up_again_keeps_the_running_cluster_and_prints_the_same_exports(
     again = slurm_dev("up", str(NODES)).stdout
     assert again == (
         f"export SLURM_CONF={slurm_cluster.conf}\nexport SLURM_DEV_HOST_ADDR={HOST_ADDR}\n"
+        "export COGBOX_SLURM_PARTITION=cogbox\n"
     )
     assert {p.name: p.read_text() for p in (slurm_cluster.state / "run").glob("*.pid")} == pids
 
@@ -137,7 +138,9 @@ def test_a_node_whose_slurmd_dies_is_reported_not_responding(slurm_cluster: DevC
             return state.endswith("*") or state.startswith("down")
 
         wait_until("node2 reported lost", lost, timeout=40)
-        others = slurm_cluster.run("sinfo", "-h", "-N", "-n", "node1,node3", "-o", "%t").stdout
+        others = slurm_cluster.run(
+            "sinfo", "-h", "-N", "-p", "dev", "-n", "node1,node3", "-o", "%t"
+        ).stdout
         assert others.split() == ["idle", "idle"]
     finally:
         slurm_dev("up", str(NODES))  # one slurmd short: `up` restarts the cluster whole

@@ -88,6 +88,33 @@ def parse_pools(
     "a restart of the service), or embedded in this process.",
 )
 @click.option(
+    "--backend",
+    type=click.Choice(["local", "slurm"]),
+    default="local",
+    show_default=True,
+    help="Where sessions run: this machine (see --agent), or each session as a job of the "
+    "Slurm cluster of SLURM_CONF, its agent on the node Slurm picks (docs/slurm.md: the "
+    "service's folders must be on a filesystem the nodes share).",
+)
+@click.option(
+    "--slurm-partition",
+    envvar="COGBOX_SLURM_PARTITION",
+    help="The partition sessions' jobs go to (default: the cluster's default).",
+)
+@click.option(
+    "--slurm-manager-host",
+    envvar="SLURM_DEV_HOST_ADDR",
+    help="An address of this machine the nodes route to (default: this host's name).",
+)
+@click.option(
+    "--slurm-start-wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a create waits for Slurm to place the session before it answers with "
+    "the session pending (Slurm's reason in its status_info).",
+)
+@click.option(
     "--allow-remote", is_flag=True, help="Allow a non-loopback --host (put TLS in front of it)."
 )
 def serve(
@@ -102,6 +129,10 @@ def serve(
     vfolder_quota: str,
     vfolder_keypair_quota: str,
     agent: str,
+    backend: str,
+    slurm_partition: str | None,
+    slurm_manager_host: str | None,
+    slurm_start_wait: float,
     allow_remote: bool,
 ) -> None:
     """Serve Backend.AI's client API (at /) and cogbox's native API (at /v1).
@@ -141,7 +172,10 @@ def serve(
         log_limit_bytes=log_limit_bytes,
         vfolder_quota=folder_quota,
         vfolder_keypair_quota=keypair_quota,
-        agent=agent,
+        agent="slurm" if backend == "slurm" else agent,
+        slurm_partition=slurm_partition,
+        slurm_manager_host=slurm_manager_host,
+        slurm_start_wait=slurm_start_wait,
     )
     if database_url:
         config = config.model_copy(update={"database_url": database_url})

@@ -70,6 +70,7 @@ class JobRequest:
     # Slurm's default slurm-<id>.out in whatever folder the submitter runs in
     output: str | None = None
     partition: str | None = None
+    requeue: bool = True  # False: --no-requeue (a node failure ends the job, never reruns it)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ class SlurmClient:
         argv.append(f"--output={request.output or '/dev/null'}")
         if request.partition is not None:
             argv.append(f"--partition={request.partition}")
+        if not request.requeue:
+            argv.append("--no-requeue")
         proc = self._run(argv, stdin=request.script)
         if proc.returncode != 0:
             message = _slurm_message(proc.stderr)

@@ -114,6 +114,8 @@ class KernelState:
     reason: str = ""
     message: str = ""
     limit_hit: bool = False
+    # Its host is gone (a Slurm job that ended, a node that died): no restart can revive it.
+    lost: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ def create_app(
     manager = SessionManager(database, agent, config)
     if hasattr(agent, "on_reconnect"):  # a supervised agent process: re-attach when it is back
         agent.on_reconnect = manager.reattach
+    if hasattr(agent, "on_status"):  # Slurm's agent tells a queued session's status
+        agent.on_status = manager.set_status
     replay = ReplayWindow(config.sessions_dir.parent)
     verifier = RequestVerifier(database, config.max_clock_skew, replay)
     gateway = jupyter.JupyterGateway(manager)
@@ -125,6 +127,10 @@ def node_agent(config: ServiceConfig) -> Agent:
             logs_dir=config.logs_dir,
             folders=config.vfolders_dir,
         )
+    if config.agent == "slurm":
+        from cogbox.cluster.slurm_agent import slurm_agent
+
+        return slurm_agent(config)
     from cogbox.agent.channel import AgentPlace
     from cogbox.agent.process import ensure_agent
     from cogbox.agent.remote import RemoteAgent

@@ -53,5 +53,10 @@ class ServiceConfig(BaseModel):
     vfolder_keypair_quota: int = 100 << 30
     # Where kernels run: "process", a local `cogbox agent` that `cogbox serve` starts (or
     # finds) in agent_dir and that outlives it; "embedded", in the manager's own process.
-    agent: str = Field(default="process", pattern="^(process|embedded)$")
+    agent: str = Field(default="process", pattern="^(process|embedded|slurm)$")
     agent_dir: Path = Field(default_factory=lambda: service_dir() / "agent")
+    # "slurm" (serve --backend slurm, cogbox.cluster.slurm_agent): each session a Slurm job
+    # in this partition, its agent dialled at an address on the route to manager_host.
+    slurm_partition: str | None = None
+    slurm_manager_host: str | None = None
+    slurm_start_wait: float = Field(default=30.0, ge=0)

@@ -197,10 +197,16 @@ class SessionManager:
             job = (name, idle, lifetime, memory, mounts)
             return await self._submit_job(keypair, request, *job), True
         release = self.reserve(keypair, memory)
-        try:
-            return await self._start(keypair, request, name, idle, lifetime, memory, mounts), True
-        finally:
-            release()
+        # An agent that queues (Slurm) answers after start_wait_s with the session pending.
+        wait = getattr(self.agent, "start_wait_s", None)
+        start = asyncio.ensure_future(
+            self._start(keypair, request, name, idle, lifetime, memory, mounts)
+        )
+        start.add_done_callback(lambda task: (release(), task.cancelled() or task.exception()))
+        if wait is not None and not (await asyncio.wait({start}, timeout=wait))[0]:
+            queued = await asyncio.to_thread(self.db.list_sessions, access, ACTIVE)
+            return next(r for r in queued if r.name == name), True
+        return await start, True
 
     def reserve(self, keypair: KeypairRecord, memory: int) -> Callable[[], None]:
         """Hold room for a session that is about to start under `keypair`'s limits (429 if
@@ -340,6 +346,9 @@ class SessionManager:
             await self._set_status(session_id, SessionStatus.ERROR, "image-not-found", str(exc))
             raise listed_problem(exc) from exc
         except Exception as exc:
+            ended = await asyncio.to_thread(self.db.get_session, session_id)
+            if ended is not None and ended.status in ENDED:  # destroyed while it was queued
+                raise conflict(f"session {session_id} ended before it started") from exc
             log.exception("session %s did not start", session_id)
             await self._set_status(session_id, SessionStatus.ERROR, "start-failed", str(exc))
             raise ServiceError(
@@ -554,9 +563,9 @@ class SessionManager:
         state = self.agent.state(session_id)
         kind = "limit_hit" if state.limit_hit else "died"
         await self._event(session_id, kind, state.reason, state.message)
-        await self._set_status(
-            session_id, SessionStatus.DEAD, state.reason, state.message, event=None
-        )
+        # lost: its host (a Slurm job, its node) is gone; nothing can restart it
+        status = SessionStatus.LOST if state.lost else SessionStatus.DEAD
+        await self._set_status(session_id, status, state.reason, state.message, event=None)
 
     async def send_input(self, record: SessionRecord, text: str) -> None:
         self._running(record)
@@ -614,6 +623,8 @@ class SessionManager:
             await self._set_status(record.id, SessionStatus.TERMINATED, reason, message, event=kind)
         elif not keep_files:
             await asyncio.to_thread(remove_log, self.config.logs_dir, record.id)
+        if live is None and record.status in (SessionStatus.PENDING, SessionStatus.STARTING):
+            await self.agent.stop(record.id)  # still queued (Slurm): its start sees it ended
         if not keep_files:
             await self.agent.remove_workdir(Path(record.workdir).parent.name)
         self.jobs.wake()  # a pending job may fit now

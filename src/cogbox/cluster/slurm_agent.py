@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cogbox.agent.channel import AgentPlace
+from cogbox.agent.errors import AgentAuthError, ChannelError
 from cogbox.agent.relay import RemoteRelay
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.tls import AgentAddress, published
-from cogbox.agent.errors import AgentAuthError, ChannelError
 from cogbox.cluster.session_job import JOB_PREFIX, JobPlace, Placement, judge, session_job
 from cogbox.cluster.slurm import Job, Node, SlurmClient, SlurmError, SlurmUnavailable
 from cogbox.jail.policy import Policy

@@ -266,6 +266,25 @@ def test_backendai_shows_a_session_larger_than_any_node_pending_then_destroys_it
     wait_until("the job cancelled", lambda: job_of(slurm_cluster, sid)[0] == "", 10)
 
 
+def test_backendai_sees_an_allocation_over_the_sessions_memory_killed_with_the_reason(
+    slurm_cluster: DevCluster,
+    backendai: Path,  # noqa: F811
+    keys: Client,
+) -> None:
+    code = "b = bytearray(900 << 20); b[::4096] = b'x' * (len(b) // 4096); print('allocated')"
+    ran = run_client(
+        backendai, keys, "run", "--name", "oom-slurm", "-r", "mem=512m", "python", "-c", code
+    )
+    try:
+        said = ran.stdout + ran.stderr
+        assert "allocated" not in ran.stdout and "out of memory" in said, said
+        sid = str(session(keys, "oom-slurm")["id"])
+        info = run_client(backendai, keys, "session", "info", sid)
+        assert "ERROR" in info.stdout and "dead (oom)" in info.stdout, info.stdout
+    finally:
+        run_client(backendai, keys, "session", "destroy", "oom-slurm")
+
+
 # ---- losing a node (last: it restarts the cluster) ----------------------------------------
 
 
@@ -288,4 +307,32 @@ def test_a_session_whose_nodes_slurmd_is_killed_is_reported_lost(
         assert any(node in e["message"] and "NOT_RESPONDING" in e["message"] for e in events)
     finally:
         keys.request("DELETE", f"/v1/sessions/{created['id']}")
+        slurm_dev("up", str(NODES))  # one slurmd short: `up` restarts the cluster whole
+
+
+def test_backendai_sees_the_session_of_a_node_whose_slurmd_is_killed_lost(
+    slurm_cluster: DevCluster,
+    backendai: Path,  # noqa: F811
+    keys: Client,
+) -> None:
+    made = run_client(
+        backendai, keys, "session", "create", "-t", "doomed", "-r", "mem=512m", "python"
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    sid = str(session(keys, "doomed")["id"])
+    _, _, node = job_of(slurm_cluster, sid)
+    slurmd = int((slurm_cluster.state / "run" / f"slurmd-{node}.pid").read_text())
+    os.kill(slurmd, signal.SIGKILL)
+    try:
+        wait_until(
+            "backend.ai shows the session lost",
+            lambda: (
+                "lost (node-failed)" in run_client(backendai, keys, "session", "info", sid).stdout
+            ),
+            timeout=60,
+        )
+        info = run_client(backendai, keys, "session", "info", sid).stdout
+        assert "ERROR" in info, info
+    finally:
+        run_client(backendai, keys, "session", "destroy", "doomed")
         slurm_dev("up", str(NODES))  # one slurmd short: `up` restarts the cluster whole

@@ -184,20 +184,25 @@ def test_a_session_queued_behind_full_nodes_is_pending_on_resources_then_starts(
             keys.request("DELETE", f"/v1/sessions/{made['id']}")
 
 
-def test_a_killed_manager_cancels_its_sessions_jobs_at_its_next_start_and_reports_them_lost(
+def test_a_killed_manager_re_attaches_to_its_sessions_jobs_at_its_next_start(
     slurm_cluster: DevCluster, python_image: Image, tmp_path: Path
 ) -> None:
+    """The session's agent runs on in its job while no manager does: the next manager dials
+    it again, and the session keeps its variable; destroying it then cancels the job."""
     args = ("--backend", "slurm", "--slurm-partition", "cogbox", "--slurm-manager-host", HOST_ADDR)
     env = {"SLURM_CONF": str(slurm_cluster.conf)}
     with running_service(tmp_path, *args, extra_env=env) as service:
         client = service.keypair()
         created = client.create("python", memory="512m")
+        client.execute(created["id"], "kept = 41")
         assert service.process is not None
         service.process.kill()  # no clean close: its session's job runs on
         service.process.wait()
         assert job_of(slurm_cluster, created["id"])[0] == "RUNNING"
         service.start(*args)
-        assert session(client, created["id"])["status"] == "lost"
+        assert session(client, created["id"])["status"] == "running"
+        assert stdout_of(client.execute(created["id"], "print(kept + 1)")) == "42\n"
+        client.request("DELETE", f"/v1/sessions/{created['id']}")
         wait_until("the job cancelled", lambda: job_of(slurm_cluster, created["id"])[0] == "", 20)
 
 

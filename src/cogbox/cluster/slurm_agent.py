@@ -13,8 +13,9 @@ asks Slurm every `poll_s`). Images are prepared here, in the shared image store,
 by digest; a node's agent refuses another version. Files of ended sessions and image
 policies are read here too, from the shared folders (a LocalAgent that runs no kernel).
 
-Not done: re-attaching a restarted manager to its sessions' jobs (they are cancelled at the
-next start, their sessions reported lost), and warm pools on nodes.
+A restarted manager re-attaches to its sessions' running jobs (their agents kept the kernels);
+a job still pending when it died is cancelled and its session reported lost. Not done: warm
+pools on nodes.
 """
 
 import asyncio
@@ -120,18 +121,47 @@ class SlurmAgent:
     # ------------------------------------------------------------------ the service's side
 
     async def open(self) -> None:
-        """Make the state folder; cancel the jobs a previous manager of it left (their
-        sessions are reported lost by the manager); watch the placed sessions' jobs."""
+        """Make the state folder; re-attach to the running jobs a previous manager of it left
+        (their agents kept the kernels: the manager re-attaches their sessions), cancel the
+        others (a job still pending, or whose agent does not answer: their sessions are
+        reported lost); watch the placed sessions' jobs."""
         await asyncio.to_thread(_own_private_folder, self._state_dir, create=True)
         with contextlib.suppress(SlurmUnavailable):
             for job in (await asyncio.to_thread(self._client.jobs)).values():
                 mine = job.name.startswith(JOB_PREFIX)
-                folder = self._state_dir / job.name.removeprefix(JOB_PREFIX)
-                if mine and not job.finished and folder.is_dir():
-                    log.info("cancelling Slurm job %s a previous manager left", job.job_id)
-                    with contextlib.suppress(SlurmError):
-                        await asyncio.to_thread(self._client.cancel, job.job_id)
+                sid = job.name.removeprefix(JOB_PREFIX)
+                folder = self._state_dir / sid
+                if not mine or job.finished or not folder.is_dir():
+                    continue
+                if job.state == "RUNNING" and await self._reattach(sid, job):
+                    continue
+                log.info("cancelling Slurm job %s a previous manager left", job.job_id)
+                with contextlib.suppress(SlurmError):
+                    await asyncio.to_thread(self._client.cancel, job.job_id)
         self._watcher = asyncio.create_task(self._watch_forever())
+
+    async def _reattach(self, sid: str, job: Job) -> bool:
+        """Dial the agent of a running job a previous manager placed; True if it answered
+        with the session's kernel (its address and key proven as at the start)."""
+        place = AgentPlace(self._state_dir / sid)
+        try:
+            address = await asyncio.to_thread(self._address, place)
+            if address is None:
+                return False
+            key = await asyncio.to_thread(place.key)
+            remote = RemoteAgent(address, key, shutdown_on_close=True)
+            await remote.open()
+        except (OSError, ChannelError, TimeoutError) as exc:
+            log.warning("the agent of Slurm job %s did not answer: %s", job.job_id, exc)
+            return False
+        held = await remote.inventory()
+        if sid not in held.sessions:
+            await remote.close()
+            return False
+        node = job.nodes[0] if job.nodes else None
+        self._placed[sid] = _Placed(sid, job.job_id, place, remote=remote, node=node)
+        log.info("re-attached session %s: Slurm job %s on %s", sid, job.job_id, node)
+        return True
 
     async def close(self) -> None:
         if self._watcher is not None:

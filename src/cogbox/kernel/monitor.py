@@ -1,11 +1,12 @@
 """A kernel's monitor: the process that owns its jail, so the jail outlives its owner.
 
-    python -m cogbox.kernel.monitor      (fd 0: a socket on which its config arrives)
+    python -m cogbox.kernel.monitor      (the fork server; fd 0: a socket to its starter)
 
 In the spirit of conmon or containerd's shim. Its starter (`LocalProvisioner.launch`)
-starts one ahead of need (a spare, its imports done: they cost more than a third of a
-second), sends it the pickled config with the fds it is to hold, and reads one "ready"
-line back; the monitor has forked away by then
+keeps one fork server per process (`main`: the imports done once, they cost a fifth of a
+second of CPU) that forks a fresh monitor per kernel, sends that one the pickled config
+with the fds it is to hold, and reads one "ready" line back; the monitor has forked away
+by then
 (its own session, reparented to init), so the death of its starter never reaches it. It
 owns the `Jail`: runc (the parent of the jail's tini) starts from its threads with a
 parent-death signal, and its chmod guard, watchdog and bundle lock ("driver alive") live
@@ -367,9 +368,37 @@ def _listen(path: Path) -> socket.socket:
 
 
 def main() -> None:
-    # Started ahead of need (imports done), it waits on fd 0, a socket, for its config:
-    # 8 bytes of length with the fds it holds, then the pickled MonitorConfig.
-    starter = socket.socket(fileno=0)
+    """The monitors' fork server: its imports done once, it forks a fresh monitor per start.
+
+    fd 0 is a socket to its starter (`LocalProvisioner`); each request is one byte with one
+    fd, the socket on which that monitor's config arrives. EOF (the starter ended) ends it.
+    A fork costs a few milliseconds; importing what a monitor needs (the jail, its policy
+    model) costs a fifth of a second of CPU, which a burst of starts would pay per kernel.
+    """
+    factory = socket.socket(fileno=0)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its children are reaped by the kernel
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(factory, 1, 1)
+        except InterruptedError:  # pragma: no cover - retried by Python itself
+            continue
+        if not message:
+            os._exit(0)
+        for fd in fds[1:]:
+            os.close(fd)
+        if not fds:
+            continue
+        if os.fork() == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it waits for runc and mkfs
+            factory.close()
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            _become_monitor(socket.socket(fileno=fds[0]))
+        os.close(fds[0])
+
+
+def _become_monitor(starter: socket.socket) -> None:
+    # It waits on `starter` for its config: 8 bytes of length with the fds it holds, then
+    # the pickled MonitorConfig.
     header, fds, _, _ = socket.recv_fds(starter, _LENGTH.size, _MAX_FDS)
     if not header:
         os._exit(0)  # its starter ended before it needed a monitor
@@ -378,7 +407,8 @@ def main() -> None:
     config.hold_fds = fds[: len(config.hold_fds)]
     if not config.keep:
         config.owner_fd = fds[len(config.hold_fds)]
-    # Away from the starter: a grandchild in its own session, reparented to init.
+    # Away from the starter and the fork server: a grandchild in its own session,
+    # reparented to init.
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
@@ -388,17 +418,18 @@ def main() -> None:
     os.dup2(log, 2)
     os.close(devnull)
     os.close(log)
-    monitor = Monitor(config)
+    monitor = None
     try:
+        monitor = Monitor(config)
         started = monitor.start()
     except BaseException as exc:
-        with contextlib.suppress(Exception):
-            monitor._cleanup()
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor._cleanup()
         starter.sendall((json.dumps({"ok": False, "error": str(exc)}) + "\n").encode())
         os._exit(1)
     starter.sendall((json.dumps(started) + "\n").encode())
     starter.close()
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     try:
         monitor.serve()
     finally:

@@ -177,7 +177,7 @@ class LocalProvisioner(KernelProvisioner):
             owner_pid=os.getpid(),
         )
         try:
-            line = _SPARES.run(config)
+            line = _MONITORS.run(config)
         finally:
             if owner_read is not None:
                 os.close(owner_read)
@@ -335,48 +335,46 @@ class LocalProvisioner(KernelProvisioner):
             self._owner_pipe = None
 
 
-class _Spares:
-    """One monitor process started ahead, its imports done, waiting for a config.
+class _Monitors:
+    """The monitors' fork server (cogbox.kernel.monitor's `main`), one per process, started
+    at the first launch: each launch asks it to fork one fresh monitor.
 
-    A spare is a plain child until it is used: if this process ends first, it reads EOF
-    and exits.
+    It is a plain child of this process: once this process ends, it reads EOF and exits
+    (the monitors it forked live on). One that died is started again at the next launch.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._spare: tuple[subprocess.Popen[bytes], socket.socket] | None = None
+        self._server: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 
     def run(self, config: MonitorConfig) -> bytes:
         """Start a monitor with `config`; its ready line (empty if it died first)."""
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is None or spare[0].poll() is not None:
-            spare = _spawn_monitor()
-        process, starter = spare
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with theirs:
+            self._fork(theirs.fileno())
         try:
-            with starter:
-                send_config(starter, config)
-                line = starter.makefile("rb").readline()
+            with ours:
+                send_config(ours, config)
+                return ours.makefile("rb").readline()
         except OSError:
-            line = b""
-        process.wait()  # its first half: it forked the monitor away and exited
-        # The next one's imports start once this jail runs, not while runc sets it up.
-        threading.Thread(target=self._refill, name="cogbox-monitor-spare", daemon=True).start()
-        return line
+            return b""
 
-    def _refill(self) -> None:
-        with contextlib.suppress(OSError):
-            spare: tuple[subprocess.Popen[bytes], socket.socket] | None = _spawn_monitor()
-            with self._lock:
-                if self._spare is None:
-                    self._spare, spare = spare, None
-            if spare is not None:  # another refill was faster
-                spare[1].close()
-                spare[0].wait()
+    def _fork(self, fd: int) -> None:
+        with self._lock:
+            for _ in range(2):  # a server that died since the last launch: start another
+                if self._server is None or self._server[0].poll() is not None:
+                    self._server = _spawn_fork_server()
+                try:
+                    socket.send_fds(self._server[1], [b"f"], [fd])
+                    return
+                except OSError:
+                    self._server[1].close()
+                    self._server = None
+            raise KernelError("the kernels' monitor fork server does not start")
 
 
-def _spawn_monitor() -> tuple[subprocess.Popen[bytes], socket.socket]:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+def _spawn_fork_server() -> tuple[subprocess.Popen[bytes], socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     with theirs:
         process = subprocess.Popen(
             [sys.executable, "-m", "cogbox.kernel.monitor"],
@@ -388,7 +386,7 @@ def _spawn_monitor() -> tuple[subprocess.Popen[bytes], socket.socket]:
     return process, ours
 
 
-_SPARES = _Spares()
+_MONITORS = _Monitors()
 
 
 def _exit_from(record: dict[str, Any]) -> JailExit:

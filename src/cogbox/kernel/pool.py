@@ -124,6 +124,14 @@ class KernelPool:
                     self._changed.notify_all()
             return None
 
+    def take_ready(self) -> Session | None:
+        """Like `try_acquire`, but a miss is not counted: for a start that missed once, waited
+        its turn to start cold, and finds that the pool (grown by its miss) has one now."""
+        try:
+            return self.acquire(timeout=0)
+        except KernelError:
+            return None
+
     def acquire(self, timeout: float | None = 60.0) -> Session:
         """A started, idle session, now the caller's alone; the pool starts its replacement.
 

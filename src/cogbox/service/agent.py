@@ -512,7 +512,8 @@ class LocalAgent:
             for image, size in sorted(self._pool_sizes.items())
         ]
 
-    def _acquire(self, spec: KernelSpec) -> Session | None:
+    def _acquire(self, spec: KernelSpec, *, missed: bool = False) -> Session | None:
+        """A pooled kernel for `spec` if one is ready (`missed`: asked again, after a miss)."""
         ref = parse_ref(spec.image)
         pool = self._pool(ref.name)
         if pool is None or spec.env or spec.folders or spec.cpus is not None:
@@ -523,16 +524,21 @@ class LocalAgent:
             return None
         if spec.memory_bytes not in (None, pool.policy.limits.memory_bytes):
             return None
-        return pool.try_acquire()
-
-    def _start_session(self, spec: KernelSpec) -> Session:
-        session = self._acquire(spec)
+        session = pool.take_ready() if missed else pool.try_acquire()
         if session is not None:  # its pool folder is a session's now: kept past a restart
             (session.workdir.parent / _HANDED).write_text(spec.session_id)
             if session.state_dir is not None and self._states_dir is not None:
                 session.move_state(self._states_dir / spec.session_id)
-        else:
-            session = self._cold_starts.run(lambda: self._start_cold(spec))
+        return session
+
+    def _start_session(self, spec: KernelSpec) -> Session:
+        session = self._acquire(spec)
+        if session is None:
+            # By its turn the pool (grown by the miss) may have one ready: take it rather
+            # than start one more kernel on cores the pool's start already used.
+            session = self._cold_starts.run(
+                lambda: self._acquire(spec, missed=True) or self._start_cold(spec)
+            )
         if spec.output_limit is not None:
             session.output_limit = spec.output_limit
         if spec.log_limit is not None and self._logs_dir is not None:

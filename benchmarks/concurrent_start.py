@@ -106,7 +106,8 @@ class Api:
             return response.status, await response.json(content_type=None)
 
 
-async def _burst(api: Api, clients: int) -> Burst:
+async def _burst(api: Api, clients: int) -> tuple[Burst, list[str]]:
+    """The burst, and its sessions (still running: their ends are not its cost)."""
     before = jails_cpu()
     to_first: list[float] = []
     refs: list[str] = []
@@ -131,15 +132,16 @@ async def _burst(api: Api, clients: int) -> Burst:
     after = jails_cpu()
     jail_cpu = sum(cpu - before.get(jail, 0.0) for jail, cpu in after.items())
     _, pools = await api.call("GET", "/v1/pools")
-    await asyncio.gather(*(api.call("DELETE", f"/v1/sessions/{ref}") for ref in refs))
-    return Burst(to_first, wall, 0.0, jail_cpu, pools["pools"], bad)
+    return Burst(to_first, wall, 0.0, jail_cpu, pools["pools"], bad), refs
 
 
 async def _wait_pools(api: Api, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, pools = await api.call("GET", "/v1/pools")
-        if all(p["ready"] >= p["size"] for p in pools["pools"] if p["image"] == "python"):
+        # Every built image's pool full (cntk's start would compete with the burst).
+        built = [p for p in pools["pools"] if (data_dir() / "images" / p["image"]).is_dir()]
+        if all(p["ready"] >= p["size"] for p in built):
             return
         await asyncio.sleep(0.5)
 
@@ -166,9 +168,10 @@ async def _service_round(
                     await _wait_pools(api)
                     await asyncio.sleep(2)  # the pools' own starts settle
                     host_before = group_cpu(group)
-                    burst = await _burst(api, clients)
+                    burst, refs = await _burst(api, clients)
                     burst.host_cpu = group_cpu(group) - host_before
                     results.append(burst)
+                    await asyncio.gather(*(api.call("DELETE", f"/v1/sessions/{r}") for r in refs))
         finally:
             service.stop()
             with contextlib.suppress(OSError):
@@ -196,7 +199,8 @@ def table(results: dict[str, list[list[Burst]]], args: argparse.Namespace) -> li
         f"{args.clients} `python` sessions created at once through `POST /v1/sessions`, each "
         "then runs one `print` (`POST .../execute`); a fresh `cogbox serve` (default warm "
         "pools) per round and build, builds interleaved. CPU: the service's host process tree "
-        "(cpuacct) and the jails' own, per session. Ranges over rounds.",
+        "(cpuacct) and the jails' own, per session, until the last first execution (the "
+        "sessions' ends are not counted). Ranges over rounds.",
         "",
         f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
         f"{os.cpu_count()} cores; load at the end {os.getloadavg()[0]:.1f}.",

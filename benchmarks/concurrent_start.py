@@ -15,6 +15,7 @@ kernels), per session, over the burst.
 
     sudo COGBOX_DATA_DIR=/var/lib/cogbox .venv/bin/python benchmarks/concurrent_start.py \
         [--clients 20] [--rounds 2] [--bursts 2] [--before /path/to/old/src]
+        [--before-env COGBOX_COLD_STARTS=10]   # the same build with another setting
 """
 
 import argparse
@@ -147,13 +148,13 @@ async def _wait_pools(api: Api, timeout: float = 120.0) -> None:
 
 
 async def _service_round(
-    name: str, src: Path, clients: int, bursts: int, serve_args: list[str]
+    name: str, build: tuple[Path, dict[str, str]], clients: int, bursts: int, serve_args: list[str]
 ) -> list[Burst]:
+    src, env = build
     with tempfile.TemporaryDirectory(prefix="cogbox-burst-") as tmp:
         directory = Path(tmp)
-        service = Service(
-            directory, f"sqlite:///{directory / 'cogbox.db'}", extra_env={"PYTHONPATH": str(src)}
-        )
+        database = f"sqlite:///{directory / 'cogbox.db'}"
+        service = Service(directory, database, extra_env={**env, "PYTHONPATH": str(src)})
         with cpu_group(f"cogbox-bench-{os.getpid()}-{name}") as group:
             service.start(*serve_args)
         try:
@@ -195,7 +196,8 @@ def table(results: dict[str, list[list[Burst]]], args: argparse.Namespace) -> li
         "# Sessions created at once, to their first execution",
         "",
         f"`benchmarks/concurrent_start.py --clients {args.clients} --rounds {args.rounds} "
-        f"--bursts {args.bursts}`{' --before ' + str(args.before) if args.before else ''}: "
+        f"--bursts {args.bursts}{' --before ' + str(args.before) if args.before else ''}"
+        f"{''.join(' --before-env ' + e for e in args.before_env)}`: "
         f"{args.clients} `python` sessions created at once through `POST /v1/sessions`, each "
         "then runs one `print` (`POST .../execute`); a fresh `cogbox serve` (default warm "
         "pools) per round and build, builds interleaved. CPU: the service's host process tree "
@@ -243,17 +245,18 @@ def table(results: dict[str, list[list[Burst]]], args: argparse.Namespace) -> li
 
 
 async def _main(args: argparse.Namespace) -> dict[str, list[list[Burst]]]:
-    builds = {"this": ROOT / "src"}
-    if args.before:
-        builds = {"before": args.before, **builds}
+    builds: dict[str, tuple[Path, dict[str, str]]] = {"this": (ROOT / "src", {})}
+    if args.before or args.before_env:
+        settings = dict(item.split("=", 1) for item in args.before_env)
+        builds = {"before": (args.before or ROOT / "src", settings), **builds}
     results: dict[str, list[list[Burst]]] = {name: [] for name in builds}
     for number in range(args.rounds):
         order = list(builds.items())
         if number % 2:
             order.reverse()
-        for name, src in order:
+        for name, build in order:
             print(f"round {number + 1}: {name}", file=sys.stderr, flush=True)
-            bursts = await _service_round(name, src, args.clients, args.bursts, args.serve_arg)
+            bursts = await _service_round(name, build, args.clients, args.bursts, args.serve_arg)
             for burst in bursts:
                 print(
                     f"  p50 {statistics.median(burst.to_first):.2f} s max {max(burst.to_first):.2f}"
@@ -272,6 +275,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bursts", type=int, default=2)
     parser.add_argument("--before", type=Path, help="another cogbox src/ to compare against")
+    parser.add_argument(
+        "--before-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the 'before' service (e.g. COGBOX_COLD_STARTS=4); repeatable",
+    )
     parser.add_argument(
         "--serve-arg", action="append", default=[], help="passed to cogbox serve (repeatable)"
     )

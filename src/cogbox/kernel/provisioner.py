@@ -341,6 +341,7 @@ class _Monitors:
 
     It is a plain child of this process: once this process ends, it reads EOF and exits
     (the monitors it forked live on). One that died is started again at the next launch.
+    Its monitors see this process's environment as it was when the server started.
     """
 
     def __init__(self) -> None:

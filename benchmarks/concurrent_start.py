@@ -185,6 +185,10 @@ def _p(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def _each(values: list[float]) -> str:
+    return " ".join(f"{value:.1f}" for value in sorted(values))
+
+
 def _span(values: list[float], digits: int = 1) -> str:
     low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
     return low if low == high else f"{low}-{high}"
@@ -261,7 +265,7 @@ async def _main(args: argparse.Namespace) -> dict[str, list[list[Burst]]]:
                 print(
                     f"  p50 {statistics.median(burst.to_first):.2f} s max {max(burst.to_first):.2f}"
                     f" s host {burst.host_cpu:.1f} s jails {burst.jail_cpu:.1f} s "
-                    f"pools {burst.pools}",
+                    f"pools {burst.pools}\n  each: {_each(burst.to_first)}",
                     file=sys.stderr,
                     flush=True,
                 )

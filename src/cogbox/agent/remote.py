@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -404,7 +405,14 @@ class RemoteAgent:
         timeout: float | None,
         run_id: str | None = None,
     ) -> AsyncIterator[Event]:
-        args: dict[str, Any] = {"session_id": session_id, "timeout": timeout, "run_id": run_id}
+        # Every run is named, so its stream can follow it onto a restarted agent; one the
+        # caller did not name is `anonymous`: nobody asks for it once it ended.
+        args: dict[str, Any] = {
+            "session_id": session_id,
+            "timeout": timeout,
+            "run_id": run_id or secrets.token_hex(8),
+            "anonymous": run_id is None,
+        }
         if isinstance(code, BatchCommand):
             args["batch"] = {"build": code.build, "exec": code.exec}
         else:

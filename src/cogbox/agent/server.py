@@ -241,7 +241,7 @@ class _Connection:
                 if isinstance(event, KernelDied):
                     await self._push()  # the manager sees the kernel's state with its death
                 await self._send({"i": call, "s": seq, "v": wire.event_out(event)})
-            if args.get("run_id") is None and op == "run":
+            if op == "run" and (args.get("run_id") is None or args.get("anonymous")):
                 run.acked = run.count  # nobody will ask for it again
         except Exception as exc:  # the run's error (e.g. no kernel), or a malformed call
             await self._fail(call, exc)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cogbox.agent.local import LocalAgent
 from cogbox.kernel.files import NewFile
-from cogbox.service.agent import LocalAgent
 
 
 @pytest.fixture

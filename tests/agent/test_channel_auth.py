@@ -18,9 +18,9 @@ from aiohttp import web
 from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, AgentPlace, nonce, prove
 from cogbox.agent.errors import AgentAuthError
+from cogbox.agent.local import LocalAgent
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.server import AgentServer
-from cogbox.service.agent import LocalAgent
 
 KEY = bytes(range(32))
 WRONG = bytes(range(1, 33))

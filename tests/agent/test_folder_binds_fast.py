@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cogbox.agent.local import LocalAgent
 from cogbox.kernel.errors import KernelError
-from cogbox.service.agent import FolderBind, LocalAgent
+from cogbox.service.agent import FolderBind
 
 FOLDER = "0b6f3a52-6c1e-4f3e-9d51-5c0f5a3e9a10"
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from cogbox.agent.local import LocalAgent
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.runs import Run
 from cogbox.agent.server import AgentServer
 from cogbox.kernel.events import EVENT_COST, Event, Finished, OutputTruncated, Stdout
-from cogbox.service.agent import LocalAgent
 
 KEY = b"k" * 32
 

@@ -21,6 +21,7 @@ import zmq.asyncio
 from jupyter_client.session import Session as Signer
 from jupyter_client.session import json_packer
 
+from cogbox.agent.local import LocalAgent
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.server import AgentServer
 from cogbox.kernel.errors import KernelError
@@ -33,7 +34,6 @@ from cogbox.kernel.relay import (
     pack,
     unpack,
 )
-from cogbox.service.agent import LocalAgent
 from tests.fakes.manager import run
 
 KEY = bytes(range(32))

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from cogbox.agent.local import LocalAgent
 from cogbox.images.store import Image
 from cogbox.kernel.pool import POOL_PREFIX
-from cogbox.service.agent import KernelSpec, LocalAgent
+from cogbox.service.agent import KernelSpec
 from tests.service.support import needs_runc
 
 

@@ -25,8 +25,8 @@ from aiohttp import web
 from cogbox.agent import tls
 from cogbox.agent.channel import AgentPlace
 from cogbox.agent.errors import ChannelError
+from cogbox.agent.local import LocalAgent
 from cogbox.agent.server import AgentServer
-from cogbox.service.agent import LocalAgent
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0

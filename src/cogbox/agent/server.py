@@ -25,12 +25,13 @@ from aiohttp import WSMsgType, web
 from cogbox.agent import wire
 from cogbox.agent.channel import AGENT, CLIENT, HANDSHAKE_TIMEOUT_S, check, nonce, prove
 from cogbox.agent.errors import AgentAuthError, ChannelError
+from cogbox.agent.local import LocalAgent
 from cogbox.agent.relay import MAX_RELAY_FRAME, serve_relay
 from cogbox.agent.runs import Run
 from cogbox.errors import CogboxError
 from cogbox.kernel.events import KernelDied
 from cogbox.kernel.files import NewFile, OpenFile
-from cogbox.service.agent import BatchCommand, FolderBind, KernelSpec, LocalAgent
+from cogbox.service.agent import BatchCommand, FolderBind, KernelSpec
 
 log = logging.getLogger(__name__)
 PUSH_INTERVAL_S = 0.5

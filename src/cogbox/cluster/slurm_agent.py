@@ -33,6 +33,7 @@ from pathlib import Path
 
 from cogbox.agent.channel import AgentPlace
 from cogbox.agent.errors import AgentAuthError, ChannelError
+from cogbox.agent.local import LocalAgent
 from cogbox.agent.relay import RemoteRelay
 from cogbox.agent.remote import RemoteAgent
 from cogbox.agent.tls import AgentAddress, published
@@ -48,7 +49,6 @@ from cogbox.service.agent import (
     Inventory,
     KernelSpec,
     KernelState,
-    LocalAgent,
     PoolState,
 )
 from cogbox.service.config import ServiceConfig

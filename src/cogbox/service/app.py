@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from cogbox.agent.local import LocalAgent
 from cogbox.service import backendai, jupyter, log_routes, native, vfolder_api
-from cogbox.service.agent import Agent, LocalAgent
+from cogbox.service.agent import Agent
 from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
 from cogbox.service.config import ServiceConfig

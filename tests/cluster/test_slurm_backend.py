@@ -4,6 +4,7 @@ the native API and the unmodified `backend.ai` client."""
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -269,6 +270,36 @@ def test_backendai_shows_a_session_larger_than_any_node_pending_then_destroys_it
     gone = run_client(backendai, keys, "session", "destroy", "too-big")
     assert gone.returncode == 0, gone.stdout + gone.stderr
     wait_until("the job cancelled", lambda: job_of(slurm_cluster, sid)[0] == "", 10)
+
+
+def test_backendai_session_on_slurm_writes_a_storage_folder_that_downloads_after(
+    slurm_cluster: DevCluster,
+    backendai: Path,  # noqa: F811
+    keys: Client,
+    tmp_path: Path,
+) -> None:
+    """The folder crosses to the node's agent by id; the agent binds it because it is
+    mounted on its node (the dev cluster's nodes are this machine: docs/slurm.md)."""
+
+    def client(*args: str) -> "subprocess.CompletedProcess[str]":
+        return run_client(backendai, keys, *args, cwd=tmp_path)
+
+    made = client("vfolder", "create", "slurmdata", "-q", "16m")
+    assert made.returncode == 0, made.stdout + made.stderr
+    (tmp_path / "in.txt").write_text("from the host\n")
+    assert client("vfolder", "upload", "slurmdata", "in.txt").returncode == 0
+    code = (
+        "d = '/home/work/slurmdata/'\n"
+        "open(d + 'out.txt', 'w').write(open(d + 'in.txt').read().upper())\nprint('wrote')"
+    )
+    before = cogbox_jobs(slurm_cluster)
+    ran = client("run", "--rm", "-r", "mem=512m", "-v", "slurmdata", "python", "-c", code)
+    assert "wrote" in ran.stdout, ran.stdout + ran.stderr
+    assert len(cogbox_jobs(slurm_cluster) - before) == 1  # it ran in a Slurm job
+    (tmp_path / "in.txt").unlink()
+    got = client("vfolder", "download", "slurmdata", "out.txt")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert (tmp_path / "out.txt").read_text() == "FROM THE HOST\n"
 
 
 def test_backendai_sees_an_allocation_over_the_sessions_memory_killed_with_the_reason(

@@ -208,3 +208,30 @@ def test_a_jail_whose_init_was_killed_is_gone_and_cleaned_up(
 def test_attach_to_a_folder_without_a_session_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KernelError, match="holds no session"):
         Session.attach(tmp_path)
+
+
+def test_a_kernel_its_owner_was_still_starting_is_stopped_by_the_next_agent(
+    python_image: Image, tmp_path: Path
+) -> None:
+    """The owner (an agent) is killed after the kernel's jail runs but before the kernel is
+    ready and its state saved whole: nobody can attach to that kernel, so the next agent
+    stops it from the provisioner info recorded at launch (it used to run on forever under
+    its monitor; the agent kill tests left three such pool kernels each)."""
+    from cogbox.agent.local import LocalAgent
+    from cogbox.kernel.session_state import LAUNCHING_FILE
+
+    states = tmp_path / "kernels"
+    state = states / "pool-0123456789abcdef"
+    owner = start_owner(state, python_image, run="pass")
+    deadline = time.monotonic() + 90
+    while not (state / LAUNCHING_FILE).exists():
+        assert time.monotonic() < deadline and owner.poll() is None, "the jail never ran"
+        time.sleep(0.01)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    (state / STATE_FILE).unlink(missing_ok=True)  # killed in the window, whatever its timing
+    info = json.loads((state / LAUNCHING_FILE).read_text())
+    assert alive(info["monitor_pid"])
+    LocalAgent(states_dir=states)._attach_all()
+    wait_until_dead(info["monitor_pid"])
+    assert not state.exists()

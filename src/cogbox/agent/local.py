@@ -34,6 +34,7 @@ from cogbox.images.store import Image, ImageNotFound, ImageStore
 from cogbox.jail.oci import Bind
 from cogbox.jail.policy import Policy, policy_or_default
 from cogbox.jail.reaper import reap_stale_jails
+from cogbox.kernel import session_state
 from cogbox.kernel.connection import reap_stale_runtimes
 from cogbox.kernel.errors import KernelError, KernelGone
 from cogbox.kernel.events import (
@@ -43,6 +44,7 @@ from cogbox.kernel.events import (
 )
 from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_file
 from cogbox.kernel.pool import POOL_PREFIX, KernelPool
+from cogbox.kernel.provisioner import attach_provisioner
 from cogbox.kernel.relay import KernelChannels
 from cogbox.kernel.session import Session, start_session
 from cogbox.kernel.start_gate import StartGate
@@ -227,6 +229,7 @@ class LocalAgent:
                     )
                 else:
                     log.warning("could not re-attach session %s: %s", session_id, exc)
+                    _stop_unready(folder)
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
             if session_id.startswith(POOL_PREFIX):  # never handed out: not worth keeping
@@ -692,3 +695,18 @@ class LocalAgent:
             self._zmq.destroy(linger=0)
             self._zmq = None
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _stop_unready(state_dir: Path) -> None:
+    """Stop the jail of a kernel a killed agent was still starting (launched, never ready,
+    so never saved whole): nobody can attach to it, and its monitor would keep it forever."""
+    info = session_state.launching(state_dir)
+    if info is None:
+        return
+    try:
+        provisioner = attach_provisioner(info)
+    except KernelError:
+        return  # its monitor is gone already
+    with contextlib.suppress(KernelError):
+        provisioner.cleanup()
+        log.info("stopped the kernel a previous agent left starting (%s)", state_dir.name)

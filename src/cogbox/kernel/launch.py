@@ -26,7 +26,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,7 @@ class KernelProcess:
         binds: Sequence[Bind] = (),
         runtime_name: str = "runc",
         keep: bool = False,
+        launched: Callable[[KernelProvisioner], None] | None = None,
     ) -> "KernelProcess":
         """Start the kernel and wait until it answers on every channel (`timeout` seconds).
 
@@ -144,7 +145,8 @@ class KernelProcess:
         of the kernel's own log). `identity` is the session's host identity (its lease, so
         the kernel's monitor can hold it too); without one the kernel holds a transient one
         until `stop`. `runtime_name` is "runc" or "runsc"; `keep`: the kernel outlives this
-        process under its monitor (a persisted session), which spools its IOPub.
+        process under its monitor (a persisted session), which spools its IOPub. `launched`
+        is told the provisioner as soon as the jail runs, before the kernel is ready.
         """
         command = kernel_command(image)
         provisioner = provisioner_for(runtime_name)
@@ -188,6 +190,8 @@ class KernelProcess:
                 hold_fds=hold,
                 keep=keep,
             )
+            if launched is not None:
+                launched(provisioner)
             kernel = cls(provisioner, client, runtime)
             kernel._lease = lease
             kernel.spooled = keep

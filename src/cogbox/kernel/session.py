@@ -40,7 +40,12 @@ from cogbox.kernel.interrupt import INTERRUPT_GRACE_SECONDS, InterruptLatch
 from cogbox.kernel.launch import KernelProcess
 from cogbox.kernel.messages import POLL_MS, Channels, died, output_event
 from cogbox.kernel.output_cap import OutputCap
-from cogbox.kernel.provisioner import LocalProvisioner, attach_provisioner, provisioner_for
+from cogbox.kernel.provisioner import (
+    KernelProvisioner,
+    LocalProvisioner,
+    attach_provisioner,
+    provisioner_for,
+)
 from cogbox.kernel.reattach import kernel_gone, reap_leftovers, recorded_exit, replay_run
 from cogbox.kernel.run_request import RunRequest, batch_request, timeout_finished
 from cogbox.kernel.session_state import AskedInput, PendingRun
@@ -659,10 +664,15 @@ class Session:
             binds=self._binds,
             runtime_name=self.runtime,
             keep=self.state_dir is not None,
+            launched=self._launched if self.state_dir is not None else None,
         )
         self._kernel = kernel
         self._save()
         return kernel
+
+    def _launched(self, provisioner: KernelProvisioner) -> None:
+        assert self.state_dir is not None
+        session_state.save_launching(self.state_dir, provisioner.info())
 
     def _mark_spool(self, kernel: KernelProcess) -> int | None:
         if self.state_dir is None or not isinstance(kernel.provisioner, LocalProvisioner):

@@ -21,6 +21,7 @@ from cogbox.jail.oci import Bind
 from cogbox.kernel.errors import KernelError
 
 STATE_FILE = "session.json"
+LAUNCHING_FILE = "launching.json"  # a kernel started, not yet ready (save_launching)
 _FORMAT = 1
 
 
@@ -88,8 +89,30 @@ def prepare(state_dir: Path) -> None:
 
 def save(state_dir: Path, state: SessionState) -> None:
     """Write `state` atomically (a reader sees the old or the new one, whole)."""
-    data = json.dumps({"format": _FORMAT, **asdict(state)}).encode()
-    temporary = state_dir / f".{STATE_FILE}.tmp"
+    _write(state_dir, STATE_FILE, {"format": _FORMAT, **asdict(state)})
+
+
+def save_launching(state_dir: Path, provisioner: dict[str, Any]) -> None:
+    """Record a kernel's provisioner `info()` as soon as its jail runs, before the kernel is
+    ready and `save` can run: an agent killed in between leaves this, so the next one can
+    stop that jail instead of leaving it running under its monitor."""
+    _write(state_dir, LAUNCHING_FILE, provisioner)
+
+
+def launching(state_dir: Path) -> dict[str, Any] | None:
+    """The provisioner `info()` `save_launching` recorded, if any."""
+    try:
+        fd = os.open(state_dir / LAUNCHING_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            record = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _write(state_dir: Path, name: str, value: dict[str, Any]) -> None:
+    data = json.dumps(value).encode()
+    temporary = state_dir / f".{name}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temporary, flags, 0o600)
     try:
@@ -97,7 +120,7 @@ def save(state_dir: Path, state: SessionState) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temporary, state_dir / STATE_FILE)
+    os.replace(temporary, state_dir / name)
 
 
 def load(state_dir: Path) -> SessionState:

@@ -22,7 +22,7 @@ from cogbox.jail.bundle import state_dirs
 from cogbox.kernel.errors import KernelError, KernelGone
 from cogbox.kernel.events import Finished, Result
 from cogbox.kernel.session import Session
-from cogbox.kernel.session_state import STATE_FILE
+from cogbox.kernel.session_state import RUN_FILE, STATE_FILE
 from tests.kernel.support import run, stdout_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +83,9 @@ def wait_for_run(state_dir: Path, owner: subprocess.Popen[str], timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert owner.poll() is None, "the owner ended before its run started"
-        try:
+        try:  # the session's state, and the run in flight kept beside it
             state = json.loads((state_dir / STATE_FILE).read_text())
+            state["run"] = json.loads((state_dir / RUN_FILE).read_text())["run"]
         except (OSError, ValueError):
             state = {}
         if state.get("run"):

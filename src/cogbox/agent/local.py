@@ -100,6 +100,7 @@ class LocalAgent:
         folders: Path | None = None,
     ) -> None:
         self._sessions: dict[str, Session] = {}
+        self._notes: dict[str, dict[str, Any]] = {}  # _note's, by session id
         self._folders = folders  # storage folders' mounts, <id>/mnt (service.vfolders)
         # Where each kernel persists what a restarted agent needs to re-attach (its own
         # folder, <session id>/) and this agent's note of it (<session id>.json).
@@ -257,21 +258,24 @@ class LocalAgent:
 
     def _note(self, session_id: str) -> dict[str, Any]:
         """This agent's note of a persisted session: its limits, the log offset its run
-        in flight started at."""
+        in flight started at (read from its file once, then kept here)."""
         if self._states_dir is None:
             return {}
-        try:
-            value = json.loads((self._states_dir / f"{session_id}.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return value if isinstance(value, dict) else {}
+        if session_id not in self._notes:
+            try:
+                value = json.loads((self._states_dir / f"{session_id}.json").read_text())
+            except (OSError, ValueError):
+                value = {}
+            self._notes[session_id] = value if isinstance(value, dict) else {}
+        return self._notes[session_id]
 
     def _write_note(self, session_id: str, **changes: Any) -> None:
         if self._states_dir is None or not self._persists(session_id):
             return
+        note = self._notes[session_id] = {**self._note(session_id), **changes}
         path = self._states_dir / f"{session_id}.json"
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({**self._note(session_id), **changes}))
+        temporary.write_text(json.dumps(note))
         temporary.replace(path)
 
     def _persists(self, session_id: str) -> bool:
@@ -614,6 +618,7 @@ class LocalAgent:
         self._gone.pop(session_id, None)
         self.runs.drop(session_id)
         self._run_locks.pop(session_id, None)
+        self._notes.pop(session_id, None)
         if self._states_dir is not None:
             with contextlib.suppress(FileNotFoundError):
                 (self._states_dir / f"{session_id}.json").unlink()

@@ -142,6 +142,7 @@ class Session:
         self._binds = list(binds)  # extra folders (storage folders), for every kernel it starts
         self.image = image
         self.policy = policy
+        self._policy_dump: tuple[Policy, dict[str, Any]] | None = None
         self.output_limit = output_limit
         # Sees every output event before the cap drops any (the service's full session log).
         self.output_tap: Callable[[Event], None] | None = None
@@ -193,6 +194,7 @@ class Session:
         self.state_dir = state_dir
         self.image = image
         self.policy = Policy.model_validate(state.policy)
+        self._policy_dump = (self.policy, state.policy)
         self.output_limit = state.output_limit
         self.output_tap = None
         self._binds = state.bind_list()
@@ -401,7 +403,7 @@ class Session:
                 deadline,
                 owner=client.session.session,
             )
-            self._save(pending)
+            self._save_run(pending)
         start = time.monotonic()
         yielded = 0  # events so far: where a re-attaching owner puts each InputRequest back
         interrupted_at: float | None = None
@@ -444,7 +446,7 @@ class Session:
                                 pending.asked.append(
                                     AskedInput(yielded, asked.prompt, asked.password)
                                 )
-                                self._save(pending)
+                                self._save_run(pending)
                             yield asked
                             yielded += 1
                             if on_input is not None:
@@ -471,7 +473,7 @@ class Session:
             if not done and kernel.poll() is None:
                 kernel.interrupt()  # the caller stopped listening: stop the code too
             if seq is not None:
-                self._save()
+                self._save_run(None)
 
     def _restart_after_stuck_run(self, timeout: float | None) -> Iterator[Event]:
         why = (
@@ -522,12 +524,12 @@ class Session:
                 tap=self.output_tap,
                 inputs=self._inputs,
                 stuck=lambda: self._restart_after_stuck_run(run.timeout),
-                on_asked=lambda asked: self._save(run),  # `run.asked` holds it now
+                on_asked=lambda asked: self._save_run(run),  # `run.asked` holds it now
             )
         finally:
             self._executing = False
             self._pending = None
-            self._save()
+            self._save_run(None)
 
     def send_input(self, text: str) -> None:
         """Answer the pending `InputRequest` of the running code with `text`."""
@@ -670,6 +672,12 @@ class Session:
         self._save()
         return kernel
 
+    def _policy_json(self) -> dict[str, Any]:
+        """The policy as `_save` writes it, dumped once per policy (twice per run otherwise)."""
+        if self._policy_dump is None or self._policy_dump[0] is not self.policy:
+            self._policy_dump = (self.policy, self.policy.model_dump(mode="json"))
+        return self._policy_dump[1]
+
     def _launched(self, provisioner: KernelProvisioner) -> None:
         assert self.state_dir is not None
         session_state.save_launching(self.state_dir, provisioner.info())
@@ -679,15 +687,22 @@ class Session:
             return None
         return kernel.provisioner.mark()
 
-    def _save(self, run: PendingRun | None = None) -> None:
-        """Persist what `attach` needs (a persisted session; `run`: the run in flight)."""
+    def _save_run(self, run: PendingRun | None) -> None:
+        """Persist the run in flight (a persisted session), or that none is."""
         if self.state_dir is None or self._closed:
             return
+        session_state.save_run(self.state_dir, run)
+
+    def _save(self) -> None:
+        """Persist what `attach` needs (a persisted session), with no run in flight."""
+        if self.state_dir is None or self._closed:
+            return
+        session_state.save_run(self.state_dir, None)
         kernel = self._kernel
         state = session_state.SessionState(
             session_id=self.id,
             image=f"{self.image.name}@{self.image.digest}",
-            policy=self.policy.model_dump(mode="json"),
+            policy=self._policy_json(),
             workdir=str(self.workdir),
             owns_workdir=self._owns_workdir,
             env=self._env,
@@ -700,7 +715,7 @@ class Session:
             owner=self._runtime.owner,
             group=self._runtime.group,
             provisioner=kernel.provisioner.info() if kernel is not None else {},
-            run=run,
+            run=None,
         )
         session_state.save(self.state_dir, state)
 

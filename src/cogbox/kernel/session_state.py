@@ -1,6 +1,9 @@
 """What a persisted session writes to its state folder, so another process can re-attach.
 
     <state_dir>/session.json   (root, 0600, in a 0700 folder; replaced atomically)
+    <state_dir>/run.json       the run in flight, apart: written twice per run, while
+                               session.json (its policy alone is kilobytes) changes only
+                               when a kernel starts
 
 It holds the Jupyter key of the kernel's messages, so it never leaves host-only folders:
 the image by name@digest, the policy (as JSON), the work dir and binds, the session's host
@@ -21,6 +24,7 @@ from cogbox.jail.oci import Bind
 from cogbox.kernel.errors import KernelError
 
 STATE_FILE = "session.json"
+RUN_FILE = "run.json"
 LAUNCHING_FILE = "launching.json"  # a kernel started, not yet ready (save_launching)
 _FORMAT = 1
 
@@ -92,6 +96,15 @@ def save(state_dir: Path, state: SessionState) -> None:
     _write(state_dir, STATE_FILE, {"format": _FORMAT, **asdict(state)})
 
 
+def save_run(state_dir: Path, run: PendingRun | None) -> None:
+    """Record the run in flight (None: no run is), beside the session's own state."""
+    if run is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(state_dir / RUN_FILE)
+        return
+    _write(state_dir, RUN_FILE, {"format": _FORMAT, "run": asdict(run)})
+
+
 def save_launching(state_dir: Path, provisioner: dict[str, Any]) -> None:
     """Record a kernel's provisioner `info()` as soon as its jail runs, before the kernel is
     ready and `save` can run: an agent killed in between leaves this, so the next one can
@@ -116,8 +129,10 @@ def _write(state_dir: Path, name: str, value: dict[str, Any]) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temporary, flags, 0o600)
     try:
+        # No fsync: the state must outlive the agent's process (its page cache outlives it
+        # too), not the machine, after whose reboot no kernel is left to attach to. It is
+        # written twice per run: an fsync each was a fifth of the agent's time per run.
         os.write(fd, data)
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, state_dir / name)
@@ -134,6 +149,16 @@ def load(state_dir: Path) -> SessionState:
     if not isinstance(record, dict) or record.pop("format", None) != _FORMAT:
         raise KernelError(f"{state_dir} holds no session of a format this cogbox reads")
     run = record.pop("run", None)
+    try:
+        fd = os.open(state_dir / RUN_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                run = json.loads(handle.read()).get("run")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise KernelError(f"{state_dir} holds an unreadable run in flight: {exc}") from exc
     try:
         state = SessionState(**record)
     except TypeError as exc:

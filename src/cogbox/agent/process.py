@@ -30,6 +30,7 @@ from cogbox.agent.server import AgentServer
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
+_MAX_SPAWNS = 3  # an agent that dies at its start each time: its log says why
 
 
 def lock_file(place: AgentPlace) -> Path:
@@ -82,37 +83,42 @@ def ensure_agent(
     False if a live one was found (whose kernels the manager re-attaches)."""
     place.make()
     place.key()
-    started = False
-    if not agent_alive(place):
-        command = [
-            sys.executable,
-            "-m",
-            "cogbox.cli",
-            "agent",
-            "--dir",
-            str(place.folder),
-            "--sessions-dir",
-            str(sessions_dir),
-            "--logs-dir",
-            str(logs_dir),
-            "--vfolders-dir",
-            str(vfolders_dir),
-            *[arg for image, size in pools.items() for arg in ("--pool", f"{image}={size}")],
-        ]
-        with open(place.log_file, "ab") as out:
-            subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,  # not in the manager's process group: outlives it
-                close_fds=True,
-            )
-        started = True
+    command = [
+        sys.executable,
+        "-m",
+        "cogbox.cli",
+        "agent",
+        "--dir",
+        str(place.folder),
+        "--sessions-dir",
+        str(sessions_dir),
+        "--logs-dir",
+        str(logs_dir),
+        "--vfolders-dir",
+        str(vfolders_dir),
+        *[arg for image, size in pools.items() for arg in ("--pool", f"{image}={size}")],
+    ]
+    spawned: subprocess.Popen[bytes] | None = None
+    spawns = 0
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if agent_alive(place) and accepting(place.socket):
-            return started
+        if agent_alive(place):
+            if accepting(place.socket):
+                return spawned is not None
+        elif spawns < _MAX_SPAWNS and (spawned is None or spawned.poll() is not None):
+            # Nobody holds the lock, and no agent of ours is on its way: start one. Asked
+            # again in the loop, not once: an agent killed a moment ago can still hold its
+            # lock when the manager sees its channel break, and lets go of it just after.
+            with open(place.log_file, "ab") as out:
+                spawned = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,  # not in the manager's process group: outlives it
+                    close_fds=True,
+                )
+            spawns += 1
         time.sleep(0.05)
     raise ChannelError(f"the agent did not start; see {place.log_file}")
 

@@ -115,12 +115,17 @@ def save_launching(state_dir: Path, provisioner: dict[str, Any]) -> None:
 def launching(state_dir: Path) -> dict[str, Any] | None:
     """The provisioner `info()` `save_launching` recorded, if any."""
     try:
-        fd = os.open(state_dir / LAUNCHING_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            record = json.loads(handle.read())
+        record = _read(state_dir, LAUNCHING_FILE)
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _read(state_dir: Path, name: str) -> Any:
+    """The JSON in `state_dir/name`, never read through a link."""
+    fd = os.open(state_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        return json.loads(handle.read())
 
 
 def _write(state_dir: Path, name: str, value: dict[str, Any]) -> None:
@@ -141,24 +146,18 @@ def _write(state_dir: Path, name: str, value: dict[str, Any]) -> None:
 def load(state_dir: Path) -> SessionState:
     """The state persisted in `state_dir`; KernelError if it holds no session."""
     try:
-        fd = os.open(state_dir / STATE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            record = json.loads(handle.read())
+        record = _read(state_dir, STATE_FILE)
     except (OSError, ValueError) as exc:
         raise KernelError(f"{state_dir} holds no session to attach to ({exc})") from exc
     if not isinstance(record, dict) or record.pop("format", None) != _FORMAT:
         raise KernelError(f"{state_dir} holds no session of a format this cogbox reads")
     run = record.pop("run", None)
     try:
-        fd = os.open(state_dir / RUN_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        run = _read(state_dir, RUN_FILE).get("run")
     except FileNotFoundError:
         pass
-    else:
-        try:
-            with os.fdopen(fd, "rb") as handle:
-                run = json.loads(handle.read()).get("run")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise KernelError(f"{state_dir} holds an unreadable run in flight: {exc}") from exc
+    except (OSError, ValueError, AttributeError) as exc:
+        raise KernelError(f"{state_dir} holds an unreadable run in flight: {exc}") from exc
     try:
         state = SessionState(**record)
     except TypeError as exc:

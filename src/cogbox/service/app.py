@@ -15,7 +15,7 @@ from cogbox.service.auth import RequestVerifier
 from cogbox.service.bodies import JSON_LIMIT_BYTES
 from cogbox.service.config import ServiceConfig
 from cogbox.service.db import Database
-from cogbox.service.errors import ServiceError, internal_error, problem
+from cogbox.service.errors import ServiceError, problem_or_internal
 from cogbox.service.openapi import openapi_document
 from cogbox.service.replay import ReplayWindow
 from cogbox.service.sessions import SessionManager
@@ -58,10 +58,7 @@ def create_app(
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a ServiceError, a typed error of another part, or a bug
-            known = problem(exc)
-            if known is None:
-                log.exception("unexpected error in %s %s", request.method, redact(request.path))
-                known = internal_error()
+            known = problem_or_internal(exc, f"{request.method} {redact(request.path)}")
             return web.json_response(known.body(), status=known.status)
 
     @web.middleware

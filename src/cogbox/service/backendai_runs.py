@@ -3,7 +3,6 @@
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,10 +11,8 @@ from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
 from cogbox.service.agent import BatchCommand
 from cogbox.service.console import result_body
 from cogbox.service.db import SessionRecord
-from cogbox.service.errors import ServiceError, bad_request, internal_error, problem
+from cogbox.service.errors import ServiceError, bad_request, problem_or_internal
 from cogbox.service.sessions import SessionManager
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,14 +64,8 @@ class QueryRuns:
             async for event in events:
                 run.events.append(event)
                 run.changed.set()
-        except ServiceError as exc:
-            run.error = exc
         except Exception as exc:  # e.g. the agent went away: its problem, never "finished"
-            known = problem(exc)
-            if known is None:
-                log.exception("a query-mode run failed")
-                known = internal_error()
-            run.error = known
+            run.error = problem_or_internal(exc, "a query-mode run")
         finally:
             run.changed.set()
 

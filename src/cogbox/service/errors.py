@@ -8,6 +8,7 @@ session events; paths inside the jail (/home/work/...) are kept.
 """
 
 import functools
+import logging
 import re
 from typing import Any
 
@@ -139,6 +140,11 @@ def _size(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def internal_error() -> ServiceError:
-    """What a client is told of a bug (its traceback goes to the service log, not to it)."""
-    return ServiceError(500, "internal-error", "internal error; see the service log")
+def problem_or_internal(exc: BaseException, where: str) -> ServiceError:
+    """`exc` as the problem a client sees; a bug (an error the table does not know) is
+    logged with its traceback, `where` naming it, and the client told only "internal"."""
+    known = problem(exc)
+    if known is None:
+        logging.getLogger(__name__).error("unexpected error in %s", where, exc_info=exc)
+        known = ServiceError(500, "internal-error", "internal error; see the service log")
+    return known

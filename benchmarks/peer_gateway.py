@@ -110,6 +110,20 @@ def peer_venv(data_dir: Path) -> Path:
     return python
 
 
+def _say_cpu(side: str, spent: dict[int, float], executions: int) -> None:
+    """Each server process's share of the execution phase's CPU, on stderr."""
+    shares = []
+    for pid, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            name = " ".join(part.decode(errors="replace") for part in argv[1:4])[-40:]
+        except OSError:
+            name = "?"
+        shares.append(f"{pid} {name}: {seconds * 1000 / executions:.2f}")
+    print(f"{side} server CPU ms per execution, by process: " + "; ".join(shares[:6]),
+          file=sys.stderr, flush=True)
+
+
 def cpu_seconds(pid: int) -> float:
     """The process's own user + system CPU time (children excluded)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -415,23 +429,28 @@ class Round:
     bad: int
 
 
-def _profile(side: Side, profile: tuple[Path, Path] | None) -> subprocess.Popen[bytes] | None:
+def _profile(side: Side, profile: tuple[Path, Path] | None) -> list[subprocess.Popen[bytes]]:
     """py-spy sampling the server's Python while it holds the GIL (its CPU, not its waits),
-    over the execution phase, as collapsed stacks."""
+    over the execution phase, as collapsed stacks: one file per server process (cogbox:
+    its serve and its agent; the kernels' monitors are left out)."""
     if profile is None:
-        return None
+        return []
     py_spy, folder = profile
     folder.mkdir(parents=True, exist_ok=True)
     name = side.name.replace(" ", "-").lower()
-    out = folder / f"{name}-{time.strftime('%H%M%S')}.txt"
     command = [str(py_spy), "record", "--gil", "--nonblocking", "-r", "200", "-f", "raw"]
-    process = subprocess.Popen(
-        [*command, "-o", str(out), "-p", str(side.pid)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    processes = []
+    for number, pid in enumerate(side.server_pids()[:2]):
+        out = folder / f"{name}-{number}-{time.strftime('%H%M%S')}.txt"
+        processes.append(
+            subprocess.Popen(
+                [*command, "-o", str(out), "-p", str(pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     time.sleep(0.5)  # attached before the phase starts
-    return process
+    return processes
 
 
 async def _round(
@@ -471,14 +490,16 @@ async def _round(
         whole_s = time.perf_counter() - started
 
         phase = Tally()
-        profiler = _profile(side, profile)
+        profilers = _profile(side, profile)
         pids = side.server_pids()
-        cpu_before = sum(map(cpu_seconds, pids))
+        before = {pid: cpu_seconds(pid) for pid in pids}
         started = time.perf_counter()
         await asyncio.gather(*(_runs(k, n, runs, runs, phase) for n, k in enumerate(kernels)))
         phase_s = time.perf_counter() - started
-        cpu = sum(map(cpu_seconds, pids)) - cpu_before
-        if profiler is not None:
+        spent = {pid: cpu_seconds(pid) - before[pid] for pid in pids}
+        cpu = sum(spent.values())
+        _say_cpu(side.name, spent, clients * runs)
+        for profiler in profilers:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
             profiler.wait(timeout=60)
 

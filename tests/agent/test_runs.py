@@ -24,7 +24,8 @@ KEY = b"k" * 32
 
 
 class FakeSession:
-    """Prints `ticks` lines, one each `pause` seconds, then finishes (a kernel's thread)."""
+    """Prints `ticks` lines, one each `pause` seconds, then finishes (the agent's runs
+    stream on its loop; the sockets it is handed lead nowhere and are never read)."""
 
     def __init__(self, ticks: int, pause: float) -> None:
         self.ticks, self.pause = ticks, pause
@@ -34,9 +35,12 @@ class FakeSession:
         self.output_limit = 1 << 20
         self.output_tap = None
 
-    def execute(self, code: str, *, timeout: float | None = None, **_: Any) -> Iterator[Event]:
+    async def stream(
+        self, channels: Any, request: Any, timeout: float | None
+    ) -> AsyncIterator[Event]:
         for i in range(self.ticks):
-            if self.interrupted.wait(self.pause):
+            await asyncio.sleep(self.pause)
+            if self.interrupted.is_set():
                 yield Finished("aborted")
                 return
             yield Stdout(f"tick {i}\n")
@@ -46,7 +50,8 @@ class FakeSession:
         self.interrupted.set()
 
     def connection_info(self) -> dict[str, Any]:
-        return {"transport": "ipc"}
+        ports = {f"{name}_port": n for n, name in enumerate(("shell", "iopub", "stdin", "control"))}
+        return {"transport": "ipc", "ip": "/nonexistent/cogbox-test", "key": "k", **ports}
 
     def shutdown(self) -> None:
         pass

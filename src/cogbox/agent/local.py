@@ -15,12 +15,13 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import zmq.asyncio
+import zmq
 
 from cogbox.agent.event_queue import QueuedEvents
 from cogbox.agent.image_build import ImageBuild
@@ -46,6 +47,7 @@ from cogbox.kernel.files import FileEntry, NewFile, OpenFile, list_dir, open_fil
 from cogbox.kernel.pool import POOL_PREFIX, KernelPool
 from cogbox.kernel.provisioner import attach_provisioner
 from cogbox.kernel.relay import KernelChannels
+from cogbox.kernel.run_request import RunRequest, batch_request
 from cogbox.kernel.session import Session, start_session
 from cogbox.kernel.start_gate import StartGate
 from cogbox.service.agent import (
@@ -121,7 +123,8 @@ class LocalAgent:
         self._pools: dict[str, KernelPool] = {}
         self._pools_lock = threading.Lock()  # starts run in several of the agent's threads
         self._policies: dict[tuple[str, str], Policy] = {}  # (image, digest) -> its policy
-        self._zmq: zmq.asyncio.Context | None = None  # Jupyter relays' sockets (open_relay)
+        self._zmq: zmq.Context[Any] | None = None  # Jupyter relays' and runs' sockets
+        self._run_channels: dict[str, KernelChannels] = {}  # each session's, for its runs
 
     async def _call(self, function: object, *args: object) -> object:
         loop = asyncio.get_running_loop()
@@ -289,13 +292,17 @@ class LocalAgent:
         if not run_id:
             return
         writer = self._logs.get(session_id)
-        offset = self._note(session_id).get("log_offset")
+        offset = session.pending_note.get("log_offset")
         if writer is not None and isinstance(offset, int):
             writer.truncate(offset)
         run = Run(session_id, run_id)
         self.runs.add(run)
         lock = self._run_locks.setdefault(session_id, asyncio.Lock())
-        task = asyncio.create_task(self._drive(session, run, session.resume_run, lock, writer))
+
+        def events() -> AsyncGenerator[Event, None]:
+            return self._from_thread(session.resume_run(), writer)
+
+        task = asyncio.create_task(self._drive(session, run, events, lock))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -505,12 +512,25 @@ class LocalAgent:
         self.runs.add(run)
         lock = self._run_locks.setdefault(session_id, asyncio.Lock())
 
-        def events() -> Iterator[Event]:
-            if isinstance(code, BatchCommand):
-                return session.execute_batch(code.build, code.exec, timeout=timeout, **named)
-            return session.execute(code, timeout=timeout, **named)
+        named = run_id if self._persists(session_id) else None
 
-        named: dict[str, Any] = {"run_id": run_id} if self._persists(session_id) else {}
+        async def events() -> AsyncGenerator[Event, None]:
+            writer = self._logs.get(session_id)
+            # where this run's output starts in the log: a re-attaching agent rewrites the
+            # run from there (kept with the run in flight: no write of its own per run)
+            note = {"log_offset": writer.size} if writer is not None and named else None
+            if isinstance(code, BatchCommand):  # an empty exec: KernelError to the follower
+                request = replace(batch_request(code.build, code.exec, named), note=note)
+            else:
+                request = RunRequest(code, run_id=named, note=note)
+            channels = self._run_channels.get(session_id)
+            if channels is None:
+                channels = KernelChannels(self._context(), session.connection_info())
+                self._run_channels[session_id] = channels
+            async with contextlib.aclosing(session.stream(channels, request, timeout)) as stream:
+                async for event in stream:
+                    yield event
+
         task = asyncio.create_task(self._drive(session, run, events, lock))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -529,21 +549,20 @@ class LocalAgent:
         self,
         session: Session,
         run: Run,
-        events: Callable[[], Iterator[Event]],
+        events: Callable[[], AsyncGenerator[Event, None]],
         lock: asyncio.Lock,
-        log_to: LogWriter | None = None,
     ) -> None:
         try:
             async with lock:
                 if run.abandoned:
                     run.finish(KernelError("the run was cancelled before it started"))
                     return
-                writer = self._logs.get(run.session_id)
-                if log_to is None and writer is not None and self._persists(run.session_id):
-                    # where this run's output starts in the log (a re-attaching agent
-                    # rewrites the run from there)
-                    self._write_note(run.session_id, log_offset=writer.size)
-                await self._pump_run(run, events(), log_to)
+                run.set_begun()
+                async with contextlib.aclosing(events()) as stream:
+                    async for event in stream:
+                        run.append(event)
+                        if run.abandoned:
+                            break
         except Exception as exc:  # reported to its follower
             run.finish(exc)
         except BaseException:
@@ -552,14 +571,18 @@ class LocalAgent:
         else:
             run.finish()
 
-    async def _pump_run(self, run: Run, events: Iterator[Event], log_to: LogWriter | None) -> None:
-        """Move the run's events from the kernel's thread into its buffer (`log_to` hears
-        them too: a resumed run, whose kernel session has no output tap of this agent)."""
+    async def _from_thread(
+        self, events: Iterator[Event], log_to: LogWriter | None
+    ) -> AsyncGenerator[Event, None]:
+        """A blocking session's events (a resumed run, read from its monitor's spool) moved
+        from a thread onto the loop, bounded in between; `log_to` hears them too (the
+        kernel session has no output tap of this agent)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         waiting = QueuedEvents(RUN_QUEUE_SIZE)
+        stop = False
 
-        def pump(events: Iterator[Event]) -> None:
+        def pump() -> None:
             try:
                 for event in events:
                     if log_to is not None:
@@ -570,7 +593,7 @@ class LocalAgent:
                         loop.call_soon_threadsafe(queue.put_nowait, notice)
                     if waiting.admit(event):
                         loop.call_soon_threadsafe(queue.put_nowait, event)
-                    if run.abandoned:
+                    if stop:
                         break
             except BaseException as exc:  # reported to the follower, not lost in the thread
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -579,17 +602,19 @@ class LocalAgent:
                     events.close()  # type: ignore[attr-defined]
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        loop.run_in_executor(self._threads, pump, events)
-        run.set_begun()
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            waiting.release(item)
-            assert isinstance(item, Finished | KernelDied) or hasattr(item, "kind")
-            run.append(item)  # type: ignore[arg-type]
+        loop.run_in_executor(self._threads, pump)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                waiting.release(item)
+                assert isinstance(item, Finished | KernelDied) or hasattr(item, "kind")
+                yield item  # type: ignore[misc]
+        finally:
+            stop = True
 
     async def send_input(self, session_id: str, text: str) -> None:
         self._session(session_id).send_input(text)
@@ -619,6 +644,9 @@ class LocalAgent:
         self.runs.drop(session_id)
         self._run_locks.pop(session_id, None)
         self._notes.pop(session_id, None)
+        channels = self._run_channels.pop(session_id, None)
+        if channels is not None:
+            await channels.close()
         if self._states_dir is not None:
             with contextlib.suppress(FileNotFoundError):
                 (self._states_dir / f"{session_id}.json").unlink()
@@ -674,10 +702,13 @@ class LocalAgent:
         folder = self._workdir(workdir).parent
         await self._call(shutil.rmtree, folder, True)
 
-    async def open_relay(self, session_id: str) -> KernelChannels:
+    def _context(self) -> zmq.Context[Any]:
         if self._zmq is None:
-            self._zmq = zmq.asyncio.Context()
-        channels = KernelChannels(self._zmq, self._session(session_id).connection_info())
+            self._zmq = zmq.Context()
+        return self._zmq
+
+    async def open_relay(self, session_id: str) -> KernelChannels:
+        channels = KernelChannels(self._context(), self._session(session_id).connection_info())
         try:
             await channels.nudge(RELAY_NUDGE_S)
         except BaseException:

@@ -19,11 +19,12 @@ import logging
 import secrets
 import struct
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import zmq
-import zmq.asyncio
 from jupyter_client.session import Session as Signer
 
 from cogbox.kernel.connection import channel_endpoint
@@ -37,6 +38,7 @@ BATCH_BYTES = 1 << 20  # ... or this many bytes of them: a batch is held in memo
 # Kernel messages waiting in each relay socket, counted in messages (a kernel can send 1 MB
 # ones): the relay reads them at once, so a few suffice; past them the kernel's side waits.
 RECEIVE_HWM = 8
+PROTOCOL_VERSION = "5.3"
 MAX_PARTS = 64  # a message's four parts and its buffers
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,33 @@ def unpack(data: bytes) -> RelayMessage:
     return RelayMessage(channel, pieces[1:5], pieces[5:])
 
 
+def new_message(
+    channel: str, kind: str, content: dict[str, Any], session: str = ""
+) -> tuple[str, RelayMessage]:
+    """(its msg_id, the unsigned message) of a new request of type `kind` from `session`."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "msg_type": kind,
+        "username": "cogbox",
+        "session": session,
+        "date": datetime.now(UTC).isoformat(),
+        "version": PROTOCOL_VERSION,
+    }
+    parts = [json.dumps(header).encode(), b"{}", b"{}", json.dumps(content).encode()]
+    return msg_id, RelayMessage(channel, parts)
+
+
+def parent_id(message: RelayMessage) -> str:
+    """The msg_id of the request `message` answers ("" if it names none)."""
+    try:
+        parent = json.loads(message.parts[1])
+    except ValueError:
+        return ""
+    msg_id = parent.get("msg_id", "") if isinstance(parent, dict) else ""
+    return msg_id if isinstance(msg_id, str) else ""
+
+
 def signer_of(info: dict[str, Any]) -> Signer:
     return Signer(
         key=str(info.get("key", "")).encode(),
@@ -129,66 +158,128 @@ class KernelRelay(Protocol):
 
 
 class KernelChannels:
-    """One client's own sockets on a kernel, in the process that owns the kernel."""
+    """One client's own sockets on a kernel, in the process that owns the kernel.
 
-    def __init__(self, context: zmq.asyncio.Context, info: dict[str, Any]) -> None:
+    Read on the running asyncio loop without pyzmq's asyncio poller (a future, a timer and
+    four reader registrations per wait, a third of the agent's time per run): each socket's
+    notification fd is registered once, and the loop's callback only notes that a socket
+    has messages; `receive` takes them (at most a batch: what is not taken waits in the
+    socket, so a slow reader holds the kernel back instead of growing this process)."""
+
+    def __init__(self, context: zmq.Context[Any], info: dict[str, Any], identity: str = "") -> None:
         self.signer = signer_of(info)
-        identity = secrets.token_hex(8).encode()
+        # shell and stdin's, where the kernel sends a request's replies and input requests
+        self.identity = identity or secrets.token_hex(8)
         kinds = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
-        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._sockets: dict[str, zmq.Socket[bytes]] = {}
         for channel, kind in kinds.items():
-            sock = context.socket(kind)
+            sock: zmq.Socket[bytes] = zmq.Socket(context, kind)
             sock.linger = 0
             sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)  # set before connect: it then applies
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
             if channel in ("shell", "stdin"):
-                sock.setsockopt(zmq.IDENTITY, identity)
+                sock.setsockopt(zmq.IDENTITY, self.identity.encode())
             if kind == zmq.SUB:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(channel_endpoint(info, channel))
             self._sockets[channel] = sock
         self._channel_of = {sock: name for name, sock in self._sockets.items()}
-        self._poller = zmq.asyncio.Poller()
+        # Sockets seen with messages waiting: only these are read (asking a socket costs
+        # a call into libzmq, and most waits end with one message on one socket).
+        self._ready: dict[zmq.Socket[bytes], None] = {}
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
         for sock in self._sockets.values():
-            self._poller.register(sock, zmq.POLLIN)
+            self._loop.add_reader(sock.FD, self._wake, sock)
         self._nudges: set[bytes] = set()
+        self.hears: object | None = None  # the owner's note of which kernel a nudge proved
+        self._closed = False
 
-    async def nudge(self, timeout: float) -> None:
-        """Wait until iopub receives (a SUB socket misses what is published before its
-        subscription arrives), by asking kernel_info until a status message comes back;
-        the replies to these requests are not the client's and never reach it."""
-        iopub = self._sockets["iopub"]
+    def _wake(self, sock: zmq.Socket[bytes]) -> None:
+        # The fd is edge-triggered: reading EVENTS re-arms it (and stops the loop calling).
+        if _has_input(sock):
+            self._ready[sock] = None
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    async def _wait(self, timeout: float) -> None:
+        self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _settle, self._waiter)
+        try:
+            await self._waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    async def nudge(self, timeout: float) -> bool:
+        """Wait until both ways work: a SUB socket misses what is published before its
+        subscription arrives, and a DEALER's request can go to a restarted kernel's old,
+        dead pipe. So kernel_info is asked until its reply comes back on shell and its
+        status on iopub (what else arrives meanwhile predates the client and is dropped;
+        the replies to these requests never reach it). Whether that came within `timeout`."""
         deadline = time.monotonic() + timeout
+        replied = heard = False
         while time.monotonic() < deadline:
             request = self.signer.msg("kernel_info_request")
             self._nudges.add(request["header"]["msg_id"].encode())
-            await self._sockets["shell"].send_multipart(self.signer.serialize(request))
-            if await iopub.poll(500):
-                break
+            await self._send_frames("shell", self.signer.serialize(request))
+            asked = time.monotonic()
+            while time.monotonic() - asked < 0.5:
+                for message in self._take(nudges=True):
+                    if self._is_nudge(message.parts[1]):
+                        replied = replied or message.channel == "shell"
+                        heard = heard or message.channel == "iopub"
+                if replied and heard:
+                    return True
+                await self._wait(0.05)
+        return False
 
     async def send(self, message: RelayMessage) -> None:
         if message.channel not in CLIENT_CHANNELS or len(message.parts) != 4:
             raise RelayError(f"a client message on {message.channel!r}")
-        frames = [*sign(self.signer, message.parts), *message.buffers]
-        await self._sockets[message.channel].send_multipart(frames)
+        await self._send_frames(
+            message.channel, [*sign(self.signer, message.parts), *message.buffers]
+        )
+
+    async def _send_frames(self, channel: str, frames: list[bytes]) -> None:
+        sock = self._sockets[channel]
+        while True:
+            try:
+                sock.send_multipart(frames, _NOBLOCK)
+                break
+            except zmq.Again:  # the kernel's queue is full: it reads again soon
+                await asyncio.sleep(RECONNECT_MS / 1000)
+        # A send may take the fd's edge along with it: look for messages on the next wait.
+        self._wake(sock)
 
     async def receive(self, timeout: float) -> list[RelayMessage]:
+        if not self._ready and not self._closed:
+            await self._wait(timeout)
+        return self._take()
+
+    def _take(self, *, nudges: bool = False) -> list[RelayMessage]:
         messages: list[RelayMessage] = []
         taken = 0
-        for sock, _ in await self._poller.poll(timeout * 1000):
+        for sock in list(self._ready):
+            channel = self._channel_of[sock]
             for _ in range(BATCH):
-                if taken >= BATCH_BYTES or not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+                if taken >= BATCH_BYTES:
                     break
-                frames = await sock.recv_multipart()
+                try:
+                    frames = sock.recv_multipart(_NOBLOCK)
+                except zmq.Again:
+                    del self._ready[sock]
+                    self._wake(sock)  # re-armed, and back if a message came meanwhile
+                    break
                 taken += sum(map(len, frames))
                 try:
                     _, parts, buffers = check(self.signer, frames)
                 except RelayError as exc:
                     log.warning("dropped a kernel message: %s", exc)
                     continue
-                if self._nudges and self._is_nudge(parts[1]):
+                if not nudges and self._nudges and self._is_nudge(parts[1]):
                     continue
-                messages.append(RelayMessage(self._channel_of[sock], parts, buffers))
+                messages.append(RelayMessage(channel, parts, buffers))
         return messages
 
     def _is_nudge(self, parent: bytes) -> bool:
@@ -201,6 +292,25 @@ class KernelChannels:
         return isinstance(msg_id, str) and msg_id.encode() in self._nudges
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for sock in self._sockets.values():
+            self._loop.remove_reader(sock.FD)
             sock.close(linger=0)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
         await asyncio.sleep(0)
+
+
+_POLLIN, _NOBLOCK = int(zmq.POLLIN), int(zmq.NOBLOCK)  # plain ints: no enum arithmetic
+
+
+def _has_input(sock: "zmq.Socket[bytes]") -> bool:
+    events = sock.get(zmq.EVENTS)
+    return isinstance(events, int) and bool(events & _POLLIN)
+
+
+def _settle(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)

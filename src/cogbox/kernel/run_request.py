@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Finished
 
 # Sent in-band in each batch request: the host writes nothing into a jail-writable folder.
@@ -22,6 +23,21 @@ class RunRequest:
     user_expressions: dict[str, str] | None = None
     finish: Callable[[dict[str, Any]], Finished] = lambda reply: code_finished(reply)
     run_id: str | None = None
+    note: dict[str, Any] | None = None  # kept with the run while it is in flight (PendingRun)
+
+    def content(self) -> dict[str, Any]:
+        """The execute_request's content."""
+        return {
+            "code": self.code,
+            "silent": False,
+            "store_history": self.store_history,
+            "user_expressions": self.user_expressions or {},
+            "allow_stdin": True,
+            # Each run is its own request, sent after the one before ended: an error must not
+            # abort it. With True, ipykernel 7 aborts an execute that reaches it before its
+            # "stop aborting" marker, which a run sent right after an interrupted one did.
+            "stop_on_error": False,
+        }
 
     @property
     def batch(self) -> bool:
@@ -47,7 +63,10 @@ def timeout_finished(count: int | None, timeout: float | None) -> Finished:
 
 
 def batch_request(build: str | None, exec: str, run_id: str | None) -> RunRequest:
-    """The request that runs `build` (if any), then `exec`, with the batch runner."""
+    """The request that runs `build` (if any), then `exec`, with the batch runner;
+    KernelError for an empty `exec`."""
+    if not exec.strip():
+        raise KernelError("the exec command is empty; give a shell command to run")
     # The runner's source travels as a literal (ASCII, so the same on Python 2.7 and 3).
     code = (
         f"_cogbox_batch = {{'__name__': '_cogbox_batch'}}\n"

@@ -14,13 +14,15 @@ Thread use: one thread iterates `execute`; `interrupt` and `send_input` may be c
 any thread (an input answer is queued and sent by the iterating thread).
 """
 
+import asyncio
 import contextlib
+import json
 import os
 import queue
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
 from cogbox.kernel.interrupt import INTERRUPT_GRACE_SECONDS, InterruptLatch
 from cogbox.kernel.launch import KernelProcess
-from cogbox.kernel.messages import POLL_MS, Channels, died, output_event
+from cogbox.kernel.messages import POLL_MS, Channels, died
 from cogbox.kernel.output_cap import OutputCap
 from cogbox.kernel.provisioner import (
     KernelProvisioner,
@@ -47,8 +49,10 @@ from cogbox.kernel.provisioner import (
     provisioner_for,
 )
 from cogbox.kernel.reattach import kernel_gone, reap_leftovers, recorded_exit, replay_run
-from cogbox.kernel.run_request import RunRequest, batch_request, timeout_finished
-from cogbox.kernel.session_state import AskedInput, PendingRun
+from cogbox.kernel.relay import KernelChannels, new_message, parent_id
+from cogbox.kernel.run_progress import RunProgress
+from cogbox.kernel.run_request import RunRequest, batch_request
+from cogbox.kernel.session_state import PendingRun
 
 # Backend.AI's cap on the console output of one execute call, in characters.
 DEFAULT_OUTPUT_LIMIT = 524_288
@@ -263,6 +267,11 @@ class Session:
         let go (`resume_run` streams it), else None."""
         return None if self._pending is None else self._pending.run_id
 
+    @property
+    def pending_note(self) -> dict[str, Any]:
+        """What the owner of `pending_run` kept with it (its `RunRequest.note`)."""
+        return {} if self._pending is None else dict(self._pending.note)
+
     def connection_info(self) -> dict[str, Any]:
         """Jupyter connection info (ipc:// links to the kernel's proven sockets, and its
         key) to reach the kernel from this process; valid across restarts of the kernel."""
@@ -324,8 +333,6 @@ class Session:
         kernel's variables are not touched.
         """
         self._check_idle(timeout)
-        if not exec.strip():
-            raise KernelError("the exec command is empty; give a shell command to run")
         request = batch_request(build, exec, run_id)
         self._interrupt.expect()
         return self._run(request, timeout, None)
@@ -381,38 +388,16 @@ class Session:
         # A persisted session's monitor spools this run's IOPub from here on.
         seq = self._mark_spool(kernel)
         self._interrupt.expect()
-        msg_id = client.execute(
-            request.code,
-            store_history=request.store_history,
-            user_expressions=request.user_expressions,
-            allow_stdin=True,
-            # Each run is its own request, sent after the one before ended: an error must not
-            # abort it. With True, ipykernel 7 aborts an execute that reaches it before its
-            # "stop aborting" marker, which a run sent right after an interrupted one did.
-            stop_on_error=False,
-        )
-        pending: PendingRun | None = None
-        if seq is not None:
-            deadline = None if timeout is None else time.time() + timeout
-            pending = PendingRun(
-                request.run_id or msg_id,
-                msg_id,
-                seq,
-                request.batch,
-                timeout,
-                deadline,
-                owner=client.session.session,
-            )
-            self._save_run(pending)
+        msg = client.session.msg("execute_request", request.content())
+        client.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        pending = self._pending_run(request, msg_id, seq, timeout, client.session.session)
+        progress = self._progress(request, pending)
         start = time.monotonic()
-        yielded = 0  # events so far: where a re-attaching owner puts each InputRequest back
         interrupted_at: float | None = None
-        cap = OutputCap(self.output_limit)
-        reply: dict[str, Any] | None = None
-        idle = False
         done = False
         try:
-            while reply is None or not idle:
+            while not progress.over:
                 ended = kernel.poll()
                 if ended is not None:
                     yield died(ended)
@@ -432,41 +417,11 @@ class Session:
                 for channel, msg in channels.receive(POLL_MS):
                     if msg["parent_header"].get("msg_id") != msg_id:
                         continue  # a reply to an earlier, abandoned run or a completion
-                    kind = msg["msg_type"]
-                    content = msg["content"]
-                    if channel == "shell":
-                        if kind == "execute_reply":
-                            reply = content
-                    elif channel == "stdin":
-                        if kind == "input_request":
-                            asked = InputRequest(
-                                str(content.get("prompt", "")), bool(content.get("password"))
-                            )
-                            if pending is not None:  # before anyone sees it
-                                pending.asked.append(
-                                    AskedInput(yielded, asked.prompt, asked.password)
-                                )
-                                self._save_run(pending)
-                            yield asked
-                            yielded += 1
-                            if on_input is not None:
-                                client.input(on_input(asked))
-                    elif kind == "status":
-                        idle = idle or content.get("execution_state") == "idle"
-                    else:
-                        if kind == "execute_input":
-                            self._interrupt.begun(kernel)
-                        event = output_event(kind, content)
-                        if event is not None and self.output_tap is not None:
-                            self.output_tap(event)
-                        for admitted in cap.admit(event):
-                            yield admitted
-                            yielded += 1
-            count = reply.get("execution_count")
-            if interrupted_at is not None:
-                yield timeout_finished(count, timeout)
-            else:
-                yield request.finish(reply)
+                    for event in progress.take(channel, msg["msg_type"], msg["content"]):
+                        yield event
+                        if isinstance(event, InputRequest) and on_input is not None:
+                            client.input(on_input(event))
+            yield progress.finish(interrupted_at is not None, timeout)
             done = True
         finally:
             self._interrupt.ended()
@@ -474,6 +429,137 @@ class Session:
                 kernel.interrupt()  # the caller stopped listening: stop the code too
             if seq is not None:
                 self._save_run(None)
+
+    def _progress(self, request: RunRequest, pending: PendingRun | None) -> RunProgress:
+        kernel = self._kernel
+        assert kernel is not None
+        return RunProgress(
+            request,
+            OutputCap(self.output_limit),
+            on_begun=lambda: self._interrupt.begun(kernel),
+            tap=self.output_tap,
+            pending=pending,
+            save=self._save_run,
+        )
+
+    async def stream(
+        self, channels: KernelChannels, request: RunRequest, timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """`execute` (or, with a `batch_request`, `execute_batch`) for a caller on an asyncio
+        loop: the same events, limits and persistence, without a thread per run. The
+        kernel's messages come through `channels`, the caller's own sockets on this
+        session's kernel (made for `connection_info()`; they follow it across restarts),
+        and only the parts a run reads are parsed: the parent header first, so another
+        client's message stops there. Input answers: `send_input`."""
+        self._check_idle(timeout)
+        self._interrupt.expect()
+        self._executing = True
+        try:
+            kernel = self._kernel
+            if kernel is None:
+                yield self._restart_failed()
+                return
+            ended = kernel.poll()
+            if ended is not None:
+                yield died(ended, "; restart() the session to run code again")
+                return
+            if not kernel.ready:
+                await asyncio.to_thread(kernel.ensure_ready)
+            if channels.hears is not kernel:  # a new kernel: its iopub heard yet?
+                if not await channels.nudge(REQUEST_TIMEOUT_SECONDS):
+                    raise KernelError(
+                        f"the kernel did not answer within {REQUEST_TIMEOUT_SECONDS:g} s"
+                    )
+                channels.hears = kernel
+            async for event in self._stream_in(kernel, channels, request, timeout):
+                yield event
+        finally:
+            self._executing = False
+
+    async def _stream_in(
+        self,
+        kernel: KernelProcess,
+        channels: KernelChannels,
+        request: RunRequest,
+        timeout: float | None,
+    ) -> AsyncIterator[Event]:
+        _clear(self._inputs)
+        seq = self._mark_spool(kernel)
+        self._interrupt.expect()
+        msg_id, message = new_message(
+            "shell", "execute_request", request.content(), channels.identity
+        )
+        await channels.send(message)
+        pending = self._pending_run(request, msg_id, seq, timeout, channels.identity)
+        progress = self._progress(request, pending)
+        mine = msg_id.encode()
+        start = time.monotonic()
+        interrupted_at: float | None = None
+        done = False
+        try:
+            while not progress.over:
+                ended = kernel.poll()
+                if ended is not None:
+                    yield died(ended)
+                    done = True
+                    return
+                now = time.monotonic()
+                if timeout is not None and interrupted_at is None and now - start > timeout:
+                    kernel.interrupt()
+                    interrupted_at = now
+                if interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_SECONDS:
+                    for event in await asyncio.to_thread(self._restart_stuck, timeout):
+                        yield event
+                    done = True
+                    return
+                self._interrupt.send_overdue(kernel)
+                while not self._inputs.empty():
+                    answer = {"value": self._inputs.get_nowait()}
+                    await channels.send(new_message("stdin", "input_reply", answer)[1])
+                for incoming in await channels.receive(POLL_MS / 1000):
+                    # another client's message, or an earlier abandoned run's: not parsed
+                    if mine not in incoming.parts[1] or parent_id(incoming) != msg_id:
+                        continue
+                    kind = str(json.loads(incoming.parts[0]).get("msg_type", ""))
+                    content = json.loads(incoming.parts[3])
+                    for event in progress.take(incoming.channel, kind, content):
+                        yield event
+            yield progress.finish(interrupted_at is not None, timeout)
+            done = True
+        finally:
+            self._interrupt.ended()
+            if not done and kernel.poll() is None:
+                kernel.interrupt()  # the caller stopped listening: stop the code too
+            if seq is not None:
+                self._save_run(None)
+
+    def _pending_run(
+        self,
+        request: RunRequest,
+        msg_id: str,
+        seq: int | None,
+        timeout: float | None,
+        owner: str,
+    ) -> PendingRun | None:
+        """The run in flight, persisted before its first event (a persisted session)."""
+        if seq is None:
+            return None
+        deadline = None if timeout is None else time.time() + timeout
+        pending = PendingRun(
+            request.run_id or msg_id,
+            msg_id,
+            seq,
+            request.batch,
+            timeout,
+            deadline,
+            owner=owner,
+            note=dict(request.note or {}),
+        )
+        self._save_run(pending)
+        return pending
+
+    def _restart_stuck(self, timeout: float | None) -> list[Event]:
+        return list(self._restart_after_stuck_run(timeout))
 
     def _restart_after_stuck_run(self, timeout: float | None) -> Iterator[Event]:
         why = (

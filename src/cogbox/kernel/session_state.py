@@ -54,6 +54,9 @@ class PendingRun:
     # The Jupyter session id of the client that sent it: the kernel sends the run's input
     # requests to that identity (cogbox.kernel.owner_stdin).
     owner: str = ""
+    # What the run's owner asked to keep with it (the agent: where its output starts in
+    # the session's log), for whoever takes the run over.
+    note: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,7 +105,9 @@ def save_run(state_dir: Path, run: PendingRun | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(state_dir / RUN_FILE)
         return
-    _write(state_dir, RUN_FILE, {"format": _FORMAT, "run": asdict(run)})
+    # By hand, not asdict: this is written at every run's start (asdict deep-copies).
+    record = {**vars(run), "asked": [vars(asked) for asked in run.asked]}
+    _write(state_dir, RUN_FILE, {"format": _FORMAT, "run": record})
 
 
 def save_launching(state_dir: Path, provisioner: dict[str, Any]) -> None:

@@ -120,8 +120,11 @@ def _say_cpu(side: str, spent: dict[int, float], executions: int) -> None:
         except OSError:
             name = "?"
         shares.append(f"{pid} {name}: {seconds * 1000 / executions:.2f}")
-    print(f"{side} server CPU ms per execution, by process: " + "; ".join(shares[:6]),
-          file=sys.stderr, flush=True)
+    print(
+        f"{side} server CPU ms per execution, by process: " + "; ".join(shares[:6]),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def cpu_seconds(pid: int) -> float:

@@ -63,6 +63,7 @@ class FakeKernel:
         self.iopub = context.socket(zmq.PUB)
         self.iopub.bind(f"ipc://{base}-{self.info['iopub_port']}")
         self.requests: list[dict[str, Any]] = []
+        self.shell_replies = True  # False: replies lost (as to a restarted kernel's old pipe)
         self.task = asyncio.create_task(self._serve())
 
     async def _serve(self) -> None:
@@ -79,7 +80,8 @@ class FakeKernel:
                 out = self.signer.msg("stream", text, parent=request["header"])
                 await self.iopub.send_multipart(self.signer.serialize(out))
             reply = self.signer.msg("execute_reply", {"status": "ok"}, parent=request["header"])
-            await self.shell.send_multipart(self.signer.serialize(reply, identities))
+            if self.shell_replies:
+                await self.shell.send_multipart(self.signer.serialize(reply, identities))
 
     def close(self) -> None:
         self.task.cancel()
@@ -227,3 +229,52 @@ def test_a_relay_peer_without_the_agent_key_reaches_no_kernel(folder: Path) -> N
             )
 
     run(body)
+
+
+def test_a_nudge_needs_the_kernel_to_answer_on_shell_as_well_as_on_iopub(folder: Path) -> None:
+    """A restarted kernel's iopub can be heard while a request's reply is lost (it went to
+    the old kernel's dead pipe): status traffic alone proves nothing about shell."""
+
+    async def body() -> tuple[bool, bool]:
+        context = zmq.asyncio.Context()
+        kernel = FakeKernel(context, folder)
+        kernel.shell_replies = False
+        channels = KernelChannels(context, kernel.info)
+        try:
+            mute = await channels.nudge(1.5)
+            kernel.shell_replies = True
+            return mute, await channels.nudge(5.0)
+        finally:
+            await channels.close()
+            kernel.close()
+            context.destroy(linger=0)
+
+    assert run(body) == (False, True)
+
+
+def test_a_receive_with_messages_waiting_still_lets_the_loop_run(folder: Path) -> None:
+    """A kernel that floods keeps its socket always ready: each receive must still give
+    the loop a turn, or one session's output would starve every other session's."""
+
+    async def body() -> tuple[int, bool]:
+        context = zmq.asyncio.Context()
+        kernel = FakeKernel(context, folder)
+        channels = KernelChannels(context, kernel.info)
+        try:
+            await channels.nudge(5.0)
+            await channels.receive(0.2)  # the nudge's leftovers
+            for n in range(100):
+                out = kernel.signer.msg("stream", {"name": "stdout", "text": f"{n}\n"})
+                await kernel.iopub.send_multipart(kernel.signer.serialize(out))
+            await asyncio.sleep(0.3)  # they wait in the socket now, and the loop knows
+            turned = asyncio.Event()
+            asyncio.get_running_loop().call_soon(turned.set)
+            got = await channels.receive(5.0)
+            return len(got), turned.is_set()
+        finally:
+            await channels.close()
+            kernel.close()
+            context.destroy(linger=0)
+
+    count, turned = run(body)
+    assert turned and count >= 1

@@ -255,6 +255,8 @@ class KernelChannels:
     async def receive(self, timeout: float) -> list[RelayMessage]:
         if not self._ready and not self._closed:
             await self._wait(timeout)
+        else:  # a kernel that floods must still let the loop's other work run
+            await asyncio.sleep(0)
         return self._take()
 
     def _take(self, *, nudges: bool = False) -> list[RelayMessage]:

@@ -73,7 +73,11 @@ def test_jailed_process_runs_as_its_own_host_uid_not_1000(python_image: Image) -
         while not children.read_text().split() and time.monotonic() < deadline:
             time.sleep(0.02)
         command_pid = int(children.read_text().split()[0])
+        # Between its fork and its exec the child still bears the init's name.
         host_status = Path(f"/proc/{command_pid}/status").read_text()
+        while not host_status.startswith("Name:\tpython") and time.monotonic() < deadline:
+            time.sleep(0.02)
+            host_status = Path(f"/proc/{command_pid}/status").read_text()
         assert host_status.startswith("Name:\tpython"), host_status
         fields = dict(re.findall(r"^(\w+):[ \t]*(.*)$", host_status, re.MULTILINE))
         # uid 1000 inside, its jail's own id of cogbox's reserved range on the host.

@@ -1,5 +1,6 @@
 """The per-kernel monitor: who may control it, what the reapers leave it, its spool."""
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -116,6 +117,8 @@ def test_a_root_peer_is_answered(python_image: Image) -> None:
         assert folder is not None
         header = control.request(folder / SOCKET_NAME, "status").header
         assert header["running"] and header["pid"] == provisioner_of(session).pid
+        awaited = asyncio.run(control.arequest(folder / SOCKET_NAME, "status")).header
+        assert awaited["pid"] == header["pid"] and awaited["monitor_pid"] == header["monitor_pid"]
         with pytest.raises(KernelError, match="unknown op"):
             control.request(folder / SOCKET_NAME, "format_disk")
 

@@ -9,6 +9,7 @@ monitor also checks each peer's SO_PEERCRED and answers only root (or its own ui
 """
 
 import array
+import asyncio
 import json
 import os
 import socket
@@ -49,22 +50,77 @@ def request(
         try:
             client.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise MonitorGone(f"the kernel's monitor is gone ({exc.strerror})") from exc
-        client.sendall(json.dumps({"op": op, **arguments}).encode())
+            raise _gone(exc) from exc
+        client.sendall(_encode(op, arguments))
         client.shutdown(socket.SHUT_WR)
         try:
             reply = _read_reply(client)
         except (ConnectionError, EOFError) as exc:
-            raise MonitorGone(f"the kernel's monitor ended while answering {op!r}") from exc
+            raise _ended(op) from exc
     except TimeoutError as exc:
-        raise KernelError(f"the kernel's monitor did not answer {op!r} in {timeout:g} s") from exc
+        raise _late(op, timeout) from exc
     finally:
         client.close()
+    return _accepted(op, reply)
+
+
+async def arequest(
+    path: Path, op: str, timeout: float = CONNECT_TIMEOUT_SECONDS, **arguments: Any
+) -> Reply:
+    """`request` for a caller on an asyncio loop, which it never blocks (a monitor slow to be
+    scheduled would stall every session on that loop). For ops that hand over no fds: any
+    sent anyway are discarded by the kernel, never received."""
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(path))
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise _gone(exc) from exc
+            try:
+                writer.write(_encode(op, arguments))
+                writer.write_eof()
+                try:
+                    length = _length(await reader.readexactly(_HEADER.size))
+                    header = json.loads(await reader.readexactly(length))
+                    payload = await reader.readexactly(int(header.get("payload", 0)))
+                except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                    raise _ended(op) from exc
+            finally:
+                writer.close()
+    except TimeoutError as exc:
+        raise _late(op, timeout) from exc
+    return _accepted(op, Reply(header, payload))
+
+
+def _encode(op: str, arguments: dict[str, Any]) -> bytes:
+    return json.dumps({"op": op, **arguments}).encode()
+
+
+def _gone(exc: OSError) -> MonitorGone:
+    return MonitorGone(f"the kernel's monitor is gone ({exc.strerror})")
+
+
+def _ended(op: str) -> MonitorGone:
+    return MonitorGone(f"the kernel's monitor ended while answering {op!r}")
+
+
+def _late(op: str, timeout: float) -> KernelError:
+    return KernelError(f"the kernel's monitor did not answer {op!r} in {timeout:g} s")
+
+
+def _accepted(op: str, reply: Reply) -> Reply:
     if "error" in reply.header:
         for fd in reply.fds:
             os.close(fd)
         raise KernelError(f"the kernel's monitor refused {op!r}: {reply.header['error']}")
     return reply
+
+
+def _length(prefix: bytes) -> int:
+    (length,) = _HEADER.unpack(prefix)
+    if length > _MAX_HEADER_BYTES:
+        raise KernelError("the kernel's monitor sent an oversized reply header")
+    return int(length)
 
 
 def _read_reply(client: socket.socket) -> Reply:
@@ -74,10 +130,7 @@ def _read_reply(client: socket.socket) -> Reply:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(blob[: len(blob) - len(blob) % fds.itemsize])
     data += _read_exactly(client, _HEADER.size - len(data))
-    (length,) = _HEADER.unpack(data)
-    if length > _MAX_HEADER_BYTES:
-        raise KernelError("the kernel's monitor sent an oversized reply header")
-    header = json.loads(_read_exactly(client, length))
+    header = json.loads(_read_exactly(client, _length(data)))
     payload = _read_exactly(client, int(header.get("payload", 0)))
     return Reply(header, payload, list(fds))
 

@@ -484,7 +484,8 @@ class Session:
         timeout: float | None,
     ) -> AsyncIterator[Event]:
         _clear(self._inputs)
-        seq = self._mark_spool(kernel)
+        spooler = self._spooler(kernel)
+        seq = await spooler.amark() if spooler is not None else None
         self._interrupt.expect()
         msg_id, message = new_message(
             "shell", "execute_request", request.content(), channels.identity
@@ -769,9 +770,14 @@ class Session:
         session_state.save_launching(self.state_dir, provisioner.info())
 
     def _mark_spool(self, kernel: KernelProcess) -> int | None:
+        spooler = self._spooler(kernel)
+        return spooler.mark() if spooler is not None else None
+
+    def _spooler(self, kernel: KernelProcess) -> LocalProvisioner | None:
+        """The kernel's monitor, when it spools runs (a persisted session, run locally)."""
         if self.state_dir is None or not isinstance(kernel.provisioner, LocalProvisioner):
             return None
-        return kernel.provisioner.mark()
+        return kernel.provisioner
 
     def _save_run(self, run: PendingRun | None) -> None:
         """Persist the run in flight (a persisted session), or that none is."""

@@ -4,6 +4,16 @@ from cogbox.jail.policy import Policy, parse_policy
 from cogbox.kernel.events import Event, Finished, KernelDied, Stderr, Stdout
 from cogbox.kernel.session import InputHandler, Session
 
+# Makes ipykernel end the next request without a reply, once: a KeyboardInterrupt outside
+# the code (in IPython's cell transform), as an interrupt that lands between execute_input
+# and the code does. The kernel logs "KeyboardInterrupt caught in kernel" and goes idle.
+NO_REPLY_ONCE = (
+    "def _cogbox_stop(lines):\n"
+    "    get_ipython().input_transformers_post.remove(_cogbox_stop)\n"
+    "    raise KeyboardInterrupt\n"
+    "get_ipython().input_transformers_post.append(_cogbox_stop)\n"
+)
+
 
 def small_policy(memory: str = "256m") -> Policy:
     """A light policy for tests: little memory, a small /home/work quota."""

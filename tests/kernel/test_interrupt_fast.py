@@ -82,3 +82,15 @@ def test_an_interrupt_of_begun_code_goes_straight_through(kernel: Any) -> None:
     latch = InterruptLatch()
     latch.request(_as_kernel(kernel))  # nothing expected: code runs (or the kernel is idle)
     assert kernel.interrupts == 1
+
+
+def test_the_latch_knows_whether_an_interrupt_reached_the_run(kernel: Any) -> None:
+    latch = InterruptLatch()
+    latch.request(_as_kernel(kernel))  # between runs: to an idle kernel
+    latch.expect()
+    assert not latch.sent  # that one was not this run's
+    latch.request(_as_kernel(kernel))
+    latch.expect()  # the run's second expect (after its spool mark) keeps the hold
+    assert not latch.sent  # held, not sent
+    latch.begun(_as_kernel(kernel))
+    assert latch.sent

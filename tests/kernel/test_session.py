@@ -16,7 +16,7 @@ from cogbox.kernel.events import (
     Stdout,
 )
 from cogbox.kernel.session import DEFAULT_OUTPUT_LIMIT, Session, start_session
-from tests.kernel.support import run, small_policy, stderr_of, stdout_of
+from tests.kernel.support import NO_REPLY_ONCE, run, small_policy, stderr_of, stdout_of
 
 
 def test_one_plus_one_gives_a_result_and_finishes_ok(python_session: Session) -> None:
@@ -112,6 +112,19 @@ def test_an_interrupt_that_overtakes_its_run_is_held_until_the_code_begins(
     assert any(isinstance(e, Error) and e.ename == "KeyboardInterrupt" for e in seen), seen
     assert isinstance(seen[-1], Finished) and seen[-1].status == "error", seen
     assert stdout_of(run(python_session, "print('alive')")) == "alive\n"
+
+
+def test_a_request_the_kernel_ends_without_a_reply_ends_the_run(python_session: Session) -> None:
+    run(python_session, "kept_too = 5")
+    run(python_session, NO_REPLY_ONCE)
+    started = time.monotonic()
+    events = run(python_session, "print('never')", timeout=30)
+    took = time.monotonic() - started
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.status == "error", events
+    assert "without a reply" in finished.message
+    assert took < 10  # not the time limit: the grace after its idle status
+    assert stdout_of(run(python_session, "print(kept_too)")) == "5\n"  # the same kernel
 
 
 def test_time_limit_interrupts_the_run_and_keeps_the_session(python_session: Session) -> None:

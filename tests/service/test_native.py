@@ -12,6 +12,7 @@ import requests
 from cogbox.kernel.events import Event, Finished, Stdout
 from cogbox.service.auth import signed_headers
 from cogbox.service.client import Endpoint, ServiceClient
+from tests.kernel.support import NO_REPLY_ONCE
 from tests.service.support import Client, Service, stdout_of
 
 
@@ -142,6 +143,20 @@ def test_interrupt_stops_a_running_run_and_the_session_lives(alice: Client) -> N
         "alive\n",
     )
     assert "KeyboardInterrupt" in str(results[0]["events"][-2])
+
+
+def test_a_run_the_kernel_never_answers_ends_and_the_session_lives(alice: Client) -> None:
+    # The agent's streamed path: a request ipykernel ends without a reply (a KeyboardInterrupt
+    # outside the code, as a late interrupt gives) must end its run, not hold the session.
+    ref = alice.create()["id"]
+    alice.execute(ref, "kept = 3")
+    alice.execute(ref, NO_REPLY_ONCE)
+    unanswered = alice.execute(ref, "print('never')")
+    after = alice.execute(ref, "print(kept)")
+    alice.request("DELETE", f"/v1/sessions/{ref}")
+    finished = unanswered["events"][-1]
+    assert (finished["kind"], finished["status"], stdout_of(after)) == ("finished", "error", "3\n")
+    assert "without a reply" in finished["message"]
 
 
 def test_kernel_death_is_explained_and_restart_revives_it(alice: Client) -> None:

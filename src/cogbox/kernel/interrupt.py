@@ -22,10 +22,13 @@ class InterruptLatch:
         self._lock = threading.Lock()
         self._begun = True
         self._held_since: float | None = None
+        self.sent = False  # an interrupt reached the kernel since the run was expected
 
     def expect(self) -> None:
         """A run is on its way to the kernel; its code has not begun."""
         with self._lock:
+            if self._begun:
+                self.sent = False
             self._begun = False
 
     def request(self, kernel: KernelProcess) -> None:
@@ -33,11 +36,13 @@ class InterruptLatch:
             if not self._begun:
                 self._held_since = self._held_since or time.monotonic()
                 return
+            self.sent = True
         kernel.interrupt()
 
     def begun(self, kernel: KernelProcess) -> None:
         with self._lock:
             held, self._begun, self._held_since = self._held_since, True, None
+            self.sent = self.sent or held is not None
         if held is not None:
             kernel.interrupt()
 
@@ -47,6 +52,7 @@ class InterruptLatch:
             if held is None or time.monotonic() - held < INTERRUPT_HOLD_SECONDS:
                 return
             self._held_since = None
+            self.sent = True
         kernel.interrupt()
 
     def ended(self) -> None:

@@ -414,14 +414,18 @@ class Session:
                 self._interrupt.send_overdue(kernel)
                 while not self._inputs.empty():
                     client.input(self._inputs.get_nowait())
-                for channel, msg in channels.receive(POLL_MS):
+                received = channels.receive(POLL_MS)
+                if not received:
+                    progress.quiet(time.monotonic())
+                for channel, msg in received:
                     if msg["parent_header"].get("msg_id") != msg_id:
                         continue  # a reply to an earlier, abandoned run or a completion
                     for event in progress.take(channel, msg["msg_type"], msg["content"]):
                         yield event
                         if isinstance(event, InputRequest) and on_input is not None:
                             client.input(on_input(event))
-            yield progress.finish(interrupted_at is not None, timeout)
+            for event in progress.finish(interrupted_at is not None, timeout):
+                yield event
             done = True
         finally:
             self._interrupt.ended()
@@ -437,6 +441,7 @@ class Session:
             request,
             OutputCap(self.output_limit),
             on_begun=lambda: self._interrupt.begun(kernel),
+            interrupted=lambda: self._interrupt.sent,
             tap=self.output_tap,
             pending=pending,
             save=self._save_run,
@@ -517,7 +522,10 @@ class Session:
                 while not self._inputs.empty():
                     answer = {"value": self._inputs.get_nowait()}
                     await channels.send(new_message("stdin", "input_reply", answer)[1])
-                for incoming in await channels.receive(POLL_MS / 1000):
+                received = await channels.receive(POLL_MS / 1000)
+                if not received:
+                    progress.quiet(time.monotonic())
+                for incoming in received:
                     # another client's message, or an earlier abandoned run's: not parsed
                     if mine not in incoming.parts[1] or parent_id(incoming) != msg_id:
                         continue
@@ -525,7 +533,8 @@ class Session:
                     content = json.loads(incoming.parts[3])
                     for event in progress.take(incoming.channel, kind, content):
                         yield event
-            yield progress.finish(interrupted_at is not None, timeout)
+            for event in progress.finish(interrupted_at is not None, timeout):
+                yield event
             done = True
         finally:
             self._interrupt.ended()

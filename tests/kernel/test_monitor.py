@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -204,30 +205,52 @@ def _message(topic: bytes, size: int) -> list[bytes]:
     return [topic, b"<IDS|MSG>", b"sig", b"x" * size]
 
 
+def _status(state: str, msg_id: str, kind: str = "execute_request") -> list[bytes]:
+    parent = json.dumps({"msg_id": msg_id, "msg_type": kind}).encode()
+    content = json.dumps({"execution_state": state}).encode()
+    return [b"kernel.1.status", b"<IDS|MSG>", b"sig", b"{}", parent, b"{}", content]
+
+
 def test_the_spool_keeps_a_prefix_within_its_cap_and_counts_the_rest() -> None:
     spool = Spool(cap=1000)
-    first = spool.mark()
     spool.add(_message(b"kernel.1.stream", 400))
     spool.add(_message(b"kernel.1.stream", 400))
     spool.add(_message(b"kernel.1.stream", 400))  # over the cap: dropped
     spool.add(_message(b"kernel.1.stream", 10))  # would fit, but the kept part is a prefix
     spool.add(_message(b"kernel.1.status", 10))  # status: kept past the cap (a replay's end)
-    payload, info = spool.since(first)
+    payload, info = spool.since(0)
     kept = decode_spool(payload)
-    assert [number for number, _ in kept] == [first, first + 1, first + 4]
+    assert [number for number, _ in kept] == [0, 1, 4]
     assert kept[0][1] == _message(b"kernel.1.stream", 400)
     assert (info["dropped_messages"], info["dropped_bytes"]) == (2, 427 + 37)
     assert spool.ready.is_set()
 
 
-def test_a_mark_starts_a_fresh_spool_and_since_skips_what_was_read() -> None:
+def test_an_execute_requests_busy_starts_a_fresh_spool_and_since_skips_what_was_read() -> None:
     spool = Spool(cap=1000)
-    spool.add(_message(b"kernel.1.stream", 900))
-    spool.add(_message(b"kernel.1.stream", 900))
-    start = spool.mark()
-    assert spool.since(0)[1]["dropped_messages"] == 0
+    spool.add(_status("busy", "a"))
+    spool.add(_message(b"kernel.1.stream", 800))
+    spool.add(_message(b"kernel.1.stream", 800))  # dropped: over the cap
+    spool.add(_status("busy", "k", kind="kernel_info_request"))  # not a run: kept, no reset
+    assert spool.since(0)[1]["dropped_messages"] == 1
+    spool.add(_status("busy", "b"))  # the next run begins: what came before is forgotten
     spool.add(_message(b"kernel.1.stream", 5))
-    spool.add(_message(b"kernel.1.stream", 6))
-    payload, info = spool.since(start + 1)
-    assert [number for number, _ in decode_spool(payload)] == [start + 1]
-    assert info["end"] == start + 2
+    spool.add(_status("idle", "b"))
+    payload, info = spool.since(0)
+    assert [number for number, _ in decode_spool(payload)] == [4, 5, 6]
+    assert (info["dropped_messages"], info["begun"], info["end"]) == (0, ["a", "b"], 7)
+    payload, _ = spool.since(5)
+    assert [number for number, _ in decode_spool(payload)] == [5, 6]
+
+
+def test_statuses_the_kernels_code_forges_only_start_its_own_spools() -> None:
+    # The jailed code can publish on IOPub: a malformed status must not break the monitor.
+    spool = Spool(cap=1000)
+    for frames in (
+        [b"kernel.1.status"],
+        [b"kernel.1.status", b"<IDS|MSG>", b"sig", b"{}", b"execute_request", b"{}", b"busy"],
+        [b"kernel.1.status", b"<IDS|MSG>", b"sig", b"{}", b"[1]", b"{}", b"{}"],
+    ):
+        spool.add(frames)
+    payload, info = spool.since(0)
+    assert (len(decode_spool(payload)), info["begun"]) == (3, [])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cogbox.images.store import Image
-from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied
+from cogbox.kernel.events import Event, Finished, InputRequest, KernelDied, OutputTruncated
 from cogbox.kernel.session import Session
 from tests.kernel.support import stdout_of
 from tests.kernel.test_reattach import _POLICY, ROOT, kill_owner_once, wait_for_run
@@ -184,5 +184,29 @@ def test_an_input_the_resumed_run_asks_after_the_re_attach_is_heard_and_answered
         events += resumed.until(_END, timeout=15)
         assert stdout_of(events) == "hi bob\n"
         assert isinstance(events[-1], Finished) and events[-1].status == "ok"
+    finally:
+        session.shutdown()
+
+
+def test_a_run_that_ended_before_a_later_request_began_is_finished_not_waited_on(
+    python_image: Image, state_dir: Path
+) -> None:
+    # The monitor's spool starts afresh at each execute request's "busy": once a later
+    # request began, the first run's end is no longer kept, and waiting for it would hang.
+    owner = start_owner(state_dir, python_image, "import time; time.sleep(1)", timeout=None)
+    wait_for_run(state_dir, owner)
+    kill_owner_once(owner, after_events=0)
+    time.sleep(2)  # the run ends while nobody is attached
+
+    session = Session.attach(state_dir)
+    try:
+        kernel = session._kernel
+        assert kernel is not None
+        kernel.client.execute("later = 1")  # another client's request begins on the kernel
+        time.sleep(1)
+        events = Resumed(session).until(_END, timeout=15)
+        assert isinstance(events[-1], Finished) and events[-1].status == "ok", events
+        assert any(isinstance(e, OutputTruncated) for e in events), events
+        assert stdout_of(list(session.execute("print(later)"))) == "1\n"
     finally:
         session.shutdown()

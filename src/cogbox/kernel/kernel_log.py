@@ -14,10 +14,11 @@ import select
 import threading
 from pathlib import Path
 
+from cogbox.kernel.stop_signal import StopSignal
+
 LOG_CAP_BYTES = 1 << 20  # per file: the current log and one previous
 _PIPE_BYTES = 1 << 20
 _READ_BYTES = 1 << 20
-_POLL_SECONDS = 0.25
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -31,7 +32,7 @@ class KernelLog:
         reader, self.writer = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # fewer wake-ups under a flood
             fcntl.fcntl(self.writer, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._lock = threading.Lock()  # rotation against tail()
         self._file = os.open(path, _FILE_FLAGS, 0o600)
         self._written = 0
@@ -66,11 +67,9 @@ class KernelLog:
     def _drain(self, reader: int) -> None:
         try:
             while True:
-                ready = select.select([reader], [], [], _POLL_SECONDS)[0]
-                if not ready:
-                    if self._stop.is_set():
-                        return
-                    continue
+                ready = select.select([reader, self._stop.fd], [], [])[0]
+                if reader not in ready:
+                    return  # stopped
                 chunk = os.read(reader, _READ_BYTES)
                 if not chunk:
                     return  # every writer (the jail's processes) is gone
@@ -79,6 +78,7 @@ class KernelLog:
             return  # the log's folder was removed: nothing left to keep
         finally:
             os.close(reader)
+            self._stop.close()
             with contextlib.suppress(OSError):
                 os.close(self._file)
 

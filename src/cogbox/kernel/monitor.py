@@ -16,12 +16,13 @@ re-attaching owner.
 
 When the jail ends its `JailExit` (computed before the cgroup is removed) is written to
 `exit.json`. With `spool`, every IOPub message (raw, still signed) is kept since the last
-`mark`, up to `SPOOL_CAP_BYTES`; past that they are dropped and counted. Without `keep`,
-the monitor dies with its owner (an owner pipe's EOF): sessions nobody can re-attach to
-end as they did before monitors existed.
+execute request began (its "busy" status: the spool starts afresh by itself, so a run costs
+its owner no round trip), up to `SPOOL_CAP_BYTES`; past that they are dropped and counted.
+Without `keep`, the monitor dies with its owner (an owner pipe's EOF): sessions nobody can
+re-attach to end as they did before monitors existed.
 
-Control requests (cogbox.kernel.control; root peers only): status, signal, kill, mark,
-spool, fds, cleanup. `cleanup` removes the jail, answers with its exit and ends the
+Control requests (cogbox.kernel.control; root peers only): status, signal, kill, spool,
+fds, cleanup. `cleanup` removes the jail, answers with its exit and ends the
 monitor.
 """
 
@@ -37,6 +38,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from cogbox import hostfs
 from cogbox.jail.launcher import Jail, JailError, JailExit, JailSpec
 from cogbox.kernel import control
 from cogbox.kernel.kernel_log import KernelLog
+from cogbox.kernel.stop_signal import StopSignal
 
 SOCKET_NAME = "control"
 EXIT_FILE = "exit.json"
@@ -58,6 +61,8 @@ _IOPUB_NAME = "k-2"  # cogbox.kernel.connection's iopub socket
 _PROVE_POLL_SECONDS = 0.02
 _CONN_TIMEOUT_SECONDS = 5.0
 _LENGTH = struct.Struct(">Q")
+_DELIMITER = b"<IDS|MSG>"
+_BEGUN_KEPT = 16  # the requests last begun, newest last, that a spool reply names
 _MAX_FDS = 16
 
 
@@ -82,7 +87,11 @@ def exit_to_dict(ended: JailExit) -> dict[str, Any]:
 
 
 class Spool:
-    """Raw IOPub messages since the last mark, bounded; what did not fit is counted."""
+    """Raw IOPub messages since the last execute request began, bounded; what did not fit
+    is counted. The kernel's "busy" status for an execute_request starts a fresh spool (it
+    comes after everything the request before published), and the spool names the
+    requests last begun, so a re-attaching owner can tell a run not yet begun from one
+    that ended before the current one."""
 
     def __init__(self, cap: int = SPOOL_CAP_BYTES) -> None:
         self.cap = cap
@@ -92,6 +101,7 @@ class Spool:
         self._used = 0
         self._status_used = 0
         self._next = 0
+        self._begun: deque[str] = deque(maxlen=_BEGUN_KEPT)
         self.dropped_messages = 0
         self.dropped_bytes = 0
 
@@ -99,9 +109,14 @@ class Spool:
         size = sum(len(frame) for frame in frames)
         # Once full it keeps nothing more (what was kept stays a prefix of the run), but
         # status messages: a replay ends at the run's "idle". Bounded too: the jailed code
-        # can publish on IOPub itself.
+        # can publish on IOPub itself (and so start spools of its own: only its own runs'
+        # replay is at stake).
         status = bool(frames) and frames[0].endswith(b".status")
+        begun = _begun_request(frames) if status else None
         with self._lock:
+            if begun is not None:
+                self._clear()
+                self._begun.append(begun)
             seq, self._next = self._next, self._next + 1
             full = self.dropped_messages > 0 or self._used + size > self.cap
             if full and not (status and self._status_used + size <= _STATUS_CAP_BYTES):
@@ -113,18 +128,17 @@ class Spool:
                     self._status_used += size
                 else:
                     self._used += size
-        self.ready.set()
+        if not self.ready.is_set():
+            self.ready.set()
 
-    def mark(self) -> int:
-        """Forget what was kept; the next message's number (a run starting now)."""
-        with self._lock:
-            self._messages.clear()
-            self._used = self._status_used = 0
-            self.dropped_messages = self.dropped_bytes = 0
-            return self._next
+    def _clear(self) -> None:
+        self._messages.clear()
+        self._used = self._status_used = 0
+        self.dropped_messages = self.dropped_bytes = 0
 
-    def since(self, seq: int) -> tuple[bytes, dict[str, int]]:
-        """Messages numbered `seq` and later (as many as fit one reply), encoded."""
+    def since(self, seq: int) -> tuple[bytes, dict[str, Any]]:
+        """Messages numbered `seq` and later (as many as fit one reply), encoded, and the
+        counts (with `begun`: the msg_ids of the execute requests last begun, newest last)."""
         parts: list[bytes] = []
         size = 0
         count = 0
@@ -142,14 +156,36 @@ class Spool:
                     parts.append(frame)
                 size += sum(len(frame) for frame in frames)
                 count += 1
-            info = {
+            info: dict[str, Any] = {
                 "count": count,
                 "next": following,
                 "end": self._next,
                 "dropped_messages": self.dropped_messages,
                 "dropped_bytes": self.dropped_bytes,
+                "begun": list(self._begun),
             }
         return b"".join(parts), info
+
+
+def _begun_request(frames: list[bytes]) -> str | None:
+    """The msg_id of the execute_request whose "busy" status `frames` is, else None."""
+    try:
+        split = frames.index(_DELIMITER)
+        parent, content = frames[split + 3], frames[split + 5]
+    except (ValueError, IndexError):
+        return None
+    if b"execute_request" not in parent or b"busy" not in content:
+        return None  # most statuses: not parsed
+    try:
+        header, state = json.loads(parent), json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or not isinstance(state, dict):
+        return None
+    msg_id = header.get("msg_id")
+    if header.get("msg_type") != "execute_request" or state.get("execution_state") != "busy":
+        return None
+    return msg_id if isinstance(msg_id, str) else None
 
 
 def decode_spool(payload: bytes) -> list[tuple[int, list[bytes]]]:
@@ -178,7 +214,7 @@ class Monitor:
         self.spool = Spool() if config.spool else None
         self.log: KernelLog | None = None
         self.exit: JailExit | None = None
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._exit_lock = threading.Lock()
         self._server: socket.socket | None = None
 
@@ -262,8 +298,15 @@ class Monitor:
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(f"ipc://{hostfs.fd_path(fd)}")
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        poller.register(self._stop.fd, zmq.POLLIN)
+        pollin = int(zmq.POLLIN)
         while not self._stop.is_set():
-            if sub.poll(200):
+            poller.poll()
+            # All that waits, in one wake-up (a run's messages come in bursts); asked of
+            # the socket, not found by a failed receive (pyzmq's exception costs more).
+            while int(sub.get(zmq.EVENTS)) & pollin:
                 self.spool.add(sub.recv_multipart())
 
     # ------------------------------------------------------------------ control
@@ -271,8 +314,8 @@ class Monitor:
     def serve(self) -> None:
         assert self._server is not None
         while not self._stop.is_set():
-            ready = select.select([self._server], [], [], 0.5)[0]
-            if not ready:
+            waiting = [self._server.fileno(), self._stop.fd]
+            if waiting[0] not in select.select(waiting, [], [])[0]:
                 continue
             with contextlib.suppress(OSError):
                 conn, _ = self._server.accept()
@@ -303,9 +346,6 @@ class Monitor:
         elif op == "kill":
             self.jail.kill()
             control.send_reply(conn, {})
-        elif op == "mark":
-            seq = self.spool.mark() if self.spool is not None else 0
-            control.send_reply(conn, {"seq": seq})
         elif op == "spool":
             self._answer_spool(conn, body.get("since"))
         elif op == "fds":

@@ -297,16 +297,6 @@ class LocalProvisioner(KernelProvisioner):
         """Copies of the fds the monitor holds for the session (identity, runtime folder)."""
         return self._request("fds").fds
 
-    def mark(self) -> int:
-        """Start a fresh IOPub spool (a run begins); the number of its first message."""
-        return int(self._request("mark").header["seq"])
-
-    async def amark(self) -> int:
-        """`mark` without blocking the caller's loop."""
-        assert self.folder is not None
-        reply = await control.arequest(self.folder / SOCKET_NAME, "mark", 10.0)
-        return int(reply.header["seq"])
-
     def spool(self, since: int) -> tuple[list[tuple[int, list[bytes]]], dict[str, Any]]:
         """Spooled IOPub messages numbered `since` and later, and the spool's counts."""
         reply = self._request("spool", since=since)

@@ -138,6 +138,16 @@ def _spooled(
             if event is not None and tap is not None:
                 tap(event)
             yield from cap.admit(event)
+        begun = info.get("begun") or []
+        if run.msg_id in begun and begun[-1] != run.msg_id:
+            # A later request began, so this run ended; the spool started afresh there.
+            yield OutputTruncated(
+                SPOOL_CAP_BYTES,
+                "output dropped: this run ended while nobody was attached, and a later "
+                "request began before its end was read, so the end of its output is lost",
+            )
+            yield _resumed_finish(run, count, failed)
+            return
         if not messages:
             ended = kernel.poll()
             if ended is not None:

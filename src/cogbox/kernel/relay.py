@@ -106,16 +106,6 @@ def new_message(
     return msg_id, RelayMessage(channel, parts)
 
 
-def parent_id(message: RelayMessage) -> str:
-    """The msg_id of the request `message` answers ("" if it names none)."""
-    try:
-        parent = json.loads(message.parts[1])
-    except ValueError:
-        return ""
-    msg_id = parent.get("msg_id", "") if isinstance(parent, dict) else ""
-    return msg_id if isinstance(msg_id, str) else ""
-
-
 def signer_of(info: dict[str, Any]) -> Signer:
     return Signer(
         key=str(info.get("key", "")).encode(),

@@ -49,7 +49,7 @@ from cogbox.kernel.provisioner import (
     provisioner_for,
 )
 from cogbox.kernel.reattach import kernel_gone, reap_leftovers, recorded_exit, replay_run
-from cogbox.kernel.relay import KernelChannels, new_message, parent_id
+from cogbox.kernel.relay import KernelChannels, new_message
 from cogbox.kernel.run_progress import RunProgress
 from cogbox.kernel.run_request import RunRequest, batch_request
 from cogbox.kernel.session_state import PendingRun
@@ -386,12 +386,12 @@ class Session:
         channels = Channels(client)
         _clear(self._inputs)
         # A persisted session's monitor spools this run's IOPub from here on.
-        seq = self._mark_spool(kernel)
+        spooled = self._spools(kernel)
         self._interrupt.expect()
         msg = client.session.msg("execute_request", request.content())
         client.shell_channel.send(msg)
         msg_id = msg["header"]["msg_id"]
-        pending = self._pending_run(request, msg_id, seq, timeout, client.session.session)
+        pending = self._pending_run(request, msg_id, spooled, timeout, client.session.session)
         progress = self._progress(request, pending)
         start = time.monotonic()
         interrupted_at: float | None = None
@@ -431,7 +431,7 @@ class Session:
             self._interrupt.ended()
             if not done and kernel.poll() is None:
                 kernel.interrupt()  # the caller stopped listening: stop the code too
-            if seq is not None:
+            if spooled:
                 self._save_run(None)
 
     def _progress(self, request: RunRequest, pending: PendingRun | None) -> RunProgress:
@@ -489,14 +489,13 @@ class Session:
         timeout: float | None,
     ) -> AsyncIterator[Event]:
         _clear(self._inputs)
-        spooler = self._spooler(kernel)
-        seq = await spooler.amark() if spooler is not None else None
+        spooled = self._spools(kernel)
         self._interrupt.expect()
         msg_id, message = new_message(
             "shell", "execute_request", request.content(), channels.identity
         )
         await channels.send(message)
-        pending = self._pending_run(request, msg_id, seq, timeout, channels.identity)
+        pending = self._pending_run(request, msg_id, spooled, timeout, channels.identity)
         progress = self._progress(request, pending)
         mine = msg_id.encode()
         start = time.monotonic()
@@ -526,8 +525,11 @@ class Session:
                 if not received:
                     progress.quiet(time.monotonic())
                 for incoming in received:
-                    # another client's message, or an earlier abandoned run's: not parsed
-                    if mine not in incoming.parts[1] or parent_id(incoming) != msg_id:
+                    # Another client's message, or an earlier abandoned run's: not parsed.
+                    # A random 32-hex msg_id in the parent header is that parent's own (a
+                    # header's other fields are the sender's session, name, date, type);
+                    # only the jailed code could forge one, and only into its own run.
+                    if mine not in incoming.parts[1]:
                         continue
                     kind = str(json.loads(incoming.parts[0]).get("msg_type", ""))
                     content = json.loads(incoming.parts[3])
@@ -540,25 +542,26 @@ class Session:
             self._interrupt.ended()
             if not done and kernel.poll() is None:
                 kernel.interrupt()  # the caller stopped listening: stop the code too
-            if seq is not None:
+            if spooled:
                 self._save_run(None)
 
     def _pending_run(
         self,
         request: RunRequest,
         msg_id: str,
-        seq: int | None,
+        spooled: bool,
         timeout: float | None,
         owner: str,
     ) -> PendingRun | None:
-        """The run in flight, persisted before its first event (a persisted session)."""
-        if seq is None:
+        """The run in flight, persisted before its first event (a persisted session, whose
+        monitor spools the run's IOPub from its "busy" status on)."""
+        if not spooled:
             return None
         deadline = None if timeout is None else time.time() + timeout
         pending = PendingRun(
             request.run_id or msg_id,
             msg_id,
-            seq,
+            0,
             request.batch,
             timeout,
             deadline,
@@ -778,15 +781,9 @@ class Session:
         assert self.state_dir is not None
         session_state.save_launching(self.state_dir, provisioner.info())
 
-    def _mark_spool(self, kernel: KernelProcess) -> int | None:
-        spooler = self._spooler(kernel)
-        return spooler.mark() if spooler is not None else None
-
-    def _spooler(self, kernel: KernelProcess) -> LocalProvisioner | None:
-        """The kernel's monitor, when it spools runs (a persisted session, run locally)."""
-        if self.state_dir is None or not isinstance(kernel.provisioner, LocalProvisioner):
-            return None
-        return kernel.provisioner
+    def _spools(self, kernel: KernelProcess) -> bool:
+        """Whether the kernel's monitor spools runs (a persisted session, run locally)."""
+        return self.state_dir is not None and isinstance(kernel.provisioner, LocalProvisioner)
 
     def _save_run(self, run: PendingRun | None) -> None:
         """Persist the run in flight (a persisted session), or that none is."""

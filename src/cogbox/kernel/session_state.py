@@ -40,11 +40,11 @@ class AskedInput:
 
 @dataclass
 class PendingRun:
-    """A run in flight: what its owner sent, and where its IOPub spool starts."""
+    """A run in flight: what its owner sent, and where its IOPub spool is read from."""
 
     run_id: str
     msg_id: str
-    seq: int
+    seq: int  # the first spool number to read (0: all the monitor kept)
     batch: bool = False
     # The time limit (`timeout` seconds) ends the run at `deadline` (time.time()), whoever
     # owns it then.

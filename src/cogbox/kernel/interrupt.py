@@ -27,7 +27,7 @@ class InterruptLatch:
     def expect(self) -> None:
         """A run is on its way to the kernel; its code has not begun."""
         with self._lock:
-            if self._begun:
+            if self._begun:  # a new run (a run may say so twice: what it was sent stays)
                 self.sent = False
             self._begun = False
 

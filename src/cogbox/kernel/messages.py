@@ -20,6 +20,8 @@ from cogbox.kernel.events import (
 
 # How long one wait on a kernel's sockets lasts before the caller checks the jail and clock.
 POLL_MS = 50
+DELIMITER = b"<IDS|MSG>"  # between a message's routing identities and its signature
+_POLLIN = int(zmq.POLLIN)  # a plain int: no enum arithmetic
 # Most messages taken from one socket per wait; held in memory together, and a kernel can
 # send 1 MB ones (256 of them grew the service by as much during a flood).
 _BATCH = 8
@@ -73,3 +75,10 @@ def output_event(kind: str, content: dict[str, Any]) -> Event | None:
 def died(ended: JailExit, hint: str = "") -> KernelDied:
     """The terminal event of a run whose kernel's jail ended."""
     return KernelDied(str(ended.reason), ended.message + hint, ended.returncode)
+
+
+def has_input(sock: "zmq.Socket[bytes]") -> bool:
+    """Whether `sock` has a message waiting (asking is cheaper than a receive that fails:
+    pyzmq raises for that); reading EVENTS also re-arms the socket's edge-triggered fd."""
+    events = sock.get(zmq.EVENTS)
+    return isinstance(events, int) and bool(events & _POLLIN)

@@ -49,6 +49,7 @@ from cogbox import hostfs
 from cogbox.jail.launcher import Jail, JailError, JailExit, JailSpec
 from cogbox.kernel import control
 from cogbox.kernel.kernel_log import KernelLog
+from cogbox.kernel.messages import DELIMITER, has_input
 from cogbox.kernel.stop_signal import StopSignal
 
 SOCKET_NAME = "control"
@@ -61,7 +62,6 @@ _IOPUB_NAME = "k-2"  # cogbox.kernel.connection's iopub socket
 _PROVE_POLL_SECONDS = 0.02
 _CONN_TIMEOUT_SECONDS = 5.0
 _LENGTH = struct.Struct(">Q")
-_DELIMITER = b"<IDS|MSG>"
 _BEGUN_KEPT = 16  # the requests last begun, newest last, that a spool reply names
 _MAX_FDS = 16
 
@@ -170,7 +170,7 @@ class Spool:
 def _begun_request(frames: list[bytes]) -> str | None:
     """The msg_id of the execute_request whose "busy" status `frames` is, else None."""
     try:
-        split = frames.index(_DELIMITER)
+        split = frames.index(DELIMITER)
         parent, content = frames[split + 3], frames[split + 5]
     except (ValueError, IndexError):
         return None
@@ -301,20 +301,17 @@ class Monitor:
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
         poller.register(self._stop.fd, zmq.POLLIN)
-        pollin = int(zmq.POLLIN)
         while not self._stop.is_set():
             poller.poll()
-            # All that waits, in one wake-up (a run's messages come in bursts); asked of
-            # the socket, not found by a failed receive (pyzmq's exception costs more).
-            while int(sub.get(zmq.EVENTS)) & pollin:
+            while has_input(sub):  # all that waits, in one wake-up: a run's come in bursts
                 self.spool.add(sub.recv_multipart())
 
     # ------------------------------------------------------------------ control
 
     def serve(self) -> None:
         assert self._server is not None
+        waiting = [self._server.fileno(), self._stop.fd]
         while not self._stop.is_set():
-            waiting = [self._server.fileno(), self._stop.fd]
             if waiting[0] not in select.select(waiting, [], [])[0]:
                 continue
             with contextlib.suppress(OSError):

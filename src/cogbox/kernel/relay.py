@@ -28,8 +28,8 @@ import zmq
 from jupyter_client.session import Session as Signer
 
 from cogbox.kernel.connection import channel_endpoint
+from cogbox.kernel.messages import DELIMITER, has_input
 
-DELIMITER = b"<IDS|MSG>"
 CHANNELS = ("shell", "control", "stdin", "iopub")
 CLIENT_CHANNELS = ("shell", "control", "stdin")  # iopub and hb are not a client's to send on
 RECONNECT_MS = 100  # a restarted kernel's new sockets are found this fast
@@ -187,7 +187,7 @@ class KernelChannels:
 
     def _wake(self, sock: zmq.Socket[bytes]) -> None:
         # The fd is edge-triggered: reading EVENTS re-arms it (and stops the loop calling).
-        if _has_input(sock):
+        if has_input(sock):
             self._ready[sock] = None
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(None)
@@ -295,12 +295,7 @@ class KernelChannels:
         await asyncio.sleep(0)
 
 
-_POLLIN, _NOBLOCK = int(zmq.POLLIN), int(zmq.NOBLOCK)  # plain ints: no enum arithmetic
-
-
-def _has_input(sock: "zmq.Socket[bytes]") -> bool:
-    events = sock.get(zmq.EVENTS)
-    return isinstance(events, int) and bool(events & _POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)  # a plain int: no enum arithmetic
 
 
 def _settle(waiter: "asyncio.Future[None]") -> None:

@@ -561,10 +561,9 @@ class Session:
         pending = PendingRun(
             request.run_id or msg_id,
             msg_id,
-            0,
-            request.batch,
-            timeout,
-            deadline,
+            batch=request.batch,
+            timeout=timeout,
+            deadline=deadline,
             owner=owner,
             note=dict(request.note or {}),
         )

@@ -44,7 +44,9 @@ class PendingRun:
 
     run_id: str
     msg_id: str
-    seq: int  # the first spool number to read (0: all the monitor kept)
+    # The first spool number to read: 0, all the monitor kept (its spool starts afresh at
+    # each run); a record an older agent wrote holds where its explicit mark began.
+    seq: int = 0
     batch: bool = False
     # The time limit (`timeout` seconds) ends the run at `deadline` (time.time()), whoever
     # owns it then.

@@ -254,3 +254,13 @@ def test_statuses_the_kernels_code_forges_only_start_its_own_spools() -> None:
         spool.add(frames)
     payload, info = spool.since(0)
     assert (len(decode_spool(payload)), info["begun"]) == (3, [])
+
+
+def test_an_oversized_forged_status_is_kept_but_never_parsed() -> None:
+    # Parsing a tenant's 1 MB "parent header" would cost the host a multiple of it in memory.
+    spool = Spool(cap=1 << 22)
+    parent = json.dumps({"msg_id": "f", "msg_type": "execute_request", "pad": "x" * (1 << 20)})
+    content = json.dumps({"execution_state": "busy"}).encode()
+    spool.add([b"kernel.1.status", b"<IDS|MSG>", b"sig", b"{}", parent.encode(), b"{}", content])
+    payload, info = spool.since(0)
+    assert (len(decode_spool(payload)), info["begun"]) == (1, [])

@@ -63,6 +63,9 @@ _PROVE_POLL_SECONDS = 0.02
 _CONN_TIMEOUT_SECONDS = 5.0
 _LENGTH = struct.Struct(">Q")
 _BEGUN_KEPT = 16  # the requests last begun, newest last, that a spool reply names
+# A status's parent header and content are a few hundred bytes; the jailed code can publish
+# bigger ones, which are kept like any message but never parsed.
+_STATUS_PART_BYTES = 4 << 10
 _MAX_FDS = 16
 
 
@@ -173,6 +176,8 @@ def _begun_request(frames: list[bytes]) -> str | None:
         split = frames.index(DELIMITER)
         parent, content = frames[split + 3], frames[split + 5]
     except (ValueError, IndexError):
+        return None
+    if len(parent) > _STATUS_PART_BYTES or len(content) > _STATUS_PART_BYTES:
         return None
     if b"execute_request" not in parent or b"busy" not in content:
         return None  # most statuses: not parsed

@@ -15,6 +15,7 @@ from cogbox.kernel.events import (
     Result,
     Stdout,
 )
+from cogbox.kernel.launch import HISTORY_BATCH_CELLS
 from cogbox.kernel.session import DEFAULT_OUTPUT_LIMIT, Session, start_session
 from tests.kernel.support import NO_REPLY_ONCE, run, small_policy, stderr_of, stdout_of
 
@@ -159,6 +160,16 @@ def test_restart_clears_variables_but_keeps_home_files(python_image: Image) -> N
         events = run(session, "print(open('/home/work/kept.txt').read())\nx")
         assert stdout_of(events) == "still here\n"
         assert any(isinstance(e, Error) and e.ename == "NameError" for e in events)
+
+
+def test_history_is_written_in_batches_and_kept_through_a_restart(python_image: Image) -> None:
+    with start_session(python_image, small_policy()) as session:
+        asked = "print(get_ipython().history_manager.db_cache_size)"
+        assert stdout_of(run(session, asked)) == f"{HISTORY_BATCH_CELLS}\n"
+        run(session, "history_marker = 1")
+        session.restart()  # a kernel that ends writes what it kept
+        found = "print([s for _, _, s in get_ipython().history_manager.search('history_marker*')])"
+        assert stdout_of(run(session, found)) == "['history_marker = 1']\n"
 
 
 def test_the_kernel_is_reached_over_ipc_sockets_in_the_sessions_own_folder(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cogbox import event_loop
 from cogbox.agent import tls
 from cogbox.agent.channel import AgentPlace
 from cogbox.agent.errors import ChannelError
@@ -138,7 +139,7 @@ def run_agent(
     place.make()
     key = place.key()
     with holding_lock(place):
-        asyncio.run(_serve(place, key, sessions_dir, logs_dir, vfolders_dir, pools, listen))
+        event_loop.run(_serve(place, key, sessions_dir, logs_dir, vfolders_dir, pools, listen))
 
 
 async def open_channel(

@@ -164,10 +164,10 @@ class RemoteAgent:
         try:
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
-                    self._received(wire.loads(message.data))
+                    self._received(wire.loads(message.data), len(message.data))
                 elif message.type == aiohttp.WSMsgType.BINARY:  # a file's chunk, raw
                     answer, data = wire.binary_in(message.data)
-                    self._received({**answer, "r": data})
+                    self._received({**answer, "r": data}, len(message.data))
                 else:
                     break
         except ChannelError:
@@ -201,7 +201,7 @@ class RemoteAgent:
                 await self.on_reconnect()
             return
 
-    def _received(self, message: dict[str, Any]) -> None:
+    def _received(self, message: dict[str, Any], size: int) -> None:
         if message.get("p") == "status":
             self._states = {sid: KernelState(**value) for sid, value in message["states"].items()}
             self._pools = [PoolState(**value) for value in message["pools"]]
@@ -217,7 +217,7 @@ class RemoteAgent:
             return
         queue = self._streams.get(call)
         if queue is not None:
-            self._queue_event(call, queue, message)
+            self._queue_event(call, queue, message, size)
             return
         future = self._calls.pop(call, None)
         if future is None or future.done():
@@ -228,13 +228,13 @@ class RemoteAgent:
             future.set_result(message.get("r"))
 
     def _queue_event(
-        self, call: int, queue: "asyncio.Queue[object]", message: dict[str, Any]
+        self, call: int, queue: "asyncio.Queue[object]", message: dict[str, Any], frame: int
     ) -> None:
         """Queue a run's event for its reader, bounded: past `STREAM_QUEUE_SIZE` characters
         waiting for a slow reader, output is dropped and counted (never input requests or the
         end), and one notice says so before the run's end."""
         kind = (message.get("v") or {}).get("kind")
-        size = EVENT_COST + len(str(message.get("v", "")))
+        size = EVENT_COST + frame  # the frame's length: the event's text and a little
         waiting = self._waiting.setdefault(call, [0, 0])  # characters queued, events dropped
         if kind in ("finished", "kernel_died") and waiting[1]:
             notice = OutputTruncated(

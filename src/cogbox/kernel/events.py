@@ -7,7 +7,7 @@ events and then exactly one terminal event: `Finished`, or `KernelDied` when the
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 FinishedStatus = Literal["ok", "error", "aborted", "timeout"]
@@ -137,14 +137,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
         KernelDied,
     )
 }
+_FIELDS: dict[type[Event], frozenset[str]] = {
+    cls: frozenset(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()
+}
 # What one event weighs in a bounded buffer beyond its text, so that many tiny events
 # (a kernel can forge any number) are bounded too.
 EVENT_COST = 256
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    """A JSON-ready dict of `event`, with its `kind` ("stdout", "finished", ...) included."""
-    return {"kind": event.kind, **asdict(event)}
+    """A JSON-ready dict of `event`, with its `kind` ("stdout", "finished", ...) included.
+    Shallow (its values are the event's own): a run's every event passes here, and
+    `asdict`'s deep copy was most of the cost."""
+    return {"kind": event.kind, **vars(event)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
@@ -153,7 +158,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     cls = EVENT_TYPES.get(str(data.get("kind")))
     if cls is None:
         raise ValueError(f"an unknown event kind {data.get('kind')!r}")
-    names = {f.name for f in fields(cls)}
+    names = _FIELDS[cls]
     event: Event = cls(**{key: value for key, value in data.items() if key in names})
     return event
 

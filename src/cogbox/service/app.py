@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from cogbox import event_loop
 from cogbox.agent.local import LocalAgent
 from cogbox.service import backendai, jupyter, log_routes, native, vfolder_api
 from cogbox.service.agent import Agent
@@ -157,6 +158,7 @@ def serve(config: ServiceConfig) -> None:
         port=config.port,
         print=None,
         access_log_class=AccessLogger,
+        loop=event_loop.new_loop(),
     )
 
 

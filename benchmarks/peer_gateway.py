@@ -23,7 +23,8 @@ Each round, on each side in turn (the order alternates by round):
 2. With all sessions started, 50 more executions each: executions/s of the execution
    phase only, latency p50/p90/p99, and the server side's CPU per execution (utime +
    stime from /proc/<pid>/stat of Kernel Gateway's process; of cogbox's serve, its agent
-   and the kernels' monitors; kernels excluded on both sides).
+   and the kernels' monitors; kernels excluded on both sides), and beside it the kernels'
+   CPU and the whole machine's (/proc/stat) per execution.
 3. `1+1` from one client, sequential (median).
 
 Every output is checked exactly; a lost or mixed output is counted and fails the run.
@@ -133,6 +134,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time all cores spent busy so far (/proc/stat: all but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def pids_running(marker: bytes) -> list[int]:
+    """The processes on the machine whose command line holds `marker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids
+
+
+def kernel_pids() -> list[int]:
+    """Every ipykernel on the machine (both sides start theirs as `-m ipykernel_launcher`;
+    a jailed one is seen from here too). Idle ones (cogbox's warm pools) add about 0."""
+    return pids_running(b"ipykernel_launcher")
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -236,13 +261,11 @@ class CogboxSide(Side):
     def server_pids(self) -> list[int]:
         """serve, its agent and the kernels' monitors: the work Kernel Gateway's one process
         does (relaying, decoding, keeping runs) is split over these in cogbox."""
-        pids = [self.pid, int(self._agent_pid_file.read_text())]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if b"cogbox.kernel.monitor" in (entry / "cmdline").read_bytes():
-                        pids.append(int(entry.name))
-        return pids
+        return [
+            self.pid,
+            int(self._agent_pid_file.read_text()),
+            *pids_running(b"cogbox.kernel.monitor"),
+        ]
 
     def _sign(self, method: str, path: str) -> dict[str, str]:
         return signed_headers(
@@ -425,6 +448,8 @@ class Round:
     p90: float
     p99: float
     cpu_per_exec: float
+    machine_per_exec: float
+    kernels_per_exec: float
     create_p50: float
     create_busy_p50: float
     one_plus_one: float
@@ -496,9 +521,16 @@ async def _round(
         profilers = _profile(side, profile)
         pids = side.server_pids()
         before = {pid: cpu_seconds(pid) for pid in pids}
+        machine_before = machine_cpu_seconds()
+        kernels_before = {pid: cpu_seconds(pid) for pid in kernel_pids()}
         started = time.perf_counter()
         await asyncio.gather(*(_runs(k, n, runs, runs, phase) for n, k in enumerate(kernels)))
         phase_s = time.perf_counter() - started
+        machine = machine_cpu_seconds() - machine_before
+        kernels_cpu = 0.0
+        for pid, seconds in kernels_before.items():
+            with contextlib.suppress(OSError):
+                kernels_cpu += cpu_seconds(pid) - seconds
         spent = {pid: cpu_seconds(pid) - before[pid] for pid in pids}
         cpu = sum(spent.values())
         _say_cpu(side.name, spent, clients * runs)
@@ -524,6 +556,8 @@ async def _round(
         p90=_percentile(lat, 0.90),
         p99=_percentile(lat, 0.99),
         cpu_per_exec=cpu / (clients * runs),
+        machine_per_exec=machine / (clients * runs),
+        kernels_per_exec=kernels_cpu / (clients * runs),
         create_p50=statistics.median(to_first_alone),
         create_busy_p50=statistics.median(to_first),
         one_plus_one=statistics.median(single.latencies),
@@ -566,9 +600,9 @@ def table(ours: list[Round], peer: list[Round], args: argparse.Namespace) -> lis
         "Kernel Gateway 3.0.1 with plain local ipykernels (no sandbox), TCP_NODELAY set by a "
         "launcher, its WebSocket channels. Server CPU: Kernel Gateway's process; "
         "cogbox's serve, agent and kernel monitors (/proc/<pid>/stat), kernels excluded on both "
-        "sides. Ranges are over rounds; ratios of "
-        "means; the last column is the ratio in cogbox's favour (>= 1.00x: cogbox as good "
-        "or better).",
+        "sides; the kernels' and the whole machine's CPU (/proc/stat) are shown too. Ranges are "
+        "over rounds; ratios of means; the last column is the ratio in cogbox's favour "
+        "(>= 1.00x: cogbox as good or better).",
         "",
         f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
         f"{os.cpu_count()} cores.",
@@ -581,6 +615,14 @@ def table(ours: list[Round], peer: list[Round], args: argparse.Namespace) -> lis
         row("latency p90", "p90", 1000, " ms", False),
         row("latency p99", "p99", 1000, " ms", False),
         row("server-side CPU per execution", "cpu_per_exec", 1000, " ms", False),
+        row("the kernels' CPU per execution", "kernels_per_exec", 1000, " ms", False),
+        row(
+            "the whole machine's CPU per execution (servers, kernels, this client)",
+            "machine_per_exec",
+            1000,
+            " ms",
+            False,
+        ),
         row(
             f"{args.clients} sessions created at once, until the first execution ran (p50)",
             "create_p50",

@@ -91,9 +91,9 @@ def kernel_command(image: Image) -> KernelCommand:
     elif extensions:
         argv.append(f"--InteractiveShellApp.extensions={json.dumps(extensions)}")
     # IPython writes each cell to its history database (in /home/work/.ipython) as it runs:
-    # an SQLite commit per run, about 1.3 of a jailed kernel's 8 ms of CPU for a `print`,
-    # and its loop device's work on top. Batched, a killed kernel loses at most the last
-    # cells of its %history, never a variable or a file.
+    # an SQLite commit per run on the workdir's loop device. Batched, a `print` cell costs
+    # the kernel 0.92x the CPU and the machine 0.90x (benchmarks/kernel_history.py); a
+    # killed kernel loses at most the last cells of its %history, never a variable or file.
     argv.append(f"--HistoryManager.db_cache_size={HISTORY_BATCH_CELLS}")
     if _major(version) < 5:
         # ipykernel 4 waits for each stdout/stderr flush with Event.wait(timeout), which

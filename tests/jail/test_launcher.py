@@ -448,6 +448,66 @@ def test_cpus_quota_throttles_a_busy_loop(python_image: Image) -> None:
     assert share < 0.5
 
 
+BUSY_LOOP = """
+import os, sys, time
+os.sched_setaffinity(0, {%d})
+while time.time() < %r:
+    time.sleep(0.005)
+began = time.process_time()
+while time.time() < %r:
+    pass
+print(time.process_time() - began)
+"""
+
+
+def test_jailed_busy_loops_get_the_share_of_the_same_loops_outside(python_image: Image) -> None:
+    # Two loops in jails and two on the host, all on one core for 3 s. The host's are each in
+    # its own session, as Jupyter starts plain kernels, so each is its own scheduling group
+    # (autogroup) of the default weight: a quarter of the core each, as plain processes.
+    # Jails under one shared cgroup of the default weight got a sixth each (all jails
+    # together weighed one process) against a third for each host loop.
+    cpu = max(os.sched_getaffinity(0))
+    start = time.time() + 2.0
+    code = BUSY_LOOP % (cpu, start, start + 3.0)
+    jailed: list[float] = []
+
+    def jail_loop() -> None:
+        jailed.append(float(out(run_python(python_image, code, policy_with(python_image, cpus=1)))))
+
+    threads = [threading.Thread(target=jail_loop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    host = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=PIPE, start_new_session=True)
+        for _ in range(2)
+    ]
+    outside = [float(process.communicate(timeout=60)[0]) for process in host]
+    for thread in threads:
+        thread.join(60)
+    assert len(jailed) == 2, "a jailed loop did not report"
+    assert min(jailed) >= 0.75 * max(outside), (jailed, outside)
+
+
+def test_the_shared_cgroup_weighs_what_its_jails_weigh(python_image: Image) -> None:
+    version = detect_version()
+    file, one = ("cpu.weight", 100) if version == 2 else ("cpu.shares", 1024)
+    shared = Path("/sys/fs/cgroup") / ("cogbox" if version == 2 else "cpu/cogbox")
+    policy = policy_with(python_image, cpus=2)
+    spec = JailSpec(python_image, policy, [PY3, "-c", "input()"])
+
+    def total() -> int:
+        return sum(int((d / file).read_text()) for d in shared.iterdir() if d.is_dir())
+
+    with Jail() as jail:
+        jail.start(spec, stdin=PIPE)
+        assert int((shared / jail.id / file).read_text()) == 2 * one
+        assert int((shared / file).read_text()) == min(total(), 262144 if version == 1 else 10000)
+        jail.kill()
+        jail.wait(30)
+    assert not (shared / jail.id).exists()
+    assert int((shared / file).read_text()) == max(one, total())
+
+
 # ---------------------------------------------------------------------------- lifetime
 
 DRIVER = """

@@ -2,6 +2,7 @@
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,13 +87,60 @@ def test_v1_peak_at_the_limit_counts_as_a_memory_limit_hit(tmp_path: Path) -> No
     assert cgroup.counters().memory_limit_hits == 1
 
 
+def forget_files(folder: Path) -> None:
+    """What cgroupfs does at rmdir: a plain folder on a fake tree must lose its files first."""
+    for found in list(folder.rglob("*")):
+        if found.is_file():
+            found.unlink()
+
+
 def test_v1_remove_deletes_the_jail_in_every_hierarchy(tmp_path: Path) -> None:
     root = fake_v1(tmp_path / "cg")
     cgroup = JailCgroup("j1", root=root)
     cgroup.create(memory_bytes=None, pids=None)
     (root / "cpu,cpuacct/cogbox/j1/jail").mkdir(parents=True)  # as runc would leave it
+    forget_files(root / "cpu,cpuacct/cogbox/j1")
     cgroup.remove()
-    assert sorted(p.name for p in root.glob("*/cogbox/*")) == []
+    assert sorted(p.name for p in root.glob("*/cogbox/*") if p.is_dir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fake", "weights", "file", "one", "lowest"),
+    [
+        (fake_v1, "cpu,cpuacct/cogbox", "cpu.shares", 1024, 2),
+        (fake_v2, "cogbox", "cpu.weight", 100, 1),
+    ],
+)
+def test_each_jail_weighs_its_cpus_and_all_jails_weigh_their_sum(
+    tmp_path: Path, fake: Callable[[Path], Path], weights: str, file: str, one: int, lowest: int
+) -> None:
+    # One shared folder of the default weight would make every jail together count as a
+    # single process against the service's own.
+    root = fake(tmp_path / "cg")
+    shared = root / weights
+    jails = [JailCgroup(name, root=root) for name in ("j1", "j2", "j3")]
+    for jail, cpus in zip(jails, (1.0, 2.0, None), strict=True):
+        jail.create(memory_bytes=None, pids=None, cpus=cpus)
+    assert (shared / "j2" / file).read_text() == str(2 * one)
+    assert (shared / file).read_text() == str(4 * one)
+    jails[2].weigh(0)  # waits idle in a pool: the lowest weight, which adds about nothing
+    assert (shared / "j3" / file).read_text() == str(lowest)
+    assert (shared / file).read_text() == str(3 * one + lowest)
+    forget_files(shared / "j2")
+    jails[1].remove()
+    assert (shared / file).read_text() == str(one + lowest)
+    for jail in (jails[0], jails[2]):
+        forget_files(shared / jail.jail_id)
+        jail.remove()
+    assert (shared / file).read_text() == str(one)  # no jails: back to the default
+
+
+def test_the_shared_weight_stops_at_the_kernels_maximum(tmp_path: Path) -> None:
+    root = fake_v2(tmp_path / "cg")
+    for number in range(3):
+        JailCgroup(f"j{number}", root=root).create(memory_bytes=None, pids=None, cpus=40)
+    assert (root / "cogbox" / "cpu.weight").read_text() == "10000"
+    assert (root / "cogbox" / "j0" / "cpu.weight").read_text() == "4000"
 
 
 def counters(**values: int) -> CgroupCounters:

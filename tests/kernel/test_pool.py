@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from cogbox.images.store import Image
+from cogbox.jail.cgroups import detect_version
 from cogbox.kernel.errors import KernelError
 from cogbox.kernel.events import Finished
 from cogbox.kernel.pool import KernelPool, preload_code
+from cogbox.kernel.session import Session
 from tests.kernel.support import run, small_policy, stdout_of
 
 
@@ -41,6 +43,32 @@ def test_a_kernel_is_never_handed_out_twice(pool: KernelPool) -> None:
     finally:
         first.shutdown()
         second.shutdown()
+
+
+def cpu_weight(session: Session) -> int:
+    """The weight of the session's jail in the host's cpu cgroups, in hundredths of a task."""
+    assert session._kernel is not None
+    jail = session._kernel.provisioner.jail_id
+    if detect_version() == 2:
+        return int(Path("/sys/fs/cgroup/cogbox", jail, "cpu.weight").read_text())
+    return round(
+        100 * int(Path("/sys/fs/cgroup/cpu/cogbox", jail, "cpu.shares").read_text()) / 1024
+    )
+
+
+def test_a_waiting_kernel_has_the_lowest_cpu_weight_and_its_taker_the_policys(
+    pool: KernelPool,
+) -> None:
+    # Idle in the pool it must not add to what the jails weigh together (cgroups.py).
+    assert pool.wait_ready(60)
+    waiting = pool._ready[0]
+    assert cpu_weight(waiting) <= 1
+    session = pool.acquire()
+    try:
+        assert session is waiting
+        assert cpu_weight(session) == round(100 * (pool.policy.limits.cpus or 1.0))
+    finally:
+        session.shutdown()
 
 
 def test_pool_refills_in_the_background(pool: KernelPool) -> None:

@@ -13,6 +13,13 @@ launcher reads them before removing the parent.
 
 `root` is a parameter so tests can exercise both layouts on a fake tree.
 
+CPU weight: the kernel weighs a cgroup under contention like one busy task of its weight, so
+one shared `cogbox` folder of the default weight would make all jails together count as one
+process against the service's own: its relays would then preempt the kernels they serve
+after every message. Each jail's folder weighs its policy's `cpus` in tasks (one without a
+limit), and the shared folder weighs the sum of its jails, so a jailed kernel competes with
+host processes as it would outside. The quota (`cpus`) still caps what each jail can take.
+
 Inside a Slurm job step (the driver's own cgroup, /proc/self/cgroup, is under Slurm's
 `/slurm[_<node>]/uid_<u>/job_<j>/step_<s>`), the same layout goes under that step instead of
 the root, so the job's memory limit binds the jail too (an absolute `/cogbox/...` would escape
@@ -24,6 +31,7 @@ job's limits.
 """
 
 import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -41,6 +49,20 @@ LEAF = "jail"
 CgroupVersion = Literal[1, 2]
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 _V1_LIMITED = ("memory", "pids")  # controllers whose limits live on the launcher's parent
+
+
+@dataclass(frozen=True)
+class _Weight:
+    file: str
+    task: int  # the weight of one task (the default)
+    low: int
+    high: int
+
+    def of(self, tasks: float) -> int:
+        return min(self.high, max(self.low, round(self.task * tasks)))
+
+
+_WEIGHTS = {1: _Weight("cpu.shares", 1024, 2, 262144), 2: _Weight("cpu.weight", 100, 1, 10000)}
 # Slurm's cgroup/v1 step (the multiple-slurmd build names its root slurm_<node>), and v2's.
 # Anchored at a path component, possibly below a container's own cgroup (/docker/<id>/slurm...).
 _SLURM_V1_STEP = re.compile(r"^(?:/[^/]+)*?/slurm(?:_[^/]+)?/uid_\d+/job_\d+/step_[^/]+")
@@ -99,12 +121,53 @@ class JailCgroup:
             return self.root / self.relative
         return self.root / controller / self.relative
 
-    def create(self, *, memory_bytes: int | None, pids: int | None) -> None:
-        """Create the parent cgroup(s) and write the limits; CgroupError names the file."""
+    def create(
+        self, *, memory_bytes: int | None, pids: int | None, cpus: float | None = None
+    ) -> None:
+        """Create the parent cgroup(s), write the limits and weigh the jail as `cpus` tasks
+        (None: one); CgroupError names the file."""
         if self.version == 2:
             self._create_v2(memory_bytes, pids)
         else:
             self._create_v1(memory_bytes, pids)
+        self.weigh(cpus)
+
+    def weigh(self, cpus: float | None) -> None:
+        """Weigh the jail as `cpus` tasks (None: one; 0: the lowest weight, for a kernel that
+        waits idle in a pool) and the shared parent as all its jails; CgroupError names the
+        file."""
+        own = self._cpu_dir()
+        if own is not None:
+            weight = _WEIGHTS[self.version]
+            _write(own / weight.file, str(weight.of(1.0 if cpus is None else cpus)))
+            self._weigh_all_jails()
+
+    def _cpu_dir(self) -> Path | None:
+        """The jail's own folder in the cpu controller; None where that is not mounted (v1)."""
+        if self.version == 1:
+            if not (self.root / "cpu").is_dir():
+                return None
+            self._dir("cpu").mkdir(parents=True, exist_ok=True)
+        return self._dir("cpu")
+
+    def _weigh_all_jails(self) -> None:
+        """Give the shared parent the sum of its jails' weights (a lock on the folder orders
+        jails that start and end at once, so the last write counts them all)."""
+        weight = _WEIGHTS[self.version]
+        parent = self._dir("cpu").parent
+        try:
+            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return  # the last jail under a Slurm step took the folder with it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            jails = [_int(child / weight.file) for child in parent.iterdir() if child.is_dir()]
+            total = sum(found for found in jails if found is not None)
+            _write(
+                parent / weight.file, str(weight.of(total / weight.task) if total else weight.task)
+            )
+        finally:
+            os.close(fd)
 
     def _create_v2(self, memory_bytes: int | None, pids: int | None) -> None:
         parent = self.root / PARENT
@@ -239,6 +302,9 @@ class JailCgroup:
                     os.rmdir(above)
                 except OSError:
                     break
+        if self.version == 2 or (self.root / "cpu").is_dir():
+            with contextlib.suppress(CgroupError, OSError):
+                self._weigh_all_jails()
 
 
 def slurm_step(self_cgroup_text: str, version: CgroupVersion) -> str:

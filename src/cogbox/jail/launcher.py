@@ -256,7 +256,7 @@ class Jail:
             pids = limits.pids
             if pids is not None and self.runtime == "runsc":
                 pids += RUNSC_PIDS_HEADROOM  # gVisor's own threads count on this cgroup too
-            self._cgroup.create(memory_bytes=limits.memory_bytes, pids=pids)
+            self._cgroup.create(memory_bytes=limits.memory_bytes, pids=pids, cpus=limits.cpus)
         except (CgroupError, OSError) as exc:
             raise JailError(f"cannot set up the jail's cgroups: {exc}") from exc
         binds = [Bind(self._workdir.source, WORKDIR, readonly=False), *spec.binds]

@@ -305,7 +305,8 @@ def _resources(policy: Policy, limits_on_parent_cgroup: bool) -> dict[str, Any]:
             "period": CPU_PERIOD_US,
             # Under contention the kernel weighs a whole cgroup like one busy task; weigh a
             # jail allowed N cores like N tasks, so its threads compete like the same
-            # threads outside.
+            # threads outside (the launcher weighs the jail's parent cgroups the same way:
+            # cgroups.py).
             "shares": max(2, round(1024 * limits.cpus)),
         }
     return resources

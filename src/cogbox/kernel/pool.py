@@ -10,7 +10,9 @@ before anyone asked for it, and warmed up with the modules its image's recipe na
 for good: a kernel is handed out once, never returned or shared, so no session ever sees
 another's variables or files. One background thread keeps the pool full, starting one
 kernel at a time (a start is CPU-bound; starting several at once would slow the sessions
-already running).
+already running). A kernel waiting in the pool has the lowest CPU weight, and gets its
+policy's when it is handed out (cgroups.py: the jails together weigh what their kernels
+would as plain processes, and an idle pooled one must not add to that).
 
 Under demand the pool grows: each time a session wanted one and none was ready (a miss),
 the pool aims for one more, up to `max_size` (default: four times `size`); once it has been
@@ -157,7 +159,11 @@ class KernelPool:
                 self._started_at.pop(session.id, None)
                 self._changed.notify_all()  # the filler starts a replacement
             if session.alive:
-                return session
+                try:
+                    session.weigh(self.policy.limits.cpus)
+                    return session
+                except KernelError as exc:  # would stay at a waiting kernel's lowest weight
+                    _log.warning("cannot weigh a pooled %s kernel: %s", self.image.name, exc)
             self._discard(session)  # died while waiting in the pool (its jail ended): next one
 
     def close(self) -> None:
@@ -203,6 +209,10 @@ class KernelPool:
         except BaseException:
             self._discard(session)
             raise
+        try:
+            session.weigh(0)  # it waits idle: refills and warm-ups of others go first
+        except KernelError as exc:
+            _log.warning("a pooled %s kernel keeps its weight: %s", self.image.name, exc)
         return session
 
     def _discard(self, session: Session) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cogbox.jail.cgroups import CgroupError, JailCgroup
 from cogbox.jail.exit_reason import ExitReason, JailExit
 from cogbox.jail.launcher import JailSpec
 from cogbox.jail.reaper import reap_stale_jails
@@ -92,6 +93,11 @@ class KernelProvisioner(ABC):
     @abstractmethod
     def cleanup(self) -> JailExit | None:
         """Remove the jail (killing what runs) and everything it held; its exit."""
+
+    @abstractmethod
+    def weigh(self, cpus: float | None) -> None:
+        """The jail's CPU weight under contention: `cpus` tasks (None: one; 0: the lowest, for
+        a kernel that waits idle in a pool). KernelError if it cannot be set."""
 
     @abstractmethod
     def info(self) -> dict[str, Any]:
@@ -290,6 +296,14 @@ class LocalProvisioner(KernelProvisioner):
     @property
     def workdir_view(self) -> Path | None:
         return self._workdir_view
+
+    def weigh(self, cpus: float | None) -> None:
+        if not self.jail_id:
+            raise KernelError("cannot weigh a kernel whose jail has not started")
+        try:
+            JailCgroup(self.jail_id).weigh(cpus)
+        except (CgroupError, OSError) as exc:
+            raise KernelError(f"cannot weigh the kernel's jail: {exc}") from exc
 
     # ------------------------------------------------------------------ monitor extras
 

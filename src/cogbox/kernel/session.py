@@ -245,6 +245,12 @@ class Session:
         """Whether the kernel runs (False once it died or the session was shut down)."""
         return self._kernel is not None and self._kernel.poll() is None
 
+    def weigh(self, cpus: float | None) -> None:
+        """Set the kernel's CPU weight (`KernelProvisioner.weigh`); KernelError if it cannot."""
+        if self._kernel is None:
+            raise KernelError("the session has no kernel to weigh")
+        self._kernel.provisioner.weigh(cpus)
+
     @property
     def host_identity(self) -> Identity:
         """The host ids this session's jail runs as (uid 1000 inside is its `host_uid`)."""

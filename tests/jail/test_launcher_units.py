@@ -135,6 +135,17 @@ def test_each_jail_weighs_its_cpus_and_all_jails_weigh_their_sum(
     assert (shared / file).read_text() == str(one)  # no jails: back to the default
 
 
+def test_weighing_a_removed_jail_is_an_error_and_makes_no_folder(tmp_path: Path) -> None:
+    root = fake_v1(tmp_path / "cg")
+    cgroup = JailCgroup("j1", root=root)
+    cgroup.create(memory_bytes=None, pids=None)
+    forget_files(root / "cpu,cpuacct/cogbox/j1")
+    cgroup.remove()
+    with pytest.raises(CgroupError, match="gone"):
+        cgroup.weigh(1.0)
+    assert not (root / "cpu,cpuacct/cogbox/j1").exists()
+
+
 def test_the_shared_weight_stops_at_the_kernels_maximum(tmp_path: Path) -> None:
     root = fake_v2(tmp_path / "cg")
     for number in range(3):

@@ -130,25 +130,22 @@ class JailCgroup:
             self._create_v2(memory_bytes, pids)
         else:
             self._create_v1(memory_bytes, pids)
+            if (self.root / "cpu").is_dir():
+                self._dir("cpu").mkdir(parents=True, exist_ok=True)
         self.weigh(cpus)
 
     def weigh(self, cpus: float | None) -> None:
         """Weigh the jail as `cpus` tasks (None: one; 0: the lowest weight, for a kernel that
         waits idle in a pool) and the shared parent as all its jails; CgroupError names the
         file."""
-        own = self._cpu_dir()
-        if own is not None:
-            weight = _WEIGHTS[self.version]
-            _write(own / weight.file, str(weight.of(1.0 if cpus is None else cpus)))
-            self._weigh_all_jails()
-
-    def _cpu_dir(self) -> Path | None:
-        """The jail's own folder in the cpu controller; None where that is not mounted (v1)."""
-        if self.version == 1:
-            if not (self.root / "cpu").is_dir():
-                return None
-            self._dir("cpu").mkdir(parents=True, exist_ok=True)
-        return self._dir("cpu")
+        if self.version == 1 and not (self.root / "cpu").is_dir():
+            return  # no cpu controller mounted: nothing weighs anything
+        own = self._dir("cpu")
+        if not own.is_dir():  # never made anew: that would leave a folder nobody removes
+            raise CgroupError(f"the jail's cgroup {own} is gone")
+        weight = _WEIGHTS[self.version]
+        _write(own / weight.file, str(weight.of(1.0 if cpus is None else cpus)))
+        self._weigh_all_jails()
 
     def _weigh_all_jails(self) -> None:
         """Give the shared parent the sum of its jails' weights (a lock on the folder orders
